@@ -1,0 +1,164 @@
+//! One client's socket with its read and write buffers.
+//!
+//! The socket is non-blocking: the client thread waits in poll(2), reads
+//! what has arrived, decodes whole packets and writes as much of its output
+//! buffer as the kernel takes. Buffers are released when they drain, so an
+//! idle client holds no heap memory for I/O.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+
+use crate::codec::{self, DecodeError, Level, Packet};
+
+/// Bytes read per read(2) call.
+const READ_CHUNK: usize = 4096;
+
+/// Buffers larger than this are freed once they are empty again.
+const KEEP_CAPACITY: usize = 16 * 1024;
+
+#[derive(Debug)]
+pub enum ReadError {
+    /// The peer closed the connection (read returned 0).
+    Closed,
+    Io(io::Error),
+    Decode(DecodeError),
+}
+
+impl From<io::Error> for ReadError {
+    fn from(e: io::Error) -> ReadError {
+        ReadError::Io(e)
+    }
+}
+
+impl From<DecodeError> for ReadError {
+    fn from(e: DecodeError) -> ReadError {
+        ReadError::Decode(e)
+    }
+}
+
+pub struct Conn {
+    pub sock: TcpStream,
+    /// Received bytes not yet decoded: `rbuf[rpos..]`. 0 <= rpos <= rbuf.len()
+    rbuf: Vec<u8>,
+    rpos: usize,
+    /// Encoded bytes not yet written: `wbuf[wpos..]`. 0 <= wpos <= wbuf.len()
+    wbuf: Vec<u8>,
+    wpos: usize,
+    max_packet: usize,
+    pub level: Level,
+    /// Total bytes read and written, for statistics.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+impl Conn {
+    pub fn new(sock: TcpStream, max_packet: usize) -> io::Result<Conn> {
+        sock.set_nonblocking(true)?;
+        Ok(Conn {
+            sock,
+            rbuf: Vec::new(),
+            rpos: 0,
+            wbuf: Vec::new(),
+            wpos: 0,
+            max_packet,
+            level: Level::V311,
+            bytes_in: 0,
+            bytes_out: 0,
+        })
+    }
+
+    /// Reads what the socket has. Ok(false) when nothing was available.
+    pub fn fill(&mut self) -> Result<bool, ReadError> {
+        let mut chunk = [0u8; READ_CHUNK];
+        let mut any = false;
+        loop {
+            match self.sock.read(&mut chunk) {
+                Ok(0) => return Err(ReadError::Closed),
+                Ok(n) => {
+                    any = true;
+                    self.bytes_in += n as u64;
+                    self.rbuf.extend_from_slice(&chunk[..n]);
+                    if n < chunk.len() {
+                        return Ok(true);
+                    }
+                    // Give other work a turn after a large burst.
+                    if self.rbuf.len() - self.rpos >= 16 * READ_CHUNK {
+                        return Ok(true);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(any),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(ReadError::Io(e)),
+            }
+        }
+    }
+
+    /// Decodes the next whole packet from what has been read, if any.
+    pub fn next_packet(&mut self) -> Result<Option<Packet>, DecodeError> {
+        let buf = &self.rbuf[self.rpos..];
+        let Some(h) = codec::check(buf, self.max_packet)? else {
+            self.compact();
+            return Ok(None);
+        };
+        let total = h.total_len();
+        let Some(body) = buf.get(h.header_len..total) else {
+            self.compact();
+            return Ok(None);
+        };
+        let p = codec::decode(&h, body, self.level)?;
+        self.rpos += total;
+        Ok(Some(p))
+    }
+
+    /// Whether undecoded bytes are buffered (a packet is partly received).
+    pub fn has_partial(&self) -> bool {
+        self.rpos < self.rbuf.len()
+    }
+
+    fn compact(&mut self) {
+        if self.rpos == self.rbuf.len() {
+            self.rbuf.clear();
+            self.rpos = 0;
+            if self.rbuf.capacity() > KEEP_CAPACITY {
+                self.rbuf = Vec::new();
+            }
+        } else if self.rpos > 0 {
+            self.rbuf.drain(..self.rpos);
+            self.rpos = 0;
+        }
+    }
+
+    /// Appends one encoded packet to the output buffer.
+    pub fn queue(&mut self, p: &Packet) {
+        codec::encode(p, self.level, &mut self.wbuf);
+    }
+
+    /// Bytes waiting to be written.
+    pub fn pending_write(&self) -> usize {
+        self.wbuf.len() - self.wpos
+    }
+
+    /// Writes as much as the socket takes without blocking.
+    pub fn flush(&mut self) -> io::Result<()> {
+        while self.wpos < self.wbuf.len() {
+            match self.sock.write(&self.wbuf[self.wpos..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.wpos += n;
+                    self.bytes_out += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        if self.wpos == self.wbuf.len() {
+            self.wbuf.clear();
+            self.wpos = 0;
+            if self.wbuf.capacity() > KEEP_CAPACITY {
+                self.wbuf = Vec::new();
+            }
+        }
+        Ok(())
+    }
+}

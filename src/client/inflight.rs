@@ -1,0 +1,227 @@
+//! QoS 1 and 2 state of one session: outgoing messages awaiting their
+//! acknowledgement, and incoming QoS 2 packet ids awaiting PUBREL.
+//!
+//! The client thread owns it while connected. When the connection ends it
+//! travels back to the router inside [`SessionState`], and comes out again on
+//! the next connection of a persistent session, so unacknowledged messages are
+//! sent again with DUP set [MQTT-4.4.0-1].
+
+use std::collections::VecDeque;
+
+use crate::codec::{Publish, QoS};
+
+/// Where an outgoing QoS 1/2 message stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OutState {
+    /// Sent, awaiting PUBACK (QoS 1) or PUBREC (QoS 2).
+    Sent(Publish),
+    /// PUBREC received and PUBREL sent, awaiting PUBCOMP.
+    Released(u16),
+}
+
+impl OutState {
+    fn pkid(&self) -> u16 {
+        match self {
+            OutState::Sent(p) => p.pkid,
+            OutState::Released(id) => *id,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Inflight {
+    /// In send order; acknowledgements usually come in that order too.
+    out: VecDeque<OutState>,
+    /// The last packet id handed out.
+    last_id: u16,
+    /// QoS 2 ids received (and forwarded) whose PUBREL has not come yet.
+    in_qos2: Vec<u16>,
+}
+
+/// What a session keeps between connections: in-flight state plus the
+/// messages that were queued for it but not yet sent.
+#[derive(Debug, Default)]
+pub struct SessionState {
+    pub inflight: Inflight,
+    pub pending: VecDeque<Publish>,
+}
+
+impl Inflight {
+    /// Messages currently awaiting an acknowledgement.
+    pub fn len(&self) -> usize {
+        self.out.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.out.is_empty()
+    }
+
+    /// Whether another message may be sent with a window of `max` (0 = no limit).
+    pub fn has_room(&self, max: u16) -> bool {
+        // Packet ids are 16 bits, which bounds an unlimited window too.
+        let max = if max == 0 { 65535 } else { max as usize };
+        self.out.len() < max
+    }
+
+    /// Assigns a free packet id to `p`, records it and returns the packet to send.
+    pub fn start(&mut self, mut p: Publish) -> Publish {
+        debug_assert!(p.qos != QoS::AtMostOnce);
+        let mut id = self.last_id;
+        loop {
+            id = id.wrapping_add(1);
+            if id == 0 {
+                id = 1;
+            }
+            if !self.out.iter().any(|s| s.pkid() == id) {
+                break;
+            }
+        }
+        self.last_id = id;
+        p.pkid = id;
+        self.out.push_back(OutState::Sent(p.clone()));
+        p
+    }
+
+    fn position(&self, pkid: u16) -> Option<usize> {
+        self.out.iter().position(|s| s.pkid() == pkid)
+    }
+
+    /// PUBACK: true when it matched a QoS 1 message, which is now done.
+    pub fn puback(&mut self, pkid: u16) -> bool {
+        match self.position(pkid) {
+            Some(i) if matches!(&self.out[i], OutState::Sent(p) if p.qos == QoS::AtLeastOnce) => {
+                self.out.remove(i);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// PUBREC: true when it matched a QoS 2 message; a PUBREL is then due.
+    /// A repeated PUBREC for a released id also wants the PUBREL again.
+    pub fn pubrec(&mut self, pkid: u16) -> bool {
+        match self.position(pkid) {
+            Some(i) => match &self.out[i] {
+                OutState::Sent(p) if p.qos == QoS::ExactlyOnce => {
+                    self.out[i] = OutState::Released(pkid);
+                    true
+                }
+                OutState::Released(_) => true,
+                OutState::Sent(_) => false,
+            },
+            None => false,
+        }
+    }
+
+    /// PUBCOMP: true when it completed a released QoS 2 message.
+    pub fn pubcomp(&mut self, pkid: u16) -> bool {
+        match self.position(pkid) {
+            Some(i) if matches!(self.out[i], OutState::Released(_)) => {
+                self.out.remove(i);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// What to send again on a new connection, in the original order:
+    /// unacknowledged PUBLISHes with DUP set, and PUBRELs.
+    pub fn resend(&self) -> impl Iterator<Item = Resend> + '_ {
+        self.out.iter().map(|s| match s {
+            OutState::Sent(p) => {
+                let mut p = p.clone();
+                p.dup = true;
+                Resend::Publish(p)
+            }
+            OutState::Released(id) => Resend::PubRel(*id),
+        })
+    }
+
+    /// An incoming QoS 2 PUBLISH: true when it is new and must be forwarded,
+    /// false for a repeat of one awaiting PUBREL (exactly once [MQTT-4.3.3-2]).
+    pub fn receive_qos2(&mut self, pkid: u16) -> bool {
+        if self.in_qos2.contains(&pkid) {
+            return false;
+        }
+        self.in_qos2.push(pkid);
+        true
+    }
+
+    /// PUBREL: the id may be used for a new message from now on.
+    pub fn release_qos2(&mut self, pkid: u16) {
+        self.in_qos2.retain(|&id| id != pkid);
+    }
+}
+
+/// One item of [`Inflight::resend`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Resend {
+    Publish(Publish),
+    PubRel(u16),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn msg(qos: QoS) -> Publish {
+        Publish {
+            dup: false,
+            qos,
+            retain: false,
+            topic: Arc::from("a"),
+            pkid: 0,
+            payload: Arc::from(&b"x"[..]),
+        }
+    }
+
+    #[test]
+    fn ids_are_nonzero_unique_and_wrap() {
+        let mut f = Inflight {
+            last_id: 65534,
+            ..Default::default()
+        };
+        let a = f.start(msg(QoS::AtLeastOnce));
+        let b = f.start(msg(QoS::AtLeastOnce));
+        assert_eq!((a.pkid, b.pkid), (65535, 1));
+        f.last_id = 0;
+        let c = f.start(msg(QoS::AtLeastOnce));
+        assert_eq!(c.pkid, 2, "1 is still in flight");
+    }
+
+    #[test]
+    fn qos1_and_qos2_flows() {
+        let mut f = Inflight::default();
+        let a = f.start(msg(QoS::AtLeastOnce));
+        let b = f.start(msg(QoS::ExactlyOnce));
+        assert!(!f.has_room(2));
+        assert!(!f.puback(b.pkid), "PUBACK does not finish a QoS 2 message");
+        assert!(f.puback(a.pkid));
+        assert!(f.pubrec(b.pkid));
+        let resend: Vec<_> = f.resend().collect();
+        assert_eq!(resend, vec![Resend::PubRel(b.pkid)]);
+        assert!(f.pubcomp(b.pkid));
+        assert!(f.is_empty());
+        assert!(!f.pubcomp(b.pkid));
+    }
+
+    #[test]
+    fn resend_sets_dup() {
+        let mut f = Inflight::default();
+        f.start(msg(QoS::AtLeastOnce));
+        match f.resend().next() {
+            Some(Resend::Publish(p)) => assert!(p.dup),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn incoming_qos2_is_deduplicated_until_pubrel() {
+        let mut f = Inflight::default();
+        assert!(f.receive_qos2(7));
+        assert!(!f.receive_qos2(7));
+        f.release_qos2(7);
+        assert!(f.receive_qos2(7));
+    }
+}

@@ -1,0 +1,31 @@
+//! midge: a small MQTT broker for ARM boards, a drop-in for Mosquitto.
+//!
+//! The data path in ten lines:
+//!
+//! 1. [`listener`] binds the configured ports and accepts connections.
+//! 2. Each connection gets one OS thread with a small stack ([`client`]).
+//! 3. That thread reads bytes, and the [`codec`] turns them into packets.
+//! 4. CONNECT is checked in the client thread, then registered with the router.
+//! 5. PUBLISH, SUBSCRIBE, UNSUBSCRIBE and disconnects travel as [`router::Event`]s
+//!    over one crossbeam channel to the single [`router`] thread.
+//! 6. The router owns sessions, the subscription trie and retained messages.
+//! 7. For each matching subscriber it pushes onto that client's [`outbox`]
+//!    (bounded; full queues drop, never block) and wakes its thread.
+//! 8. The client thread, blocked in poll(2) on its socket and its wake fd,
+//!    drains the outbox, assigns packet ids, encodes and writes.
+//! 9. QoS 1/2 in-flight state lives in the client thread ([`client::inflight`])
+//!    and goes back to the router when the connection ends.
+//! 10. Nothing reachable from the network panics; errors close one connection.
+
+pub mod client;
+pub mod codec;
+pub mod config;
+pub mod listener;
+pub mod logging;
+pub mod outbox;
+pub mod router;
+pub mod sys;
+pub mod topic;
+
+/// The version printed in logs and by `--version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

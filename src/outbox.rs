@@ -1,0 +1,177 @@
+//! The bounded queue from the router to one client thread, plus its wake fd.
+//!
+//! The router pushes; the client thread swaps the whole queue out under the
+//! lock and works on it without holding anything (rumqttd's `exchange`).
+//! The router never blocks here: when a client already has
+//! `max_queued_messages` messages waiting, new ones are dropped (Mosquitto's
+//! policy), so one stalled subscriber cannot slow anyone else down.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+
+use parking_lot::Mutex;
+
+use crate::codec::{Packet, Publish};
+use crate::sys::WakeFd;
+
+/// Why the router asks a client thread to close its connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Another connection took over this client id.
+    TakenOver,
+    /// The broker is shutting down.
+    Shutdown,
+}
+
+/// One item for a client thread to send, in order.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// A message for a subscriber. Its QoS is already the granted one and its
+    /// packet id is 0: the client thread assigns ids.
+    Publish(Publish),
+    /// SUBACK, UNSUBACK and other control packets.
+    Packet(Packet),
+}
+
+/// Written by the router, drained by the client thread.
+#[derive(Debug)]
+pub struct Outbox {
+    /// Items not yet taken by the client thread.
+    queue: Mutex<VecDeque<Outgoing>>,
+    /// Messages the client holds that are neither sent (QoS 0) nor in flight
+    /// (QoS 1/2): those in `queue` and those the client took but is holding
+    /// back behind its in-flight window. The router adds, the client subtracts.
+    queued: AtomicUsize,
+    /// A close request, out of band so that it overtakes messages waiting
+    /// behind a full in-flight window: 0 none, else a [`CloseReason`] + 1.
+    close: AtomicU8,
+    wake: WakeFd,
+}
+
+impl Outbox {
+    pub fn new() -> io::Result<Outbox> {
+        Ok(Outbox {
+            queue: Mutex::new(VecDeque::new()),
+            queued: AtomicUsize::new(0),
+            close: AtomicU8::new(0),
+            wake: WakeFd::new()?,
+        })
+    }
+
+    /// Queues a message unless `limit` (0 = none) messages are already waiting.
+    /// Returns false when the message was dropped.
+    pub fn push_publish(&self, p: Publish, limit: usize) -> bool {
+        if limit > 0 && self.queued.load(Ordering::Relaxed) >= limit {
+            return false;
+        }
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        self.push(Outgoing::Publish(p));
+        true
+    }
+
+    /// Asks the client thread to close its connection.
+    pub fn request_close(&self, why: CloseReason) {
+        let v = match why {
+            CloseReason::TakenOver => 1,
+            CloseReason::Shutdown => 2,
+        };
+        self.close.store(v, Ordering::Release);
+        self.wake.wake();
+    }
+
+    /// The pending close request, if any.
+    pub fn close_requested(&self) -> Option<CloseReason> {
+        match self.close.load(Ordering::Acquire) {
+            1 => Some(CloseReason::TakenOver),
+            2 => Some(CloseReason::Shutdown),
+            _ => None,
+        }
+    }
+
+    /// Queues a control packet; these are never dropped.
+    pub fn push(&self, item: Outgoing) {
+        let was_empty = {
+            let mut q = self.queue.lock();
+            let was_empty = q.is_empty();
+            q.push_back(item);
+            was_empty
+        };
+        // Only the first item after a drain needs a wake: the client thread
+        // takes everything queued when it wakes.
+        if was_empty {
+            self.wake.wake();
+        }
+    }
+
+    /// Moves everything queued into `into` (appending), for the client thread.
+    pub fn take(&self, into: &mut VecDeque<Outgoing>) {
+        self.wake.clear();
+        let mut q = self.queue.lock();
+        if into.is_empty() {
+            std::mem::swap(&mut *q, into);
+        } else {
+            into.append(&mut q);
+        }
+    }
+
+    /// Messages a resumed session brought along, held by the client thread.
+    pub fn add_queued(&self, n: usize) {
+        self.queued.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The client thread sent a queued message or moved it into flight.
+    pub fn dequeued(&self, n: usize) {
+        self.queued.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// Messages waiting, as counted against `max_queued_messages`.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    pub fn wake_fd(&self) -> &WakeFd {
+        &self.wake
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::QoS;
+    use std::sync::Arc;
+
+    fn publish(n: u8) -> Publish {
+        Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: Arc::from("t"),
+            pkid: 0,
+            payload: Arc::from(vec![n]),
+        }
+    }
+
+    #[test]
+    fn drops_beyond_limit_and_counts_back() {
+        let o = Outbox::new().expect("outbox");
+        assert!(o.push_publish(publish(1), 2));
+        assert!(o.push_publish(publish(2), 2));
+        assert!(!o.push_publish(publish(3), 2));
+        o.push(Outgoing::Packet(Packet::PingResp));
+        let mut got = VecDeque::new();
+        o.take(&mut got);
+        assert_eq!(got.len(), 3);
+        assert_eq!(o.queued(), 2);
+        o.dequeued(2);
+        assert!(o.push_publish(publish(4), 2));
+    }
+
+    #[test]
+    fn first_push_wakes() {
+        let o = Outbox::new().expect("outbox");
+        assert!(!o.wake_fd().clear());
+        o.push(Outgoing::Packet(Packet::PingResp));
+        assert!(o.wake_fd().clear());
+    }
+}

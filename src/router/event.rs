@@ -1,0 +1,73 @@
+//! What client threads tell the router, and what it answers to a CONNECT.
+
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+
+use crate::client::inflight::SessionState;
+use crate::codec::{Level, Publish, Subscribe, Unsubscribe, Will};
+use crate::outbox::Outbox;
+
+/// Unique per accepted connection, never reused while the broker runs.
+pub type ConnId = u64;
+
+/// A CONNECT that the client thread has already checked (protocol, client
+/// id, credentials) and now asks the router to attach to a session.
+#[derive(Debug)]
+pub struct ConnectRequest {
+    pub conn: ConnId,
+    pub client_id: String,
+    pub level: Level,
+    pub clean: bool,
+    pub will: Option<Will>,
+    pub outbox: Arc<Outbox>,
+    /// Where the router sends the answer; bounded(1), so it never blocks.
+    pub reply: Sender<ConnectReply>,
+}
+
+/// The router's answer: the session is attached.
+#[derive(Debug)]
+pub struct ConnectReply {
+    /// The CONNACK session-present flag (3.1.1 and later).
+    pub session_present: bool,
+    /// In-flight and queued messages of a resumed persistent session.
+    pub state: SessionState,
+}
+
+/// How a connection ended, which decides whether its will is published.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DisconnectKind {
+    /// DISCONNECT received: the will is discarded [MQTT-3.14.4-3].
+    Graceful,
+    /// Socket closed, keepalive expired, protocol error: the will is sent.
+    Abnormal,
+    /// Another connection took the client id over.
+    TakenOver,
+    /// The broker is shutting down.
+    Shutdown,
+}
+
+#[derive(Debug)]
+pub enum Event {
+    Connect(Box<ConnectRequest>),
+    Publish {
+        conn: ConnId,
+        publish: Publish,
+    },
+    Subscribe {
+        conn: ConnId,
+        subscribe: Subscribe,
+    },
+    Unsubscribe {
+        conn: ConnId,
+        unsubscribe: Unsubscribe,
+    },
+    /// Sent once by a client thread after a successful CONNECT, when it ends.
+    Disconnect {
+        conn: ConnId,
+        kind: DisconnectKind,
+        state: SessionState,
+    },
+    /// Stop: close every connection and return.
+    Shutdown,
+}

@@ -1,0 +1,415 @@
+//! The router thread: the one owner of sessions, subscriptions and retained
+//! messages.
+//!
+//! Client threads send [`Event`]s over one channel; the router handles them
+//! in order and answers by pushing onto each client's [`Outbox`]. It never
+//! blocks on a client: a full outbox drops the message (Mosquitto's policy).
+//! It stops when it receives [`Event::Shutdown`] or when every sender is gone.
+
+pub mod event;
+pub mod retain;
+pub mod trie;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use crossbeam_channel::Receiver;
+use log::{debug, info};
+
+use crate::client::inflight::SessionState;
+use crate::codec::{Level, Packet, Publish, QoS, SubAck, Subscribe, Unsubscribe, Will};
+use crate::config::Config;
+use crate::outbox::{CloseReason, Outbox, Outgoing};
+pub use event::{ConnId, ConnectReply, ConnectRequest, DisconnectKind, Event};
+use retain::Retained;
+use trie::{SessionId, Trie};
+
+/// Events handled before the router looks at its channel length again.
+const BATCH: usize = 256;
+
+/// A live connection attached to a session.
+#[derive(Debug)]
+struct Live {
+    outbox: Arc<Outbox>,
+    will: Option<Will>,
+}
+
+/// One client id's session. Owned by the router.
+#[derive(Debug)]
+struct Session {
+    client_id: String,
+    /// Clean session: everything is discarded when the connection ends.
+    clean: bool,
+    live: Option<Live>,
+    /// This session's filters and granted QoS, mirrored in the trie.
+    subs: HashMap<String, QoS>,
+    /// While offline: in-flight state and queued messages, in order.
+    offline: SessionState,
+    /// A CONNECT for this client id waiting for the old connection to end.
+    takeover: Option<Box<ConnectRequest>>,
+    /// The last message routed to this session ([`Router::seq`]), so that
+    /// overlapping subscriptions deliver one copy.
+    last_seq: u64,
+}
+
+/// Counters kept by the router (for logs now, $SYS later).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stats {
+    pub messages_received: u64,
+    pub messages_sent: u64,
+    pub messages_dropped: u64,
+}
+
+pub struct Router {
+    config: Arc<Config>,
+    /// Session table; a `SessionId` indexes it. Freed slots are reused.
+    sessions: Vec<Option<Session>>,
+    free: Vec<SessionId>,
+    by_client_id: HashMap<String, SessionId>,
+    by_conn: HashMap<ConnId, SessionId>,
+    subs: Trie,
+    retained: Retained,
+    /// Reused for every fan-out so matching allocates nothing.
+    scratch: Vec<(SessionId, QoS)>,
+    /// Counts routed messages; see `Session::last_seq`.
+    seq: u64,
+    stats: Stats,
+}
+
+impl Router {
+    pub fn new(config: Arc<Config>) -> Router {
+        Router {
+            config,
+            sessions: Vec::new(),
+            free: Vec::new(),
+            by_client_id: HashMap::new(),
+            by_conn: HashMap::new(),
+            subs: Trie::default(),
+            retained: Retained::default(),
+            scratch: Vec::new(),
+            seq: 0,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Runs until [`Event::Shutdown`] or until every sender is dropped.
+    pub fn run(mut self, rx: Receiver<Event>) {
+        while let Ok(ev) = rx.recv() {
+            if !self.handle(ev) {
+                break;
+            }
+            // Drain what else is waiting before blocking again.
+            for _ in 0..BATCH {
+                match rx.try_recv() {
+                    Ok(ev) => {
+                        if !self.handle(ev) {
+                            self.shutdown();
+                            return;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        self.shutdown();
+    }
+
+    /// Handles one event; false means stop.
+    pub fn handle(&mut self, ev: Event) -> bool {
+        match ev {
+            Event::Connect(req) => self.connect(req),
+            Event::Publish { publish, .. } => {
+                self.stats.messages_received += 1;
+                self.publish(publish);
+            }
+            Event::Subscribe { conn, subscribe } => self.subscribe(conn, subscribe),
+            Event::Unsubscribe { conn, unsubscribe } => self.unsubscribe(conn, unsubscribe),
+            Event::Disconnect { conn, kind, state } => self.disconnect(conn, kind, state),
+            Event::Shutdown => return false,
+        }
+        true
+    }
+
+    fn session(&mut self, sid: SessionId) -> Option<&mut Session> {
+        self.sessions.get_mut(sid as usize).and_then(|s| s.as_mut())
+    }
+
+    fn connect(&mut self, req: Box<ConnectRequest>) {
+        let Some(&sid) = self.by_client_id.get(&req.client_id) else {
+            let sid = self.new_session(&req.client_id);
+            self.attach(sid, *req, false);
+            return;
+        };
+        let Some(s) = self.session(sid) else { return };
+        if let Some(live) = &s.live {
+            // Session takeover [MQTT-3.1.4-2]: close the old connection; the
+            // new one is attached when the old one has handed back its state.
+            info!(
+                "Client {} already connected, closing old connection.",
+                s.client_id
+            );
+            live.outbox.request_close(CloseReason::TakenOver);
+            // A CONNECT already waiting loses: dropping its reply sender
+            // closes that connection.
+            s.takeover = Some(req);
+            return;
+        }
+        self.attach(sid, *req, true);
+    }
+
+    fn new_session(&mut self, client_id: &str) -> SessionId {
+        let s = Session {
+            client_id: client_id.to_string(),
+            clean: true,
+            live: None,
+            subs: HashMap::new(),
+            offline: SessionState::default(),
+            takeover: None,
+            last_seq: 0,
+        };
+        let sid = match self.free.pop() {
+            Some(sid) => {
+                self.sessions[sid as usize] = Some(s);
+                sid
+            }
+            None => {
+                self.sessions.push(Some(s));
+                (self.sessions.len() - 1) as SessionId
+            }
+        };
+        self.by_client_id.insert(client_id.to_string(), sid);
+        sid
+    }
+
+    /// Attaches a connection to a session that has no live connection.
+    fn attach(&mut self, sid: SessionId, req: ConnectRequest, existed: bool) {
+        let ConnectRequest {
+            conn,
+            level,
+            clean,
+            will,
+            outbox,
+            reply,
+            ..
+        } = req;
+        let Some(s) = self.sessions.get_mut(sid as usize).and_then(|s| s.as_mut()) else {
+            return;
+        };
+        let resumed = existed && !s.clean && !clean;
+        if !resumed {
+            // A clean start discards any old state [MQTT-3.1.2-6].
+            for filter in s.subs.keys() {
+                self.subs.remove(filter, sid);
+            }
+            s.subs.clear();
+            s.offline = SessionState::default();
+        }
+        s.clean = clean;
+        let state = std::mem::take(&mut s.offline);
+        s.live = Some(Live { outbox, will });
+        self.by_conn.insert(conn, sid);
+        let answer = ConnectReply {
+            // MQTT 3.1 has no session-present flag.
+            session_present: resumed && level >= Level::V311,
+            state,
+        };
+        if let Err(e) = reply.send(answer) {
+            // The client thread gave up waiting: treat it as gone at once.
+            let state = e.into_inner().state;
+            self.disconnect(conn, DisconnectKind::Abnormal, state);
+        }
+    }
+
+    fn disconnect(&mut self, conn: ConnId, kind: DisconnectKind, mut state: SessionState) {
+        let Some(sid) = self.by_conn.remove(&conn) else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(sid as usize).and_then(|s| s.as_mut()) else {
+            return;
+        };
+        let Some(live) = s.live.take() else { return };
+        // Whatever the router queued after the client thread's last look.
+        let mut rest = VecDeque::new();
+        live.outbox.take(&mut rest);
+        state
+            .pending
+            .extend(rest.into_iter().filter_map(|o| match o {
+                Outgoing::Publish(p) => Some(p),
+                Outgoing::Packet(_) => None,
+            }));
+        let next = s.takeover.take();
+        let send_will = match kind {
+            DisconnectKind::Abnormal => true,
+            DisconnectKind::Graceful | DisconnectKind::Shutdown => false,
+            // Mosquitto sends the old will on takeover unless both the old and
+            // the new connection keep a persistent session.
+            DisconnectKind::TakenOver => s.clean || next.as_ref().is_none_or(|n| n.clean),
+        };
+        let will = if send_will { live.will } else { None };
+        if s.clean {
+            self.remove_session(sid);
+        } else {
+            // Persistent session: keep in-flight state and queued messages,
+            // QoS 0 included only while they were already queued.
+            s.offline = state;
+        }
+        if let Some(will) = will {
+            debug!("Sending will of {conn}.");
+            self.publish(Publish {
+                dup: false,
+                qos: will.qos,
+                retain: will.retain,
+                topic: will.topic,
+                pkid: 0,
+                payload: will.payload,
+            });
+        }
+        if let Some(req) = next {
+            self.connect(req);
+        }
+    }
+
+    fn remove_session(&mut self, sid: SessionId) {
+        let Some(s) = self.sessions.get_mut(sid as usize).and_then(|s| s.take()) else {
+            return;
+        };
+        for filter in s.subs.keys() {
+            self.subs.remove(filter, sid);
+        }
+        self.by_client_id.remove(&s.client_id);
+        self.free.push(sid);
+        // A waiting takeover starts a fresh session.
+        if let Some(req) = s.takeover {
+            self.connect(req);
+        }
+    }
+
+    /// Routes one message to every matching subscription.
+    fn publish(&mut self, mut p: Publish) {
+        p.dup = false;
+        p.pkid = 0;
+        if p.retain {
+            self.retained.set(p.clone());
+        }
+        // [MQTT-3.3.1-9]: a message sent to an established subscription
+        // carries retain 0.
+        p.retain = false;
+        let mut targets = std::mem::take(&mut self.scratch);
+        targets.clear();
+        self.subs
+            .for_each_match(&p.topic, |sid, qos| targets.push((sid, qos)));
+        self.seq += 1;
+        for &(sid, granted) in &targets {
+            self.deliver(sid, &p, granted);
+        }
+        self.scratch = targets;
+    }
+
+    /// Queues `p` for one session at most `granted` QoS. A session matched
+    /// by several of its filters gets one copy, at the QoS of the filter
+    /// the trie walk meets first (literal level, then `+`, then `#`), which
+    /// is what Mosquitto 2.0 delivers.
+    fn deliver(&mut self, sid: SessionId, p: &Publish, granted: QoS) {
+        let limit = self.config.max_queued_messages;
+        let Some(s) = self.sessions.get_mut(sid as usize).and_then(|s| s.as_mut()) else {
+            return;
+        };
+        if s.last_seq == self.seq {
+            return;
+        }
+        s.last_seq = self.seq;
+        let mut p = p.clone();
+        p.qos = p.qos.min(granted);
+        let delivered = match &s.live {
+            Some(live) => live.outbox.push_publish(p, limit),
+            // Offline persistent session: queue QoS 1/2 only (Mosquitto's
+            // queue_qos0_messages false).
+            None if !s.clean && p.qos != QoS::AtMostOnce => {
+                let queued = s.offline.pending.len();
+                if limit == 0 || queued < limit {
+                    s.offline.pending.push_back(p);
+                    true
+                } else {
+                    false
+                }
+            }
+            None => false,
+        };
+        if delivered {
+            self.stats.messages_sent += 1;
+        } else {
+            self.stats.messages_dropped += 1;
+            debug!(
+                "Outgoing messages are being dropped for client {}.",
+                s.client_id
+            );
+        }
+    }
+
+    fn subscribe(&mut self, conn: ConnId, sub: Subscribe) {
+        let Some(&sid) = self.by_conn.get(&conn) else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(sid as usize).and_then(|s| s.as_mut()) else {
+            return;
+        };
+        let Some(live) = &s.live else { return };
+        let outbox = live.outbox.clone();
+        let mut codes = Vec::with_capacity(sub.filters.len());
+        for f in &sub.filters {
+            debug!("{} {} {}", s.client_id, f.qos as u8, f.filter);
+            s.subs.insert(f.filter.clone(), f.qos);
+            self.subs.insert(&f.filter, sid, f.qos);
+            codes.push(f.qos as u8);
+        }
+        outbox.push(Outgoing::Packet(Packet::SubAck(SubAck {
+            pkid: sub.pkid,
+            codes,
+        })));
+        // Retained messages follow the SUBACK, with retain set [MQTT-3.3.1-8].
+        let limit = self.config.max_queued_messages;
+        for f in &sub.filters {
+            self.retained.for_each_match(&f.filter, |m| {
+                let mut out = m.clone();
+                out.qos = out.qos.min(f.qos);
+                out.retain = true;
+                outbox.push_publish(out, limit);
+            });
+        }
+    }
+
+    fn unsubscribe(&mut self, conn: ConnId, unsub: Unsubscribe) {
+        let Some(&sid) = self.by_conn.get(&conn) else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(sid as usize).and_then(|s| s.as_mut()) else {
+            return;
+        };
+        let Some(live) = &s.live else { return };
+        for f in &unsub.filters {
+            if s.subs.remove(f).is_some() {
+                self.subs.remove(f, sid);
+            }
+        }
+        live.outbox
+            .push(Outgoing::Packet(Packet::UnsubAck(unsub.pkid)));
+    }
+
+    /// Asks every connected client thread to close.
+    fn shutdown(&mut self) {
+        for s in self.sessions.iter().flatten() {
+            if let Some(live) = &s.live {
+                live.outbox.request_close(CloseReason::Shutdown);
+            }
+        }
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Number of sessions, connected or not.
+    pub fn session_count(&self) -> usize {
+        self.by_client_id.len()
+    }
+}

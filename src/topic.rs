@@ -1,0 +1,104 @@
+//! Topic names and topic filters: what is valid, and what matches what
+//! (Mosquitto's util_topic.c).
+//!
+//! A topic name is what a PUBLISH carries: at least one character, no
+//! wildcard [MQTT-4.7.3-1, 3.3.2-2]. A filter is what a SUBSCRIBE carries:
+//! `+` stands alone in its level, `#` stands alone in the last level
+//! [MQTT-4.7.1-2, -3].
+
+/// Whether `t` may be the topic of a PUBLISH or a will.
+pub fn valid_name(t: &str) -> bool {
+    !t.is_empty() && !t.contains(['+', '#'])
+}
+
+/// Whether `f` may be subscribed to.
+pub fn valid_filter(f: &str) -> bool {
+    if f.is_empty() {
+        return false;
+    }
+    let mut levels = f.split('/').peekable();
+    while let Some(level) = levels.next() {
+        let last = levels.peek().is_none();
+        match level {
+            "+" => {}
+            "#" if last => {}
+            l if l.contains(['+', '#']) => return false,
+            _ => {}
+        }
+    }
+    true
+}
+
+/// Whether the topic name `topic` matches the filter `filter`. Both must be
+/// valid. A filter starting with a wildcard does not match a topic starting
+/// with `$` [MQTT-4.7.2-1].
+pub fn matches(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && filter.starts_with(['+', '#']) {
+        return false;
+    }
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["a", "/", "a/b", "$SYS/x", " ", "a//b"] {
+            assert!(valid_name(ok), "{ok:?}");
+        }
+        for bad in ["", "a/+", "#", "a+b", "a/#/b"] {
+            assert!(!valid_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn filters() {
+        for ok in ["#", "+", "a/#", "+/+/#", "/+", "a//b", "$SYS/#", "+/"] {
+            assert!(valid_filter(ok), "{ok:?}");
+        }
+        for bad in ["", "a/#/b", "a#", "a+", "+a/b", "#/a", "a/b#"] {
+            assert!(!valid_filter(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn matching() {
+        let yes = [
+            ("#", "a/b"),
+            ("a/#", "a"),
+            ("a/#", "a/b/c"),
+            ("a/+", "a/"),
+            ("+/+", "/x"),
+            ("a/+/c", "a/b/c"),
+            ("$SYS/#", "$SYS/broker/uptime"),
+            ("a", "a"),
+        ];
+        for (f, t) in yes {
+            assert!(matches(f, t), "{f} should match {t}");
+        }
+        let no = [
+            ("a/+", "a"),
+            ("a/+", "a/b/c"),
+            ("a", "a/b"),
+            ("a/b", "a"),
+            ("#", "$SYS/x"),
+            ("+/x", "$y/x"),
+            ("A", "a"),
+        ];
+        for (f, t) in no {
+            assert!(!matches(f, t), "{f} should not match {t}");
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! Shared harness of the integration tests.
+//!
+//! - [`broker`]: start the real `midge` binary (or Debian's `mosquitto`, for
+//!   comparisons) on an ephemeral loopback port, with its log kept for
+//!   assertions.
+//! - [`packets`]: MQTT packets built and parsed by hand, and [`RawClient`], a
+//!   blocking client over a `TcpStream`. Nothing here uses midge's codec, so
+//!   a codec bug cannot hide itself.
+//! - [`compare`]: run one scenario against Debian's Mosquitto and midge and
+//!   require the same observation.
+//! - [`tools`]: Debian's `mosquitto_pub`/`mosquitto_sub` and the Python
+//!   (paho-mqtt) scripts of `tests/py/` as child processes.
+//!
+//! Every test starts its own broker on its own port, so tests are
+//! independent and run in parallel (`cargo test`, `cargo nextest`).
+//!
+//! Each test binary uses only part of this module.
+#![allow(dead_code, unused_imports)]
+
+pub mod broker;
+pub mod compare;
+pub mod packets;
+pub mod tools;
+
+use std::time::{Duration, Instant};
+
+pub use broker::{Broker, BrokerKind, TempDir, free_port};
+pub use compare::same_as_mosquitto;
+pub use packets::{Packet, Publish, RawClient, ReadOutcome};
+
+/// Generous bound for anything that should happen "at once" on a loaded,
+/// shared two-core machine.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long to watch for something that must NOT happen (a message that
+/// must not be delivered, a connection that must stay open).
+pub const QUIET: Duration = Duration::from_millis(700);
+
+/// Polls `cond` every 10 ms until it is true; panics with `what` after
+/// `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
