@@ -19,6 +19,7 @@ use log::{debug, info};
 use crate::client::inflight::SessionState;
 use crate::codec::{Level, Packet, Publish, QoS, SubAck, Subscribe, Unsubscribe, Will};
 use crate::config::Config;
+use crate::logging;
 use crate::outbox::{CloseReason, Outbox, Outgoing};
 pub use event::{ConnId, ConnectReply, ConnectRequest, DisconnectKind, Event};
 use retain::Retained;
@@ -357,7 +358,7 @@ impl Router {
         let outbox = live.outbox.clone();
         let mut codes = Vec::with_capacity(sub.filters.len());
         for f in &sub.filters {
-            debug!("{} {} {}", s.client_id, f.qos as u8, f.filter);
+            info!(target: logging::SUBSCRIBE, "{} {} {}", s.client_id, f.qos as u8, f.filter);
             s.subs.insert(f.filter.clone(), f.qos);
             self.subs.insert(&f.filter, sid, f.qos);
             codes.push(f.qos as u8);
@@ -387,6 +388,7 @@ impl Router {
         };
         let Some(live) = &s.live else { return };
         for f in &unsub.filters {
+            info!(target: logging::UNSUBSCRIBE, "{} {}", s.client_id, f);
             if s.subs.remove(f).is_some() {
                 self.subs.remove(f, sid);
             }
