@@ -8,7 +8,7 @@ use std::time::Duration;
 use log::{error, info, warn};
 use midge::client::Shared;
 use midge::config::{Config, Listener, local_only_listeners};
-use midge::router::{Event, Router};
+use midge::router::{Event, Metrics, Router};
 use midge::{VERSION, listener, logging, sys};
 
 /// Channel depth between client threads and the router. When the router
@@ -131,14 +131,15 @@ fn run() -> Result<ExitCode, String> {
 
     let config = Arc::new(config);
     let (tx, rx) = crossbeam_channel::bounded(ROUTER_QUEUE);
-    let router = Router::new(config.clone());
+    let metrics = Arc::new(Metrics::default());
+    let router = Router::new(config.clone(), metrics.clone());
     let router_thread = std::thread::Builder::new()
         .name("router".into())
         .stack_size(ROUTER_STACK)
         .spawn(move || router.run(rx))
         .map_err(|e| format!("unable to start the router thread: {e}"))?;
     logging::attach_router(tx.clone());
-    let shared = Arc::new(Shared::new(config.clone(), tx.clone()));
+    let shared = Arc::new(Shared::new(config.clone(), tx.clone(), metrics));
     info!("midge version {VERSION} running");
 
     let stop = listener::accept_loop(&sockets, &signals, &shared, || reload(&config, verbose))

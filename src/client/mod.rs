@@ -26,7 +26,7 @@ use crate::codec::{Packet, Publish, QoS};
 use crate::config::{Config, Listener};
 use crate::listener::Slot;
 use crate::outbox::{CloseReason, Outbox, Outgoing};
-use crate::router::{ConnId, DisconnectKind, Event};
+use crate::router::{ConnId, DisconnectKind, Event, Metrics};
 use crate::sys::{self, POLLERR, POLLIN, POLLOUT, PollFd};
 use conn::{Conn, ReadError};
 use connect::{Accepted, Refused};
@@ -40,16 +40,28 @@ const WRITE_HIGH_WATER: usize = 64 * 1024;
 pub struct Shared {
     pub config: Arc<Config>,
     pub router: Sender<Event>,
+    pub metrics: Arc<Metrics>,
     next_conn: AtomicU64,
 }
 
 impl Shared {
-    pub fn new(config: Arc<Config>, router: Sender<Event>) -> Shared {
+    pub fn new(config: Arc<Config>, router: Sender<Event>, metrics: Arc<Metrics>) -> Shared {
         Shared {
             config,
             router,
+            metrics,
             next_conn: AtomicU64::new(1),
         }
+    }
+
+    /// Adds a connection's traffic to the `$SYS` counters.
+    fn report(&self, c: &mut Conn) {
+        let n = c.take_counts();
+        let m = &self.metrics;
+        Metrics::add(&m.bytes_received, n.bytes_in);
+        Metrics::add(&m.bytes_sent, n.bytes_out);
+        Metrics::add(&m.packets_received, n.packets_in);
+        Metrics::add(&m.packets_sent, n.packets_out);
     }
 
     fn peer_text(&self, c: &Conn) -> String {
@@ -77,6 +89,7 @@ fn run(sock: TcpStream, peer: SocketAddr, slot: &Slot, id: ConnId, shared: &Shar
     let listener = &slot.listener().conf;
     let port = slot.listener().port;
     let chatty = shared.config.connection_messages;
+    Metrics::add(&shared.metrics.sockets, 1);
     if chatty {
         info!(
             "New connection from {}:{} on port {port}.",
@@ -94,7 +107,9 @@ fn run(sock: TcpStream, peer: SocketAddr, slot: &Slot, id: ConnId, shared: &Shar
             return;
         }
     };
-    let accepted = match connect::handshake(&mut c, shared, listener, id) {
+    let handshake = connect::handshake(&mut c, shared, listener, id);
+    shared.report(&mut c);
+    let accepted = match handshake {
         Ok(a) => a,
         Err(r) => {
             match r {
@@ -123,8 +138,10 @@ fn run(sock: TcpStream, peer: SocketAddr, slot: &Slot, id: ConnId, shared: &Shar
             return;
         }
     };
+    Metrics::add(&shared.metrics.connections, 1);
     let mut s = Session::new(c, accepted, id, shared, listener);
     let (kind, why) = s.run();
+    shared.report(&mut s.c);
     match why {
         End::Graceful if chatty => info!("Client {} disconnected.", s.client_id),
         End::Closed if chatty => info!("Client {} closed its connection.", s.client_id),
@@ -217,6 +234,7 @@ impl<'a> Session<'a> {
         // Messages queued while offline count against the outbox limit too.
         let outbox = a.outbox;
         let queued = pending.len();
+        let queued_bytes = pending.iter().map(|p| p.payload.len()).sum();
         let mut s = Session {
             c,
             shared,
@@ -229,7 +247,7 @@ impl<'a> Session<'a> {
             pending: pending.into_iter().map(Outgoing::Publish).collect(),
             mount_point: listener.mount_point.as_deref(),
         };
-        s.outbox.add_queued(queued);
+        s.outbox.add_queued(queued, queued_bytes);
         // Resend what was in flight, in order, before anything new [MQTT-4.4.0-1].
         let resend: Vec<Resend> = s.inflight.resend().collect();
         for r in resend {
@@ -294,6 +312,7 @@ impl<'a> Session<'a> {
             }
             self.pump();
             self.c.flush().map_err(End::Io)?;
+            self.shared.report(&mut self.c);
 
             let mut events = POLLIN;
             if self.c.pending_write() > 0 {
@@ -462,11 +481,12 @@ impl<'a> Session<'a> {
     /// window and the buffer's high-water mark allow.
     fn pump(&mut self) {
         let max = self.shared.config.max_inflight_messages;
+        let max_bytes = self.shared.config.max_inflight_bytes;
         while self.c.pending_write() < WRITE_HIGH_WATER {
             match self.pending.front() {
                 None => break,
                 Some(Outgoing::Publish(p))
-                    if p.qos != QoS::AtMostOnce && !self.inflight.has_room(max) =>
+                    if p.qos != QoS::AtMostOnce && !self.inflight.has_room(max, max_bytes) =>
                 {
                     break;
                 }
@@ -477,7 +497,7 @@ impl<'a> Session<'a> {
             };
             match item {
                 Outgoing::Publish(p) => {
-                    self.outbox.dequeued(1);
+                    self.outbox.dequeued(1, p.payload.len());
                     let p = if p.qos == QoS::AtMostOnce {
                         p
                     } else {
@@ -493,16 +513,17 @@ impl<'a> Session<'a> {
     /// The state a persistent session keeps: in-flight messages and what was
     /// taken from the outbox but not sent.
     fn into_state(self) -> SessionState {
-        let mut pending = VecDeque::new();
-        let mut n = 0;
-        for item in self.pending {
-            if let Outgoing::Publish(p) = item {
-                n += 1;
-                pending.push_back(p);
-            }
-        }
+        let pending: VecDeque<Publish> = self
+            .pending
+            .into_iter()
+            .filter_map(|item| match item {
+                Outgoing::Publish(p) => Some(p),
+                Outgoing::Packet(_) => None,
+            })
+            .collect();
         // Messages in the outbox are taken by the router itself.
-        self.outbox.dequeued(n);
+        let bytes = pending.iter().map(|p| p.payload.len()).sum();
+        self.outbox.dequeued(pending.len(), bytes);
         SessionState {
             inflight: self.inflight,
             pending,
