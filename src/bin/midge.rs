@@ -86,6 +86,8 @@ fn run() -> Result<ExitCode, String> {
         return Ok(ExitCode::SUCCESS);
     }
 
+    // Signals first: a SIGTERM during start-up must still stop cleanly.
+    let signals = sys::Signals::install().map_err(|e| format!("unable to set up signals: {e}"))?;
     logging::init(verbose);
     logging::configure(&config.log, verbose).map_err(|e| format!("unable to open log: {e}"))?;
     info!("midge version {VERSION} starting");
@@ -127,7 +129,6 @@ fn run() -> Result<ExitCode, String> {
             .map_err(|e| format!("unable to write pid file {}: {e}", p.display()))?;
     }
     drop_privileges(&config.user)?;
-    let signals = sys::Signals::install().map_err(|e| format!("unable to set up signals: {e}"))?;
 
     let config = Arc::new(config);
     let (tx, rx) = crossbeam_channel::bounded(ROUTER_QUEUE);

@@ -454,14 +454,13 @@ impl Router {
             Some(live) => live.outbox.push_publish(p, limits),
             // Offline persistent session: QoS 1/2 are queued, QoS 0 only
             // with queue_qos0_messages.
-            None if !s.clean && (p.qos != QoS::AtMostOnce || self.config.queue_qos0_messages) => {
-                if limits.room(s.offline.pending.len(), s.offline_bytes, len) {
-                    s.offline.pending.push_back(p);
-                    s.offline_bytes += len;
-                    true
-                } else {
-                    false
-                }
+            None if !s.clean
+                && (p.qos != QoS::AtMostOnce || self.config.queue_qos0_messages)
+                && limits.room(s.offline.pending.len(), s.offline_bytes, len) =>
+            {
+                s.offline.pending.push_back(p);
+                s.offline_bytes += len;
+                true
             }
             None => false,
         };
@@ -550,5 +549,63 @@ impl Router {
     /// Number of sessions, connected or not.
     pub fn session_count(&self) -> usize {
         self.by_client_id.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::Level;
+
+    fn connect(r: &mut Router, conn: ConnId, id: &str, clean: bool) {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        r.handle(Event::Connect(Box::new(ConnectRequest {
+            conn,
+            client_id: id.into(),
+            level: Level::V311,
+            clean,
+            will: None,
+            outbox: Arc::new(Outbox::new().expect("outbox")),
+            reply: tx,
+        })));
+        rx.try_recv().expect("attached at once");
+    }
+
+    fn gone(r: &mut Router, conn: ConnId) {
+        r.handle(Event::Disconnect {
+            conn,
+            kind: DisconnectKind::Graceful,
+            state: SessionState::default(),
+        });
+    }
+
+    #[test]
+    fn persistent_sessions_expire_after_the_configured_time() {
+        let config = Config {
+            persistent_client_expiration: Some(Duration::from_millis(50)),
+            sys_interval: 0,
+            ..Config::default()
+        };
+        let mut r = Router::new(Arc::new(config), Arc::default());
+        connect(&mut r, 1, "old", false);
+        connect(&mut r, 2, "online", false);
+        gone(&mut r, 1);
+        r.tick();
+        assert_eq!(r.session_count(), 2, "not expired yet");
+        std::thread::sleep(Duration::from_millis(80));
+        r.tick();
+        assert_eq!(
+            r.session_count(),
+            1,
+            "the offline session expired, the online one stays"
+        );
+        assert_eq!(r.stats().expired, 1);
+        // A session that came back in time is not expired.
+        connect(&mut r, 3, "back", false);
+        gone(&mut r, 3);
+        connect(&mut r, 4, "back", false);
+        std::thread::sleep(Duration::from_millis(80));
+        r.tick();
+        assert_eq!(r.session_count(), 2);
     }
 }
