@@ -5,11 +5,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use log::{error, info};
+use log::{debug, error, info, warn};
 use midge::client::Shared;
 use midge::config::{Config, Listener};
 use midge::router::{Event, Router};
-use midge::{VERSION, listener, logging, sys};
+use midge::{VERSION, listener, logging, notify, sys};
 
 /// Channel depth between client threads and the router. When the router
 /// falls behind, publishers wait here, which pushes back on their sockets.
@@ -112,6 +112,14 @@ fn run() -> Result<ExitCode, String> {
         info!("Create a configuration file which defines a listener to allow remote access.");
     }
     sys::limit_malloc_arenas(2);
+    match sys::raise_fd_limit() {
+        Ok((before, after)) if before != after => debug!(
+            "Raised the open file limit from {} to {}.",
+            before.soft, after.soft
+        ),
+        Ok(_) => {}
+        Err(e) => warn!("Warning: unable to raise the open file limit: {e}."),
+    }
 
     let listeners = if config.local_only && config.listeners.is_empty() {
         config.effective_listeners()
@@ -148,12 +156,18 @@ fn run() -> Result<ExitCode, String> {
         .map_err(|e| format!("unable to start the router thread: {e}"))?;
     let shared = Arc::new(Shared::new(config, tx.clone()));
     info!("midge version {VERSION} running");
+    if let Err(e) = notify::ready() {
+        warn!("Warning: unable to notify the service manager: {e}.");
+    }
 
     let stop = listener::accept_loop(&sockets, &signals, &shared, || {
         info!("Reloading config.");
     })
     .map_err(|e| format!("accept loop failed: {e}"))?;
     info!("midge version {VERSION} terminating ({stop:?})");
+    if let Err(e) = notify::stopping() {
+        warn!("Warning: unable to notify the service manager: {e}.");
+    }
     drop(sockets);
     let _ = tx.send(Event::Shutdown);
     // Give client threads a moment to flush and hand back their state.
