@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks the built packages: lintian with no error and no warning (the one
-# override is explained in debian/lintian-overrides), and a glibc floor of
-# the binaries that matches the `libc6 (>= 2.34)` of debian/control.in.
+# override is explained in debian/lintian-overrides), a glibc floor of the
+# binaries that matches the `libc6 (>= 2.34)` of debian/control.in, and the
+# unit file as systemd parses it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,3 +41,17 @@ for d in "${debs[@]}"; do
     fi
     log "$d: lintian clean, needs glibc >= $max, $(stat -c %s "$d") bytes"
 done
+
+# systemd's own parser, where systemd is installed: unknown keys and bad
+# values are errors. (Missing programs and targets are expected: the unit
+# is checked outside the system it is made for.)
+if command -v systemd-analyze >/dev/null; then
+    out=$(systemd-analyze verify debian/midge.service 2>&1 || true)
+    bad=$(grep -iE 'unknown|invalid|failed to parse|ignoring' <<<"$out" || true)
+    if [ -n "$bad" ]; then
+        printf '%s\n' "$bad"
+        log "systemd-analyze rejects lines of debian/midge.service" >&2
+        exit 1
+    fi
+    log "debian/midge.service: systemd-analyze finds no unknown or invalid setting"
+fi
