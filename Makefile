@@ -1,13 +1,57 @@
 # midge: build, run and test.
 #
 #   make run    build in release and start the broker on localhost:1883
-#   make test   install what the tests need, then run every test
+#   make test   install what is needed, then build and test everything:
+#               amd64 tests, the Rust 1.85 build, armv7 under qemu, both
+#               .deb packages, lintian and an install into a bookworm chroot
 #
-# Only the targets below `run` and `test` need root (apt-get) on a fresh machine.
+# Single steps (each installs what it needs first):
+#   make test-amd64         unit and integration tests, default toolchain
+#   make msrv               the same with Debian's Rust 1.85 (rust-version)
+#   make armv7              release binary for armv7-unknown-linux-gnueabihf
+#   make qemu-test          the armv7 tests, broker included, under qemu-arm
+#   make deb / deb-armhf    target/deb/midge_<version>_<arch>.deb
+#   make lint               lintian on both packages
+#   make deb-install-test   install, run and purge the amd64 package in a
+#                           throwaway bookworm chroot (under target/)
+#   make cross-armv7        the armv7 build with cross-rs and Docker
+#
+# The targets that install (setup, test-deps, and those that use them) need
+# root or passwordless sudo for apt-get on a fresh Debian 12 machine.
 
 CARGO ?= cargo
 
-.PHONY: all build run test test-deps unit
+# Debian's Rust 1.85 (rustc-web): the minimum supported version, and the
+# compiler that matches the armhf standard library of .cross/sysroot.
+DEB_CARGO := /usr/bin/cargo
+DEB_ENV := RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
+
+ARMV7 := armv7-unknown-linux-gnueabihf
+ARMV7_BIN := target/$(ARMV7)/release/midge
+# No binfmt_misc needed: every armv7 program runs through this command. The
+# library path keeps the cross sysroot's glibc even where an armhf libc6 is
+# installed on the machine (a mix of the two crashes).
+QEMU := qemu-arm -L /usr/arm-linux-gnueabihf -E LD_LIBRARY_PATH=/usr/arm-linux-gnueabihf/lib
+ARMV7_ENV := $(DEB_ENV) \
+	CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_LINKER=arm-linux-gnueabihf-gcc \
+	CC_armv7_unknown_linux_gnueabihf=arm-linux-gnueabihf-gcc \
+	AR_armv7_unknown_linux_gnueabihf=arm-linux-gnueabihf-ar \
+	CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_RUSTFLAGS="--sysroot=$(CURDIR)/.cross/sysroot/usr" \
+	CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_RUNNER="$(QEMU)"
+
+# Under qemu, tests/load.rs (1,000 clients, each a thread of an emulated
+# process) measures the emulator, not the broker: it runs natively only.
+QEMU_SKIP := a_thousand_clients
+
+# Client tools installed as symbolic links to the broker binary, which
+# will pick its role from argv[0]. None exists yet.
+TOOLS :=
+
+# The steps of `make test`, in order; tests/ci.sh times each one.
+CI_STEPS := test-deps setup test-amd64 msrv armv7 qemu-test deb deb-armhf lint deb-install-test
+
+.PHONY: all build run test ci-steps test-deps setup test-amd64 msrv armv7 qemu-test \
+	deb deb-armhf lint deb-install-test cross-armv7 clean-cross
 
 all: build
 
@@ -17,8 +61,42 @@ build:
 run: build
 	./target/release/midge -v
 
+test:
+	bash tests/ci.sh $(CI_STEPS)
+
 test-deps:
 	bash tests/setup.sh
 
-test: test-deps
+setup:
+	bash cross/setup.sh
+
+test-amd64: test-deps
 	$(CARGO) test --locked
+
+msrv: setup test-deps
+	$(DEB_ENV) CARGO_TARGET_DIR=target/msrv $(DEB_CARGO) test --locked
+
+armv7: setup
+	$(ARMV7_ENV) $(DEB_CARGO) build --locked --release --target $(ARMV7)
+
+qemu-test: setup test-deps
+	@echo "qemu-test: skipping '$(QEMU_SKIP)' (tests/load.rs): 1,000 emulated client threads test qemu, not midge"
+	MIDGE_TEST_RUNNER="$(QEMU)" $(ARMV7_ENV) $(DEB_CARGO) test --locked --target $(ARMV7) -- --skip $(QEMU_SKIP)
+
+deb: build
+	TOOLS="$(TOOLS)" bash debian/mkdeb.sh amd64 target/release/midge
+
+deb-armhf: armv7
+	TOOLS="$(TOOLS)" bash debian/mkdeb.sh armhf $(ARMV7_BIN)
+
+lint: setup deb deb-armhf
+	bash debian/lint.sh
+
+deb-install-test: setup deb
+	bash debian/install-test.sh
+
+cross-armv7:
+	CROSS_CONFIG=cross/Cross.toml cross build --locked --release --target $(ARMV7)
+
+clean-cross:
+	rm -rf .cross

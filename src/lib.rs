@@ -22,6 +22,7 @@ pub mod codec;
 pub mod config;
 pub mod listener;
 pub mod logging;
+pub mod notify;
 pub mod outbox;
 pub mod router;
 pub mod sys;

@@ -1,6 +1,7 @@
 //! Thin, safe wrappers over the few Linux calls the broker needs beyond std:
 //! eventfd wake-ups, poll(2), signal delivery through a self-pipe, random
-//! bytes and malloc tuning. Every `unsafe` block of the crate lives here.
+//! bytes, malloc tuning and the open-file limit. Every `unsafe` block of the
+//! crate lives here.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -275,6 +276,49 @@ pub fn limit_malloc_arenas(n: i32) {
     let _ = n;
 }
 
+/// The soft and hard limits on open descriptors (RLIMIT_NOFILE).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FdLimit {
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// Raises the soft limit on open descriptors to the hard limit, and returns
+/// the limits before and after. Each client costs a descriptor, and the
+/// usual soft default of 1024 caps a broker at about a thousand clients
+/// whatever the service manager's hard limit allows.
+pub fn raise_fd_limit() -> io::Result<(FdLimit, FdLimit)> {
+    let get = || -> io::Result<libc::rlimit> {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes one rlimit into a valid local.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(lim)
+    };
+    // rlim_t is u32 on 32-bit ARM and u64 on x86_64.
+    #[allow(clippy::useless_conversion)]
+    let limit = |l: libc::rlimit| FdLimit {
+        soft: u64::from(l.rlim_cur),
+        hard: u64::from(l.rlim_max),
+    };
+    let before = get()?;
+    if before.rlim_cur < before.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: before.rlim_max,
+            rlim_max: before.rlim_max,
+        };
+        // SAFETY: setrlimit reads one rlimit from a valid local.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok((limit(before), limit(get()?)))
+}
+
 /// The write end of the signal self-pipe; -1 until [`Signals::install`].
 static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
 
@@ -487,5 +531,13 @@ mod tests {
         random_bytes(&mut a).expect("random");
         random_bytes(&mut b).expect("random");
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn fd_limit_ends_at_the_hard_limit() {
+        let (before, after) = raise_fd_limit().expect("rlimit");
+        assert!(before.soft <= before.hard);
+        assert_eq!(after.hard, before.hard);
+        assert_eq!(after.soft, after.hard);
     }
 }

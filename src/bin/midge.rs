@@ -5,11 +5,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 use midge::client::Shared;
 use midge::config::{Config, Listener, local_only_listeners};
 use midge::router::{Event, Metrics, Router};
-use midge::{VERSION, listener, logging, sys};
+use midge::{VERSION, listener, logging, notify, sys};
 
 /// Channel depth between client threads and the router. When the router
 /// falls behind, publishers wait here, which pushes back on their sockets.
@@ -105,6 +105,14 @@ fn run() -> Result<ExitCode, String> {
         info!("Create a configuration file which defines a listener to allow remote access.");
     }
     sys::limit_malloc_arenas(2);
+    match sys::raise_fd_limit() {
+        Ok((before, after)) if before != after => debug!(
+            "Raised the open file limit from {} to {}.",
+            before.soft, after.soft
+        ),
+        Ok(_) => {}
+        Err(e) => warn!("Warning: unable to raise the open file limit: {e}."),
+    }
 
     let mut sockets = Vec::new();
     for l in &config.listeners {
@@ -128,6 +136,10 @@ fn run() -> Result<ExitCode, String> {
         std::fs::write(p, format!("{}\n", std::process::id()))
             .map_err(|e| format!("unable to write pid file {}: {e}", p.display()))?;
     }
+    let notifier = notify::Notifier::from_env().unwrap_or_else(|e| {
+        warn!("Warning: unable to reach the service manager: {e}.");
+        None
+    });
     drop_privileges(&config.user)?;
 
     let config = Arc::new(config);
@@ -142,10 +154,16 @@ fn run() -> Result<ExitCode, String> {
     logging::attach_router(tx.clone());
     let shared = Arc::new(Shared::new(config.clone(), tx.clone(), metrics));
     info!("midge version {VERSION} running");
+    if let Some(Err(e)) = notifier.as_ref().map(notify::Notifier::ready) {
+        warn!("Warning: unable to notify the service manager: {e}.");
+    }
 
     let stop = listener::accept_loop(&sockets, &signals, &shared, || reload(&config, verbose))
         .map_err(|e| format!("accept loop failed: {e}"))?;
     info!("midge version {VERSION} terminating ({stop:?})");
+    if let Some(Err(e)) = notifier.as_ref().map(notify::Notifier::stopping) {
+        warn!("Warning: unable to notify the service manager: {e}.");
+    }
     drop(sockets);
     let _ = tx.send(Event::Shutdown);
     // Give client threads a moment to flush and hand back their state.

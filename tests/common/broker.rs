@@ -8,6 +8,10 @@
 //! on a behaviour the MQTT specification leaves to the broker. Setting
 //! `MIDGE_TEST_BROKER=mosquitto` makes `Broker::start` run Mosquitto too: a
 //! way to check a test itself against the reference broker.
+//!
+//! `MIDGE_TEST_RUNNER` names a command that runs the midge binary, split on
+//! whitespace: `make qemu-test` sets it to `qemu-arm -L ...`, so the
+//! armv7 broker runs under the emulator like the armv7 tests themselves.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
@@ -281,7 +285,28 @@ impl Broker {
         Broker::spawn(BrokerKind::Midge, None, args)
     }
 
+    /// Starts midge with `conf` (as `start`) in the process environment
+    /// `launch` describes.
+    pub fn start_launch(conf: &str, launch: &Launch) -> Broker {
+        let mut text = String::from("listener 0 127.0.0.1\nallow_anonymous true\n");
+        text.push_str(conf);
+        Broker::spawn_launch(BrokerKind::Midge, Some(&text), launch)
+            .unwrap_or_else(|e| panic!("midge did not start: {e}"))
+    }
+
     fn spawn(kind: BrokerKind, conf_text: Option<&str>, args: &[&str]) -> Result<Broker, String> {
+        let launch = Launch {
+            args,
+            ..Launch::default()
+        };
+        Broker::spawn_launch(kind, conf_text, &launch)
+    }
+
+    fn spawn_launch(
+        kind: BrokerKind,
+        conf_text: Option<&str>,
+        launch: &Launch,
+    ) -> Result<Broker, String> {
         let dir = TempDir::new(match kind {
             BrokerKind::Midge => "midge-test",
             BrokerKind::Mosquitto => "mosquitto-test",
@@ -300,12 +325,24 @@ impl Broker {
             BrokerKind::Midge => PathBuf::from(env!("CARGO_BIN_EXE_midge")),
             BrokerKind::Mosquitto => PathBuf::from(MOSQUITTO),
         };
-        let mut cmd = Command::new(&program);
+        let mut argv: Vec<std::ffi::OsString> = Vec::new();
         if conf_text.is_some() {
-            cmd.arg("-c").arg(&conf_path);
+            argv.push("-c".into());
+            argv.push(conf_path.clone().into());
         }
+        argv.extend(launch.args.iter().map(|a| a.into()));
+        let mut cmd = match kind {
+            BrokerKind::Midge => midge_command(&argv, launch.shell_prefix),
+            BrokerKind::Mosquitto => {
+                let mut c = Command::new(&program);
+                c.args(&argv);
+                c
+            }
+        };
+        // Not under a service manager unless a test says so.
+        cmd.env_remove("NOTIFY_SOCKET");
+        cmd.envs(launch.env.iter().copied());
         let mut child = cmd
-            .args(args)
             .current_dir(dir.path())
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
@@ -435,6 +472,12 @@ impl Broker {
         self.log.all().iter().filter(|l| l.contains(needle)).count()
     }
 
+    /// The broker's process id (the emulator's under `MIDGE_TEST_RUNNER`,
+    /// which runs the broker in its own process).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn has_exited(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(Some(_)))
     }
@@ -448,10 +491,6 @@ impl Broker {
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
     }
 
     /// Sends `sig` (libc::SIGHUP, ...) to the broker process.
@@ -493,7 +532,7 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         let crashed = match self.child.try_wait() {
-            Ok(Some(st)) => Some(st),
+            Ok(Some(st)) if !self.stopped => Some(st),
             _ => None,
         };
         let _ = self.child.kill();
@@ -522,6 +561,44 @@ impl Drop for Broker {
     }
 }
 
+/// How a test wants midge started, beyond its config.
+#[derive(Default)]
+pub struct Launch<'a> {
+    /// Command-line arguments after `-c CONF`.
+    pub args: &'a [&'a str],
+    /// Environment variables set for the broker.
+    pub env: &'a [(&'a str, &'a str)],
+    /// Shell commands run just before the broker replaces the shell, e.g.
+    /// `ulimit -S -n 256`.
+    pub shell_prefix: Option<&'a str>,
+}
+
+/// A command that runs the midge binary under test with `args`: directly,
+/// or through `MIDGE_TEST_RUNNER` (see the module doc), after
+/// `shell_prefix` when one is given.
+pub fn midge_command<S: AsRef<std::ffi::OsStr>>(args: &[S], shell_prefix: Option<&str>) -> Command {
+    let mut argv: Vec<std::ffi::OsString> = Vec::new();
+    if let Ok(runner) = std::env::var("MIDGE_TEST_RUNNER") {
+        argv.extend(runner.split_whitespace().map(|w| w.into()));
+    }
+    argv.push(env!("CARGO_BIN_EXE_midge").into());
+    argv.extend(args.iter().map(|a| a.as_ref().to_os_string()));
+    let mut cmd = match shell_prefix {
+        // "$0" "$@" are the program and its arguments, so nothing is quoted.
+        Some(prefix) => {
+            let mut c = Command::new("sh");
+            c.arg("-c").arg(format!("{prefix} && exec \"$0\" \"$@\""));
+            c
+        }
+        None => Command::new(&argv[0]),
+    };
+    match shell_prefix {
+        Some(_) => cmd.args(&argv),
+        None => cmd.args(&argv[1..]),
+    };
+    cmd
+}
+
 /// Runs the midge binary with `args` until it exits (bounded: killed after
 /// 30 s) and returns its status and stderr.
 pub fn run_midge_to_end(args: &[&str]) -> (ExitStatus, String) {
@@ -531,8 +608,7 @@ pub fn run_midge_to_end(args: &[&str]) -> (ExitStatus, String) {
 
 /// As `run_midge_to_end`, also returning stdout.
 pub fn run_midge_output(args: &[&str]) -> (ExitStatus, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_midge"))
-        .args(args)
+    let mut child = midge_command(args, None)
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -24,7 +24,7 @@ pub mod tools;
 
 use std::time::{Duration, Instant};
 
-pub use broker::{Broker, BrokerKind, TempDir, free_port};
+pub use broker::{Broker, BrokerKind, Launch, TempDir, free_port, midge_command};
 pub use compare::same_as_mosquitto;
 pub use packets::{Packet, Publish, RawClient, ReadOutcome};
 

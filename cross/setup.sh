@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Installs what the armv7 build, the qemu tests and the packages need, from
+# Debian's own archive (no rustup targets, no Docker):
+#   - Debian's Rust 1.85 (rustc-web, cargo-web: /usr/bin/rustc, /usr/bin/cargo)
+#     at exactly the version of the armhf standard library;
+#   - the armhf standard library (libstd-rust-web-dev:armhf) unpacked into
+#     .cross/sysroot, so no armhf library is installed on the machine;
+#   - gcc-arm-linux-gnueabihf and libc6-dev-armhf-cross (linker, C compiler,
+#     and the glibc the binaries link against: /usr/arm-linux-gnueabihf),
+#     qemu-user (qemu-arm), lintian, debootstrap.
+#
+# Idempotent: a second run checks and installs nothing. Runs as root (or
+# with passwordless sudo) on Debian 12, with no standard input (CI=true).
+# `make setup` runs it; `make test` runs `make setup`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SYSROOT=.cross/sysroot
+TRIPLE=armv7-unknown-linux-gnueabihf
+export DEBIAN_FRONTEND=noninteractive
+
+log() { printf 'cross/setup.sh: %s\n' "$*"; }
+
+# apt-get and dpkg need root: sudo when not root (it must not ask).
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO=(sudo -n)
+fi
+as_root() { "${SUDO[@]}" "$@"; }
+
+# Another apt-get may hold the dpkg lock for a while: wait instead of failing.
+APT=(apt-get -o DPkg::Lock::Timeout=600 -o Acquire::Retries=3)
+
+candidate() {
+    apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ { print $2 }'
+}
+
+installed() {
+    dpkg-query -W -f='${db:Status-Status} ${Version}' "$1" 2>/dev/null || true
+}
+
+# apt-get update, tolerating failures of armhf indexes only: a mirror may
+# not carry armhf for every suite (bookworm-security here), and the amd64
+# lists are what the machine needs. Any other failure stops the script.
+apt_update() {
+    local out
+    out=$(mktemp)
+    if as_root "${APT[@]}" update </dev/null >"$out" 2>&1; then
+        rm -f "$out"
+        return 0
+    fi
+    cat "$out"
+    local bad
+    bad=$(grep -E '^(E|W): (Failed to fetch|Some index files failed)' "$out" |
+        grep -v -e 'binary-armhf' -e 'Some index files failed' || true)
+    if ! grep -q 'binary-armhf' "$out" || [ -n "$bad" ]; then
+        rm -f "$out"
+        log "apt-get update failed for more than the armhf indexes" >&2
+        return 1
+    fi
+    rm -f "$out"
+    log "apt-get update: an armhf index failed to download; the amd64 lists are fine, going on"
+}
+
+have_all() {
+    local v=$1
+    [ "$(installed rustc-web)" = "installed $v" ] &&
+        [ "$(installed cargo-web)" = "installed $v" ] &&
+        [ "$(installed libstd-rust-web-dev)" = "installed $v" ] &&
+        [ -f "$SYSROOT/VERSION" ] && [ "$(cat "$SYSROOT/VERSION")" = "$v" ] &&
+        command -v arm-linux-gnueabihf-gcc >/dev/null &&
+        [ -f /usr/arm-linux-gnueabihf/lib/Scrt1.o ] &&
+        command -v qemu-arm >/dev/null &&
+        command -v lintian >/dev/null &&
+        command -v debootstrap >/dev/null
+}
+
+# --- the armhf architecture and the version of its Rust std -----------------
+
+if ! dpkg --print-foreign-architectures | grep -qx armhf; then
+    log "adding the armhf architecture to dpkg"
+    as_root dpkg --add-architecture armhf
+fi
+
+V=$(candidate libstd-rust-web-dev:armhf)
+if [ -n "$V" ] && [ "$V" != "(none)" ] && have_all "$V"; then
+    log "ready: rustc $V with the armhf std in $SYSROOT, $(arm-linux-gnueabihf-gcc -dumpversion) cross gcc, qemu-arm, lintian, debootstrap"
+    exit 0
+fi
+
+if [ -z "$V" ] || [ "$V" = "(none)" ]; then
+    apt_update
+    V=$(candidate libstd-rust-web-dev:armhf)
+    if [ -z "$V" ] || [ "$V" = "(none)" ]; then
+        log "apt knows no libstd-rust-web-dev:armhf after apt-get update" >&2
+        exit 1
+    fi
+fi
+log "Debian's Rust with an armhf std: $V"
+
+# --- packages on the machine (amd64 only) ------------------------------------
+
+pkgs=(rustc-web="$V" cargo-web="$V" libstd-rust-web-dev="$V"
+    gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-user lintian debootstrap)
+apt_install() {
+    as_root "${APT[@]}" install -y --no-install-recommends "${pkgs[@]}" </dev/null
+}
+if ! apt_install; then
+    # Stale lists (a point release replaced a file): refresh and retry once.
+    apt_update
+    apt_install
+fi
+
+# --- the armhf std, unpacked (not installed) ---------------------------------
+
+if [ ! -f "$SYSROOT/VERSION" ] || [ "$(cat "$SYSROOT/VERSION")" != "$V" ]; then
+    log "unpacking libstd-rust-web-dev:armhf $V into $SYSROOT"
+    rm -rf .cross/download "$SYSROOT"
+    mkdir -p .cross/download
+    (cd .cross/download && apt-get download "libstd-rust-web-dev:armhf=$V" </dev/null)
+    dpkg-deb -x .cross/download/libstd-rust-web-dev_*_armhf.deb "$SYSROOT"
+    rm -rf .cross/download
+    if ! ls "$SYSROOT/usr/lib/rustlib/$TRIPLE/lib/"libstd-*.rlib >/dev/null 2>&1; then
+        log "no libstd rlib under $SYSROOT/usr/lib/rustlib/$TRIPLE/lib" >&2
+        exit 1
+    fi
+    printf '%s\n' "$V" >"$SYSROOT/VERSION"
+fi
+
+if ! have_all "$V"; then
+    log "something is still missing after the install" >&2
+    exit 1
+fi
+log "ready: $(/usr/bin/rustc --version), armhf std in $SYSROOT, $(arm-linux-gnueabihf-gcc -dumpversion) cross gcc, qemu-arm, lintian, debootstrap"

@@ -1,0 +1,188 @@
+//! midge as a system service: the readiness protocol of systemd's
+//! `Type=notify` units, the open-file limit it raises for itself, and the
+//! example config the package installs as /etc/midge/midge.conf.
+
+mod common;
+
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::path::Path;
+
+use common::broker::run_midge_output;
+use common::{Broker, Launch, TIMEOUT, TempDir};
+
+/// The next datagram on `sock`, as text; panics after TIMEOUT.
+fn recv_state(sock: &UnixDatagram, what: &str) -> String {
+    sock.set_read_timeout(Some(TIMEOUT)).expect("set timeout");
+    let mut buf = [0u8; 256];
+    let n = sock
+        .recv(&mut buf)
+        .unwrap_or_else(|e| panic!("no {what} datagram on NOTIFY_SOCKET: {e}"));
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// Starts midge with `NOTIFY_SOCKET=name`, where `sock` listens, and checks
+/// the whole exchange: READY=1 while the port answers MQTT, nothing more
+/// until SIGTERM, then STOPPING=1 and a clean exit.
+fn ready_then_stopping(sock: &UnixDatagram, name: &str) {
+    let mut b = Broker::start_launch(
+        "",
+        &Launch {
+            env: &[("NOTIFY_SOCKET", name)],
+            ..Launch::default()
+        },
+    );
+    assert_eq!(recv_state(sock, "READY=1"), "READY=1");
+    // Ready means ready: a client gets its CONNACK now.
+    let _client = b.client("after-ready");
+    sock.set_nonblocking(true).expect("nonblocking");
+    let mut buf = [0u8; 64];
+    assert!(
+        sock.recv(&mut buf).is_err(),
+        "a second datagram came before any signal"
+    );
+    sock.set_nonblocking(false).expect("blocking");
+
+    let status = b.stop(libc::SIGTERM);
+    assert_eq!(recv_state(sock, "STOPPING=1"), "STOPPING=1");
+    assert!(status.success(), "midge exited with {status} after SIGTERM");
+}
+
+#[test]
+fn notify_socket_path_gets_ready_and_stopping() {
+    let dir = TempDir::new("midge-notify");
+    let path = dir.path().join("notify");
+    let sock = UnixDatagram::bind(&path).expect("bind the notify socket");
+    ready_then_stopping(&sock, path.to_str().expect("utf-8 temp path"));
+}
+
+#[test]
+fn notify_socket_abstract_name_gets_ready_and_stopping() {
+    let name = format!("midge-test-notify-{}", std::process::id());
+    let addr = SocketAddr::from_abstract_name(name.as_bytes()).expect("abstract address");
+    let sock = UnixDatagram::bind_addr(&addr).expect("bind the notify socket");
+    ready_then_stopping(&sock, &format!("@{name}"));
+}
+
+#[test]
+fn without_notify_socket_nothing_changes() {
+    // The variable unset: midge starts, serves and stops as before.
+    let mut b = Broker::start("");
+    let _client = b.client("plain");
+    assert!(b.stop(libc::SIGTERM).success());
+    assert!(!b.has_log("notify"), "{:?}", b.logs());
+}
+
+/// The `Max open files` soft and hard limits of a process.
+fn nofile_limits(pid: u32) -> (String, String) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits"))
+        .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/limits: {e}"));
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap_or_else(|| panic!("no 'Max open files' in /proc/{pid}/limits:\n{text}"));
+    let v: Vec<&str> = line["Max open files".len()..].split_whitespace().collect();
+    assert!(v.len() >= 2, "cannot read {line:?}");
+    (v[0].to_string(), v[1].to_string())
+}
+
+#[test]
+fn raises_its_soft_fd_limit_to_the_hard_limit() {
+    let (_, hard) = nofile_limits(std::process::id());
+    let hard_n: u64 = hard.parse().expect("the hard limit is a number here");
+    assert!(
+        hard_n > 256,
+        "the test needs a hard limit above 256, not {hard}"
+    );
+    // Start it with a soft limit well below the hard one, as systemd's
+    // default of 1024 is below LimitNOFILE's hard limit.
+    let b = Broker::start_launch(
+        "",
+        &Launch {
+            shell_prefix: Some("ulimit -S -n 256"),
+            ..Launch::default()
+        },
+    );
+    let (soft_after, hard_after) = nofile_limits(b.pid());
+    assert_eq!(hard_after, hard, "the hard limit must not change");
+    assert_eq!(soft_after, hard, "the soft limit was not raised");
+}
+
+fn example_conf() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/midge/midge.conf")
+}
+
+#[test]
+fn example_config_passes_the_check() {
+    let path = example_conf();
+    let (status, stdout, stderr) =
+        run_midge_output(&["-t", "-c", path.to_str().expect("utf-8 path")]);
+    assert!(status.success(), "midge -t failed: {stderr}");
+    assert_eq!(stdout.trim(), "configuration ok");
+}
+
+/// The options midge reads today; each is documented in the example with
+/// a commented-out line.
+const SUPPORTED: &[&str] = &[
+    "listener",
+    "port",
+    "allow_anonymous",
+    "max_inflight_messages",
+    "max_queued_messages",
+    "message_size_limit",
+    "max_keepalive",
+];
+
+#[test]
+fn example_config_documents_every_option_with_a_valid_line() {
+    let text = std::fs::read_to_string(example_conf()).expect("read the example config");
+    let mut uncommented = String::new();
+    let mut found: Vec<&str> = Vec::new();
+    for line in text.lines() {
+        let opt = line
+            .strip_prefix('#')
+            .and_then(|rest| rest.split_whitespace().next());
+        match opt.and_then(|o| SUPPORTED.iter().find(|s| **s == o)) {
+            Some(o) if !line.starts_with("# ") => {
+                found.push(o);
+                uncommented.push_str(&line[1..]);
+            }
+            _ => uncommented.push_str(line),
+        }
+        uncommented.push('\n');
+    }
+    for o in SUPPORTED {
+        assert!(found.contains(o), "no '#{o} ...' example line");
+    }
+    // Every example line, uncommented, is accepted as written.
+    let dir = TempDir::new("midge-example");
+    let path = dir.write("midge.conf", &uncommented);
+    let (status, stdout, stderr) =
+        run_midge_output(&["-t", "-c", path.to_str().expect("utf-8 path")]);
+    assert!(
+        status.success(),
+        "the uncommented examples fail: {stderr}\n{uncommented}"
+    );
+    assert_eq!(stdout.trim(), "configuration ok");
+}
+
+#[test]
+fn example_config_serves_loopback_clients() {
+    // The package's config unchanged, on a free port instead of 1883 (-p
+    // keeps the local-only mode): clients on this machine connect.
+    let path = example_conf();
+    let mut last = String::new();
+    for _ in 0..5 {
+        // Another process may take the free port first: retry with another.
+        let port = common::free_port().to_string();
+        match Broker::start_without_config(&["-c", path.to_str().expect("utf-8"), "-p", &port]) {
+            Ok(mut b) => {
+                let _c = b.client("example-conf");
+                assert!(b.stop(libc::SIGTERM).success());
+                return;
+            }
+            Err(e) => last = e,
+        }
+    }
+    panic!("midge did not start with the example config: {last}");
+}
