@@ -392,19 +392,16 @@ impl Parser {
         Ok(())
     }
 
-    fn listener_security(&mut self) -> &mut super::Security {
-        &mut self.listener_for_security().security
-    }
-
     /// Security options before any listener go to the default listener's
     /// settings without opening it; after one, to the current listener.
-    fn listener_for_security(&mut self) -> &mut Listener {
-        match self.scope {
+    fn listener_security(&mut self) -> &mut super::Security {
+        let l = match self.scope {
             Some(Scope::Listener(i)) if i < self.listeners.len() => &mut self.listeners[i],
             _ => self
                 .default
                 .get_or_insert_with(|| Listener::new(DEFAULT_PORT, None)),
-        }
+        };
+        &mut l.security
     }
 
     /// `include_dir`: every `*.conf` in `dir`, in sorted order.
