@@ -118,8 +118,14 @@ fn sighup_reloads_log_settings_without_dropping_clients() {
     let from = b.log_len();
     b.signal(libc::SIGHUP);
     b.wait_for_log_from(from, "Reloading config.", TIMEOUT);
-    c.subscribe(2, &[("after", 0)]);
-    b.wait_for_log("stays 0 after", TIMEOUT);
+    // The new settings apply right after that line: subscribe until the
+    // subscription is logged.
+    let mut pkid = 1;
+    wait_until("a logged subscription after SIGHUP", TIMEOUT, || {
+        pkid += 1;
+        c.subscribe(pkid, &[("after", 0)]);
+        b.has_log("stays 0 after")
+    });
     c.ping();
 
     // A config that no longer reads keeps the old settings.
@@ -131,7 +137,7 @@ fn sighup_reloads_log_settings_without_dropping_clients() {
     let from = b.log_len();
     b.signal(libc::SIGHUP);
     b.wait_for_log_from(from, "keeping the previous settings", TIMEOUT);
-    c.subscribe(3, &[("still", 0)]);
+    c.subscribe(pkid + 1, &[("still", 0)]);
     b.wait_for_log("stays 0 still", TIMEOUT);
     c.ping();
 }
