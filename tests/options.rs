@@ -61,30 +61,37 @@ fn mount_point_applies_to_wills() {
     drop(b);
 }
 
-#[test]
-fn max_connections_refuses_the_extra_connection() {
-    let b = Broker::start("max_connections 2\n");
-    let mut a = b.client("a");
-    let z = b.client("z");
-    let mut third = b.raw().named("third");
-    third.send(&common::packets::connect("third"));
-    third.expect_closed();
-    b.wait_for_log("denied: max_connections exceeded.", TIMEOUT);
-    // A freed slot can be used again, once the thread of z has ended.
-    z.disconnect();
-    let mut again = None;
-    wait_until("a free slot", TIMEOUT, || {
-        let mut c = b.raw().named("again");
-        c.send(&common::packets::connect("again"));
+/// Connects `id`, trying again while the listener is full: a slot is free
+/// only once the thread of the connection that held it has ended (the
+/// harness's own readiness probe holds one for a moment at start).
+fn connect_when_free(b: &Broker, id: &str) -> RawClient {
+    let mut client = None;
+    wait_until(&format!("a free slot for {id}"), TIMEOUT, || {
+        let mut c = b.raw().named(id);
+        c.send(&common::packets::connect(id));
         match c.try_read(TIMEOUT) {
             ReadOutcome::Packet(p) if p.kind() == common::packets::CONNACK => {
-                again = Some(c);
+                client = Some(c);
                 true
             }
             _ => false,
         }
     });
-    again.expect("connected").ping();
+    client.expect("connected")
+}
+
+#[test]
+fn max_connections_refuses_the_extra_connection() {
+    let b = Broker::start("max_connections 2\n");
+    let mut a = connect_when_free(&b, "a");
+    let z = connect_when_free(&b, "z");
+    let mut third = b.raw().named("third");
+    third.send(&common::packets::connect("third"));
+    third.expect_closed();
+    b.wait_for_log("denied: max_connections exceeded.", TIMEOUT);
+    // A freed slot can be used again.
+    z.disconnect();
+    connect_when_free(&b, "again").ping();
     a.ping();
 }
 
