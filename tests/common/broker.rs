@@ -218,6 +218,23 @@ fn has_option(conf: &str, name: &str) -> bool {
         .any(|l| l.split_whitespace().next() == Some(name))
 }
 
+/// `conf` with `listener 0 127.0.0.1` unless it has a `listener` or `port`
+/// line, and `allow_anonymous true` unless it sets `allow_anonymous`.
+fn with_test_defaults(conf: &str) -> String {
+    let mut text = String::new();
+    if !has_option(conf, "listener") && !has_option(conf, "port") {
+        text.push_str("listener 0 127.0.0.1\n");
+    }
+    if !has_option(conf, "allow_anonymous") {
+        text.push_str("allow_anonymous true\n");
+    }
+    text.push_str(conf);
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text
+}
+
 impl Broker {
     /// Starts midge (or Mosquitto, see the module doc) with `conf`, adding
     /// `listener 0 127.0.0.1` unless `conf` has a `listener` or `port` line,
@@ -239,17 +256,7 @@ impl Broker {
     }
 
     pub fn start_kind(kind: BrokerKind, conf: &str, args: &[&str]) -> Broker {
-        let mut text = String::new();
-        if !has_option(conf, "listener") && !has_option(conf, "port") {
-            text.push_str("listener 0 127.0.0.1\n");
-        }
-        if !has_option(conf, "allow_anonymous") {
-            text.push_str("allow_anonymous true\n");
-        }
-        text.push_str(conf);
-        if !text.ends_with('\n') {
-            text.push('\n');
-        }
+        let text = with_test_defaults(conf);
         match kind {
             BrokerKind::Midge => Broker::spawn(kind, Some(&text), args)
                 .unwrap_or_else(|e| panic!("midge did not start: {e}")),
@@ -284,11 +291,10 @@ impl Broker {
         Broker::spawn(BrokerKind::Midge, None, args)
     }
 
-    /// Starts midge with `conf` (as `start`) in the process environment
-    /// `launch` describes.
+    /// Starts midge with `conf` (completed as by `start`) in the process
+    /// environment `launch` describes.
     pub fn start_launch(conf: &str, launch: &Launch) -> Broker {
-        let mut text = String::from("listener 0 127.0.0.1\nallow_anonymous true\n");
-        text.push_str(conf);
+        let text = with_test_defaults(conf);
         Broker::spawn_launch(BrokerKind::Midge, Some(&text), launch)
             .unwrap_or_else(|e| panic!("midge did not start: {e}"))
     }
