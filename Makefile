@@ -50,7 +50,7 @@ TOOLS :=
 # The steps of `make test`, in order; tests/ci.sh times each one.
 CI_STEPS := test-deps setup test-amd64 msrv armv7 qemu-test deb deb-armhf lint deb-install-test
 
-.PHONY: all build run test ci-steps test-deps setup test-amd64 msrv armv7 qemu-test \
+.PHONY: all build run test test-deps setup test-amd64 msrv armv7 qemu-test \
 	deb deb-armhf lint deb-install-test cross-armv7 clean-cross
 
 all: build
