@@ -12,6 +12,8 @@
 //! `MIDGE_TEST_RUNNER` names a command that runs the midge binary, split on
 //! whitespace: `make qemu-test` sets it to `qemu-arm -L ...`, so the
 //! armv7 broker runs under the emulator like the armv7 tests themselves.
+//! `MIDGE_TEST_BINARY` replaces the binary cargo built for the tests with
+//! another one, such as the armv7 release build that goes into the package.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
@@ -568,15 +570,18 @@ pub struct Launch<'a> {
     pub shell_prefix: Option<&'a str>,
 }
 
-/// A command that runs the midge binary under test with `args`: directly,
-/// or through `MIDGE_TEST_RUNNER` (see the module doc), after
+/// A command that runs the midge binary under test (`MIDGE_TEST_BINARY`,
+/// see the module doc) with `args`: directly, or through
+/// `MIDGE_TEST_RUNNER`, after
 /// `shell_prefix` when one is given.
 pub fn midge_command<S: AsRef<std::ffi::OsStr>>(args: &[S], shell_prefix: Option<&str>) -> Command {
     let mut argv: Vec<std::ffi::OsString> = Vec::new();
     if let Ok(runner) = std::env::var("MIDGE_TEST_RUNNER") {
         argv.extend(runner.split_whitespace().map(|w| w.into()));
     }
-    argv.push(env!("CARGO_BIN_EXE_midge").into());
+    argv.push(
+        std::env::var_os("MIDGE_TEST_BINARY").unwrap_or_else(|| env!("CARGO_BIN_EXE_midge").into()),
+    );
     argv.extend(args.iter().map(|a| a.as_ref().to_os_string()));
     let mut cmd = match shell_prefix {
         // "$0" "$@" are the program and its arguments, so nothing is quoted.
