@@ -6,26 +6,67 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, ToSocketAddrs};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use log::{info, warn};
 
 use crate::client::{self, Shared};
-use crate::config::Listener;
+use crate::config::{Domain, Listener};
 use crate::sys::{self, POLLIN, PollFd, Signals};
 
-/// A bound socket and the port it listens on.
+/// One configured listener while the broker runs: its settings and how
+/// many connections it has, for `max_connections`.
+#[derive(Debug)]
+pub struct ListenerState {
+    pub conf: Listener,
+    /// The port actually bound (differs from `conf.port` for port 0).
+    pub port: u16,
+    active: AtomicUsize,
+}
+
+impl ListenerState {
+    /// Takes a connection slot, unless `max_connections` are already taken.
+    pub fn enter(self: &Arc<Self>) -> Option<Slot> {
+        let max = self.conf.max_connections.unwrap_or(usize::MAX);
+        self.active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(self.clone()))
+    }
+}
+
+/// A connection's place on its listener; freed when the connection ends.
+#[derive(Debug)]
+pub struct Slot(Arc<ListenerState>);
+
+impl Slot {
+    pub fn listener(&self) -> &ListenerState {
+        &self.0
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A bound socket and the listener it belongs to.
 pub struct Bound {
     pub socket: TcpListener,
-    pub port: u16,
+    pub listener: Arc<ListenerState>,
 }
 
 /// Opens the sockets of one `listener` line. With no address it opens IPv4
-/// and IPv6 on every interface, as Mosquitto does; with port 0 both share the
-/// port the kernel picked for the first.
+/// and IPv6 on every interface, as Mosquitto does (`socket_domain` keeps
+/// one of them); with port 0 both share the port the kernel picked for the
+/// first.
 pub fn bind(l: &Listener) -> io::Result<Vec<Bound>> {
-    let addrs: Vec<IpAddr> = match &l.address {
+    let mut addrs: Vec<IpAddr> = match &l.address {
         None => vec![
             IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             IpAddr::V6(Ipv6Addr::UNSPECIFIED),
@@ -42,24 +83,25 @@ pub fn bind(l: &Listener) -> io::Result<Vec<Bound>> {
             }
         },
     };
-    let mut out: Vec<Bound> = Vec::new();
+    match l.socket_domain {
+        Some(Domain::Ipv4) => addrs.retain(|a| a.is_ipv4()),
+        Some(Domain::Ipv6) => addrs.retain(|a| a.is_ipv6()),
+        None => {}
+    }
+    let mut sockets: Vec<TcpListener> = Vec::new();
     let mut last_err = None;
     let mut port = l.port;
     for ip in addrs {
         let family = if ip.is_ipv4() { "ipv4" } else { "ipv6" };
-        match bind_one(SocketAddr::new(ip, port)) {
+        match bind_one(SocketAddr::new(ip, port), l.bind_interface.as_deref()) {
             Ok(socket) => {
-                let actual = socket.local_addr()?.port();
-                port = actual;
-                info!("Opening {family} listen socket on port {actual}.");
-                out.push(Bound {
-                    socket,
-                    port: actual,
-                });
+                port = socket.local_addr()?.port();
+                info!("Opening {family} listen socket on port {port}.");
+                sockets.push(socket);
             }
             Err(e) => {
                 // A machine without IPv6 still serves IPv4, like Mosquitto.
-                if l.address.is_none() && ip.is_ipv6() && !out.is_empty() {
+                if l.address.is_none() && ip.is_ipv6() && !sockets.is_empty() {
                     warn!("Warning: unable to open {family} listen socket on port {port}: {e}.");
                 } else {
                     last_err = Some(e);
@@ -67,41 +109,42 @@ pub fn bind(l: &Listener) -> io::Result<Vec<Bound>> {
             }
         }
     }
-    match (out.is_empty(), last_err) {
-        (_, Some(e)) => Err(e),
-        (true, None) => Err(io::Error::new(
+    if let Some(e) = last_err {
+        return Err(e);
+    }
+    if sockets.is_empty() {
+        return Err(io::Error::new(
             io::ErrorKind::AddrNotAvailable,
             "no address to listen on",
-        )),
-        (false, None) => Ok(out),
+        ));
     }
+    let state = Arc::new(ListenerState {
+        conf: l.clone(),
+        port,
+        active: AtomicUsize::new(0),
+    });
+    Ok(sockets
+        .into_iter()
+        .map(|socket| Bound {
+            socket,
+            listener: state.clone(),
+        })
+        .collect())
 }
 
-fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
-    let domain = if addr.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
-    // SAFETY: plain socket(2); the result is checked and owned at once.
-    let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh descriptor.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    set_int_opt(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+fn bind_one(addr: SocketAddr, interface: Option<&str>) -> io::Result<TcpListener> {
+    let fd = sys::tcp_socket(addr.is_ipv6())?;
+    sys::setsockopt_int(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
     if addr.is_ipv6() {
         // IPv6 sockets take IPv6 only, so the IPv4 socket can share the port.
-        set_int_opt(&fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
+        sys::setsockopt_int(fd.as_raw_fd(), libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
+    }
+    if let Some(name) = interface {
+        sys::bind_to_device(fd.as_raw_fd(), name)?;
     }
     let listener = TcpListener::from(fd);
     sys::bind_listen(&listener, addr, 1024)?;
     Ok(listener)
-}
-
-fn set_int_opt(fd: &OwnedFd, level: i32, name: i32, value: i32) -> io::Result<()> {
-    sys::setsockopt_int(fd.as_raw_fd(), level, name, value)
 }
 
 /// What stopped the accept loop.
@@ -141,7 +184,15 @@ pub fn accept_loop(
             loop {
                 match b.socket.accept() {
                     Ok((sock, peer)) => {
-                        if let Err(e) = client::spawn(sock, peer, b.port, shared.clone()) {
+                        let Some(slot) = b.listener.enter() else {
+                            // Mosquitto's words; the socket closes on drop.
+                            info!(
+                                "Client connection from {} denied: max_connections exceeded.",
+                                peer.ip()
+                            );
+                            continue;
+                        };
+                        if let Err(e) = client::spawn(sock, peer, slot, shared.clone()) {
                             warn!("Unable to start a thread for {peer}: {e}.");
                         }
                     }
@@ -149,7 +200,10 @@ pub fn accept_loop(
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => {
                         // Out of descriptors and the like: log, keep serving.
-                        warn!("Unable to accept a connection on port {}: {e}.", b.port);
+                        warn!(
+                            "Unable to accept a connection on port {}: {e}.",
+                            b.listener.port
+                        );
                         // Do not spin while the condition lasts.
                         std::thread::sleep(std::time::Duration::from_millis(50));
                         break;

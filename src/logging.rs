@@ -1,32 +1,222 @@
-//! Log lines in Mosquitto's form: `1700000000: message`, on stderr.
+//! Log lines in Mosquitto's form: `1700000000: message`, to the
+//! destinations and of the types that `log_dest` and `log_type` choose.
 //!
 //! Mosquitto users grep their logs for lines like `New client connected
-//! from ...`; midge prints the same words with the same Unix timestamp prefix.
+//! from ...`; midge prints the same words with the same prefix. A log call
+//! picks its Mosquitto type by level (error, warning, notice, debug) or by
+//! target: `info!(target: SUBSCRIBE, ...)` and the like.
+//!
+//! The settings can be replaced while the broker runs (SIGHUP).
 
-use std::io::Write;
+use std::ffi::CString;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Installs the logger. `verbose` is `-v`: every log type, debug included.
-/// `RUST_LOG` still overrides both for developers.
+use crossbeam_channel::Sender;
+use parking_lot::RwLock;
+
+use crate::codec::{Publish, QoS};
+use crate::config::{LogDest, Logging, log_type};
+use crate::router::Event;
+use crate::sys;
+
+/// Targets that select a Mosquitto log type other than the level's.
+pub const INFORMATION: &str = "information";
+pub const SUBSCRIBE: &str = "subscribe";
+pub const UNSUBSCRIBE: &str = "unsubscribe";
+
+enum Sink {
+    Stderr,
+    Stdout,
+    File(File),
+    Syslog,
+    Topic,
+}
+
+struct State {
+    types: u32,
+    timestamp: bool,
+    format: Option<CString>,
+    sinks: Vec<Sink>,
+}
+
+struct Logger {
+    state: RwLock<State>,
+    /// The router, for `log_dest topic`; set once it runs.
+    topic: OnceLock<Sender<Event>>,
+}
+
+static LOGGER: OnceLock<Logger> = OnceLock::new();
+
+/// Installs the logger with Mosquitto's defaults (stderr; every type with
+/// `verbose`), for the lines printed before the config is applied.
 pub fn init(verbose: bool) {
-    let level = if verbose {
+    let types = if verbose {
+        log_type::ALL
+    } else {
+        log_type::DEFAULT
+    };
+    let logger = LOGGER.get_or_init(|| Logger {
+        state: RwLock::new(State {
+            types,
+            timestamp: true,
+            format: None,
+            sinks: vec![Sink::Stderr],
+        }),
+        topic: OnceLock::new(),
+    });
+    // A second init (tests) keeps the first logger.
+    let _ = log::set_logger(logger);
+    set_max_level(types);
+}
+
+/// Applies `log_dest`, `log_type` and the timestamp options. `verbose`
+/// (`-v`) turns every type on, whatever the file says, as in Mosquitto.
+/// Opens log files now, before privileges are dropped.
+pub fn configure(cfg: &Logging, verbose: bool) -> io::Result<()> {
+    let mut sinks = Vec::new();
+    for d in &cfg.dest {
+        sinks.push(match d {
+            LogDest::Stderr => Sink::Stderr,
+            LogDest::Stdout => Sink::Stdout,
+            LogDest::File(p) => Sink::File(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))?,
+            ),
+            LogDest::Syslog => {
+                sys::openlog(cfg.facility);
+                Sink::Syslog
+            }
+            LogDest::Topic => Sink::Topic,
+        });
+    }
+    let format = match &cfg.timestamp_format {
+        Some(f) => Some(CString::new(f.as_str()).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "log_timestamp_format holds NUL",
+            )
+        })?),
+        None => None,
+    };
+    let types = if verbose { log_type::ALL } else { cfg.types };
+    if let Some(l) = LOGGER.get() {
+        *l.state.write() = State {
+            types,
+            timestamp: cfg.timestamp,
+            format,
+            sinks,
+        };
+    }
+    set_max_level(types);
+    Ok(())
+}
+
+/// Lets `log_dest topic` publish through the router.
+pub fn attach_router(tx: Sender<Event>) {
+    if let Some(l) = LOGGER.get() {
+        let _ = l.topic.set(tx);
+    }
+}
+
+fn set_max_level(types: u32) {
+    log::set_max_level(if types & log_type::DEBUG != 0 {
         log::LevelFilter::Debug
+    } else if types == 0 {
+        log::LevelFilter::Off
     } else {
         log::LevelFilter::Info
-    };
-    let mut b = env_logger::Builder::new();
-    b.filter_level(level)
-        .format(|out, record| {
-            let ts = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            writeln!(out, "{ts}: {}", record.args())
-        })
-        .target(env_logger::Target::Stderr);
-    if let Ok(spec) = std::env::var("RUST_LOG") {
-        b.parse_filters(&spec);
+    });
+}
+
+/// The Mosquitto log type of a record, its syslog priority and the letter
+/// of its `$SYS/broker/log/` topic.
+fn classify(r: &log::Metadata) -> (u32, i32, &'static str) {
+    match (r.level(), r.target()) {
+        (log::Level::Error, _) => (log_type::ERROR, sys::LOG_ERR, "E"),
+        (log::Level::Warn, _) => (log_type::WARNING, sys::LOG_WARNING, "W"),
+        (log::Level::Info, SUBSCRIBE) => (log_type::SUBSCRIBE, sys::LOG_NOTICE, "M"),
+        (log::Level::Info, UNSUBSCRIBE) => (log_type::UNSUBSCRIBE, sys::LOG_NOTICE, "M"),
+        (log::Level::Info, INFORMATION) => (log_type::INFORMATION, sys::LOG_INFO, "I"),
+        (log::Level::Info, _) => (log_type::NOTICE, sys::LOG_NOTICE, "N"),
+        _ => (log_type::DEBUG, sys::LOG_DEBUG, "D"),
     }
-    // A second init (tests) keeps the first logger.
-    let _ = b.try_init();
+}
+
+impl log::Log for Logger {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        self.state.read().types & classify(m).0 != 0
+    }
+
+    fn log(&self, record: &log::Record) {
+        let (kind, priority, letter) = classify(record.metadata());
+        let state = self.state.read();
+        if state.types & kind == 0 || state.sinks.is_empty() {
+            return;
+        }
+        let msg = record.args().to_string();
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let line = match (state.timestamp, &state.format) {
+            (false, _) => format!("{msg}\n"),
+            (true, None) => format!("{secs}: {msg}\n"),
+            (true, Some(f)) => {
+                let ts = sys::strftime_local(f, secs).unwrap_or_else(|| secs.to_string());
+                format!("{ts}: {msg}\n")
+            }
+        };
+        for sink in &state.sinks {
+            // A log line that cannot be written is lost; there is nowhere
+            // left to report it.
+            let _ = match sink {
+                Sink::Stderr => io::stderr().lock().write_all(line.as_bytes()),
+                Sink::Stdout => io::stdout().lock().write_all(line.as_bytes()),
+                Sink::File(f) => (&*f).write_all(line.as_bytes()),
+                Sink::Syslog => {
+                    sys::syslog(priority, &msg);
+                    Ok(())
+                }
+                Sink::Topic => {
+                    self.to_topic(letter, &msg);
+                    Ok(())
+                }
+            };
+        }
+    }
+
+    fn flush(&self) {
+        let state = self.state.read();
+        for sink in &state.sinks {
+            if let Sink::File(f) = sink {
+                let _ = (&*f).flush();
+            }
+        }
+    }
+}
+
+impl Logger {
+    /// Publishes a log line to `$SYS/broker/log/X`. Never blocks: when the
+    /// router is busy, the line is not published.
+    fn to_topic(&self, letter: &str, msg: &str) {
+        if let Some(tx) = self.topic.get() {
+            let _ = tx.try_send(Event::Publish {
+                conn: 0,
+                publish: Publish {
+                    dup: false,
+                    qos: QoS::AtMostOnce,
+                    retain: false,
+                    topic: Arc::from(format!("$SYS/broker/log/{letter}")),
+                    pkid: 0,
+                    payload: Arc::from(msg.as_bytes()),
+                },
+            });
+        }
+    }
 }

@@ -14,28 +14,39 @@ use std::os::unix::net::{SocketAddr, UnixDatagram};
 /// The environment variable systemd sets for `Type=notify` services.
 pub const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
 
-/// Tells the service manager the broker accepts connections.
-pub fn ready() -> io::Result<bool> {
-    notify("READY=1")
-}
+/// A socket connected to `$NOTIFY_SOCKET`. It is connected at start-up,
+/// while the broker may still be root: a path socket then stays usable
+/// after privileges are dropped.
+#[derive(Debug)]
+pub struct Notifier(UnixDatagram);
 
-/// Tells the service manager the broker is shutting down.
-pub fn stopping() -> io::Result<bool> {
-    notify("STOPPING=1")
-}
+impl Notifier {
+    /// Connects to `$NOTIFY_SOCKET`; None when the variable is not set (not
+    /// started by a service manager that listens).
+    pub fn from_env() -> io::Result<Option<Notifier>> {
+        let Some(v) = std::env::var_os(NOTIFY_SOCKET) else {
+            return Ok(None);
+        };
+        let name = v.to_str().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "NOTIFY_SOCKET is not UTF-8")
+        })?;
+        let sock = UnixDatagram::unbound()?;
+        sock.connect_addr(&parse_addr(name)?)?;
+        Ok(Some(Notifier(sock)))
+    }
 
-/// Sends `state` to `$NOTIFY_SOCKET`. Returns false when the variable is not
-/// set (not started by a service manager that listens).
-pub fn notify(state: &str) -> io::Result<bool> {
-    match std::env::var_os(NOTIFY_SOCKET) {
-        None => Ok(false),
-        Some(v) => {
-            let name = v.to_str().ok_or_else(|| {
-                io::Error::new(io::ErrorKind::InvalidInput, "NOTIFY_SOCKET is not UTF-8")
-            })?;
-            send(name, state)?;
-            Ok(true)
-        }
+    /// Tells the service manager the broker accepts connections.
+    pub fn ready(&self) -> io::Result<()> {
+        self.send("READY=1")
+    }
+
+    /// Tells the service manager the broker is shutting down.
+    pub fn stopping(&self) -> io::Result<()> {
+        self.send("STOPPING=1")
+    }
+
+    fn send(&self, state: &str) -> io::Result<()> {
+        write_all(self.0.send(state.as_bytes())?, state)
     }
 }
 
@@ -44,14 +55,18 @@ pub fn notify(state: &str) -> io::Result<bool> {
 pub fn send(name: &str, state: &str) -> io::Result<()> {
     let addr = parse_addr(name)?;
     let sock = UnixDatagram::unbound()?;
-    let n = sock.send_to_addr(state.as_bytes(), &addr)?;
-    if n != state.len() {
-        return Err(io::Error::new(
+    write_all(sock.send_to_addr(state.as_bytes(), &addr)?, state)
+}
+
+fn write_all(sent: usize, state: &str) -> io::Result<()> {
+    if sent == state.len() {
+        Ok(())
+    } else {
+        Err(io::Error::new(
             io::ErrorKind::WriteZero,
             "short write to NOTIFY_SOCKET",
-        ));
+        ))
     }
-    Ok(())
 }
 
 /// `/path` is a file system socket, `@name` an abstract one. systemd also

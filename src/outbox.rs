@@ -15,6 +15,23 @@ use parking_lot::Mutex;
 use crate::codec::{Packet, Publish};
 use crate::sys::WakeFd;
 
+/// `max_queued_messages` and `max_queued_bytes`: how much may wait for one
+/// client beyond what is in flight (0 = no limit).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueLimits {
+    pub messages: usize,
+    pub bytes: usize,
+}
+
+impl QueueLimits {
+    /// Whether one more message of `len` payload bytes fits beside
+    /// `messages` messages of `bytes` bytes.
+    pub fn room(&self, messages: usize, bytes: usize, len: usize) -> bool {
+        (self.messages == 0 || messages < self.messages)
+            && (self.bytes == 0 || bytes + len <= self.bytes)
+    }
+}
+
 /// Why the router asks a client thread to close its connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CloseReason {
@@ -43,6 +60,8 @@ pub struct Outbox {
     /// (QoS 1/2): those in `queue` and those the client took but is holding
     /// back behind its in-flight window. The router adds, the client subtracts.
     queued: AtomicUsize,
+    /// The payload bytes of those messages, for `max_queued_bytes`.
+    queued_bytes: AtomicUsize,
     /// A close request, out of band so that it overtakes messages waiting
     /// behind a full in-flight window: 0 none, else a [`CloseReason`] + 1.
     close: AtomicU8,
@@ -54,18 +73,24 @@ impl Outbox {
         Ok(Outbox {
             queue: Mutex::new(VecDeque::new()),
             queued: AtomicUsize::new(0),
+            queued_bytes: AtomicUsize::new(0),
             close: AtomicU8::new(0),
             wake: WakeFd::new()?,
         })
     }
 
-    /// Queues a message unless `limit` (0 = none) messages are already waiting.
-    /// Returns false when the message was dropped.
-    pub fn push_publish(&self, p: Publish, limit: usize) -> bool {
-        if limit > 0 && self.queued.load(Ordering::Relaxed) >= limit {
+    /// Queues a message unless the client already has `limits` worth of
+    /// messages waiting. Returns false when the message was dropped.
+    pub fn push_publish(&self, p: Publish, limits: QueueLimits) -> bool {
+        let len = p.payload.len();
+        if !limits.room(
+            self.queued.load(Ordering::Relaxed),
+            self.queued_bytes.load(Ordering::Relaxed),
+            len,
+        ) {
             return false;
         }
-        self.queued.fetch_add(1, Ordering::Relaxed);
+        self.add_queued(1, len);
         self.push(Outgoing::Publish(p));
         true
     }
@@ -115,14 +140,17 @@ impl Outbox {
         }
     }
 
-    /// Messages a resumed session brought along, held by the client thread.
-    pub fn add_queued(&self, n: usize) {
+    /// Messages (and their payload bytes) a resumed session brought along,
+    /// held by the client thread.
+    pub fn add_queued(&self, n: usize, bytes: usize) {
         self.queued.fetch_add(n, Ordering::Relaxed);
+        self.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
-    /// The client thread sent a queued message or moved it into flight.
-    pub fn dequeued(&self, n: usize) {
+    /// The client thread sent queued messages or moved them into flight.
+    pub fn dequeued(&self, n: usize, bytes: usize) {
         self.queued.fetch_sub(n, Ordering::Relaxed);
+        self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
     }
 
     /// Messages waiting, as counted against `max_queued_messages`.
@@ -155,16 +183,36 @@ mod tests {
     #[test]
     fn drops_beyond_limit_and_counts_back() {
         let o = Outbox::new().expect("outbox");
-        assert!(o.push_publish(publish(1), 2));
-        assert!(o.push_publish(publish(2), 2));
-        assert!(!o.push_publish(publish(3), 2));
+        let two = QueueLimits {
+            messages: 2,
+            bytes: 0,
+        };
+        assert!(o.push_publish(publish(1), two));
+        assert!(o.push_publish(publish(2), two));
+        assert!(!o.push_publish(publish(3), two));
         o.push(Outgoing::Packet(Packet::PingResp));
         let mut got = VecDeque::new();
         o.take(&mut got);
         assert_eq!(got.len(), 3);
         assert_eq!(o.queued(), 2);
-        o.dequeued(2);
-        assert!(o.push_publish(publish(4), 2));
+        o.dequeued(2, 2);
+        assert!(o.push_publish(publish(4), two));
+    }
+
+    #[test]
+    fn byte_limit() {
+        let o = Outbox::new().expect("outbox");
+        let three_bytes = QueueLimits {
+            messages: 0,
+            bytes: 3,
+        };
+        for n in 0..3 {
+            assert!(o.push_publish(publish(n), three_bytes));
+        }
+        assert!(!o.push_publish(publish(3), three_bytes));
+        assert_eq!(o.queued(), 3);
+        o.dequeued(1, 1);
+        assert!(o.push_publish(publish(4), three_bytes));
     }
 
     #[test]

@@ -129,6 +129,42 @@ pub fn setsockopt_int(fd: RawFd, level: i32, name: i32, value: i32) -> io::Resul
     Ok(())
 }
 
+/// A new TCP socket, IPv4 or IPv6, close-on-exec.
+pub fn tcp_socket(ipv6: bool) -> io::Result<OwnedFd> {
+    let domain = if ipv6 { libc::AF_INET6 } else { libc::AF_INET };
+    // SAFETY: plain socket(2); the result is checked and owned at once.
+    let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// SO_BINDTODEVICE: only traffic of the named interface reaches the socket.
+pub fn bind_to_device(fd: RawFd, name: &str) -> io::Result<()> {
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('\0') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("'{name}' is not a network interface name"),
+        ));
+    }
+    // SAFETY: passes a pointer to the name's bytes and their length.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            name.as_ptr().cast(),
+            name.len() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// bind(2) and listen(2) on a socket created by the caller, so options such
 /// as IPV6_V6ONLY can be set before binding (std cannot).
 pub fn bind_listen(
@@ -345,6 +381,120 @@ impl AsRawFd for Signals {
     fn as_raw_fd(&self) -> RawFd {
         self.read.as_raw_fd()
     }
+}
+
+/// The process's resident set size in bytes, from /proc/self/statm.
+pub fn rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf takes no pointers.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
+}
+
+/// Local time formatted with strftime(3); None when the format gives nothing.
+pub fn strftime_local(format: &std::ffi::CStr, secs: i64) -> Option<String> {
+    let t = secs as libc::time_t;
+    // SAFETY: tm is plain data; localtime_r fills it from a valid time_t.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are valid for the call.
+    if unsafe { libc::localtime_r(&t, &mut tm) }.is_null() {
+        return None;
+    }
+    let mut buf = [0u8; 256];
+    // SAFETY: strftime writes at most buf.len() bytes, NUL included, and
+    // returns how many it wrote before the NUL.
+    let n = unsafe { libc::strftime(buf.as_mut_ptr().cast(), buf.len(), format.as_ptr(), &tm) };
+    (n > 0).then(|| String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+/// Opens the connection to syslog with `midge` as the identity.
+/// `facility` is N of LOG_LOCALN, or None for LOG_DAEMON.
+pub fn openlog(facility: Option<u8>) {
+    let f = match facility {
+        Some(0) => libc::LOG_LOCAL0,
+        Some(1) => libc::LOG_LOCAL1,
+        Some(2) => libc::LOG_LOCAL2,
+        Some(3) => libc::LOG_LOCAL3,
+        Some(4) => libc::LOG_LOCAL4,
+        Some(5) => libc::LOG_LOCAL5,
+        Some(6) => libc::LOG_LOCAL6,
+        Some(_) => libc::LOG_LOCAL7,
+        None => libc::LOG_DAEMON,
+    };
+    // SAFETY: the identity is a static C string, as openlog(3) requires.
+    unsafe { libc::openlog(c"midge".as_ptr(), libc::LOG_PID | libc::LOG_NDELAY, f) };
+}
+
+/// Syslog priorities used by the logger.
+pub const LOG_ERR: i32 = libc::LOG_ERR;
+pub const LOG_WARNING: i32 = libc::LOG_WARNING;
+pub const LOG_NOTICE: i32 = libc::LOG_NOTICE;
+pub const LOG_INFO: i32 = libc::LOG_INFO;
+pub const LOG_DEBUG: i32 = libc::LOG_DEBUG;
+
+/// Sends one line to syslog.
+pub fn syslog(priority: i32, msg: &str) {
+    let Ok(line) = std::ffi::CString::new(msg.replace('\0', " ")) else {
+        return;
+    };
+    // SAFETY: "%s" with one valid C string argument.
+    unsafe { libc::syslog(priority, c"%s".as_ptr(), line.as_ptr()) };
+}
+
+/// The effective user id.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid takes no arguments and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// A user's uid, primary gid and name, from the user database.
+pub fn lookup_user(name: &str) -> io::Result<Option<(u32, u32)>> {
+    let Ok(cname) = std::ffi::CString::new(name) else {
+        return Ok(None);
+    };
+    // SAFETY: passwd is plain data; getpwnam_r fills it and points its
+    // strings into buf, which outlives the call.
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut out: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid and buf.len() is its size.
+    let r = unsafe {
+        libc::getpwnam_r(
+            cname.as_ptr(),
+            &mut pw,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut out,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    if out.is_null() {
+        return Ok(None);
+    }
+    Ok(Some((pw.pw_uid, pw.pw_gid)))
+}
+
+/// Becomes `name` (uid `uid`, gid `gid`): supplementary groups, then the
+/// group, then the user, so that no way back to root remains.
+pub fn become_user(name: &str, uid: u32, gid: u32) -> io::Result<()> {
+    let cname = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "user name with NUL"))?;
+    // SAFETY: initgroups, setgid and setuid take a valid C string and ids.
+    unsafe {
+        if libc::initgroups(cname.as_ptr(), gid) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::setgid(gid) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::setuid(uid) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 pub const SIGINT: i32 = libc::SIGINT;

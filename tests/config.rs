@@ -383,12 +383,13 @@ fn unknown_option_names_file_line_and_option() {
 
 #[test]
 fn mosquitto_option_not_supported_yet() {
-    let (_st, err, path) = Broker::start_expect_fail("listener 0 127.0.0.1\npersistence true\n");
+    let (_st, err, path) =
+        Broker::start_expect_fail("listener 0 127.0.0.1\npassword_file /etc/midge/passwd\n");
     let line = one_line(&err);
     assert_eq!(
         line,
         format!(
-            "Error: {}:2: option 'persistence' is not supported yet",
+            "Error: {}:2: option 'password_file' is not supported yet",
             path.display()
         )
     );
@@ -397,11 +398,11 @@ fn mosquitto_option_not_supported_yet() {
 #[test]
 fn other_mosquitto_options_not_supported_yet() {
     for (opt, value) in [
-        ("password_file", "/etc/mosquitto/passwd"),
         ("acl_file", "/etc/mosquitto/acl"),
-        ("log_dest", "stderr"),
-        ("persistence_location", "/var/lib/mosquitto/"),
-        ("retain_available", "false"),
+        ("cafile", "/etc/mosquitto/certs/ca.crt"),
+        ("connection", "central"),
+        ("http_dir", "/var/www"),
+        ("max_qos", "1"),
     ] {
         let (_st, err, path) = Broker::start_expect_fail(&format!("{opt} {value}\n"));
         let line = one_line(&err);
@@ -412,6 +413,28 @@ fn other_mosquitto_options_not_supported_yet() {
                 path.display()
             ),
             "for {opt}"
+        );
+    }
+}
+
+#[test]
+fn options_midge_never_implements_say_why() {
+    for (opt, value, why) in [
+        ("auth_plugin", "/usr/lib/auth.so", "C plugins"),
+        ("plugin", "/usr/lib/dynsec.so", "C plugins"),
+        ("auth_opt_backend", "mysql", "C plugins"),
+        ("psk_file", "/etc/mosquitto/psk", "TLS-PSK"),
+        ("tls_engine", "pkcs11", "OpenSSL engines"),
+    ] {
+        let (_st, err, path) = Broker::start_expect_fail(&format!("\n{opt} {value}\n"));
+        let line = one_line(&err);
+        let want = format!(
+            "Error: {}:2: option '{opt}' is not supported by midge: ",
+            path.display()
+        );
+        assert!(
+            line.starts_with(&want) && line.contains(why),
+            "for {opt}: {line:?}"
         );
     }
 }

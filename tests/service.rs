@@ -7,7 +7,6 @@ mod common;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::Path;
-use std::time::Duration;
 
 use common::broker::run_midge_output;
 use common::{Broker, Launch, TIMEOUT, TempDir};
@@ -44,7 +43,7 @@ fn ready_then_stopping(sock: &UnixDatagram, name: &str) {
     );
     sock.set_nonblocking(false).expect("blocking");
 
-    let status = b.terminate(TIMEOUT);
+    let status = b.stop(libc::SIGTERM);
     assert_eq!(recv_state(sock, "STOPPING=1"), "STOPPING=1");
     assert!(status.success(), "midge exited with {status} after SIGTERM");
 }
@@ -70,7 +69,7 @@ fn without_notify_socket_nothing_changes() {
     // The variable unset: midge starts, serves and stops as before.
     let mut b = Broker::start("");
     let _client = b.client("plain");
-    assert!(b.terminate(TIMEOUT).success());
+    assert!(b.stop(libc::SIGTERM).success());
     assert!(!b.has_log("notify"), "{:?}", b.logs());
 }
 
@@ -179,7 +178,7 @@ fn example_config_serves_loopback_clients() {
         match Broker::start_without_config(&["-c", path.to_str().expect("utf-8"), "-p", &port]) {
             Ok(mut b) => {
                 let _c = b.client("example-conf");
-                assert!(b.terminate(Duration::from_secs(10)).success());
+                assert!(b.stop(libc::SIGTERM).success());
                 return;
             }
             Err(e) => last = e,

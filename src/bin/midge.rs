@@ -1,14 +1,14 @@
 //! `midge`: the broker's command line, as `mosquitto`'s.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use log::{debug, error, info, warn};
 use midge::client::Shared;
-use midge::config::{Config, Listener};
-use midge::router::{Event, Router};
+use midge::config::{Config, Listener, local_only_listeners};
+use midge::router::{Event, Metrics, Router};
 use midge::{VERSION, listener, logging, notify, sys};
 
 /// Channel depth between client threads and the router. When the router
@@ -29,8 +29,9 @@ fn usage() -> String {
          -h : display this help.\n \
          -p : start the broker listening on the specified port.\n      \
          Not recommended in conjunction with the -c option.\n \
-         -t : test the configuration, then exit.\n \
-         -v : verbose mode - enable all logging types.\n \
+         -t : test the configuration (and every file it names), then exit.\n \
+         -v : verbose mode - enable all logging types. This overrides\n      \
+         any logging options given in the config file.\n \
          --version : print the version and exit.\n"
     )
 }
@@ -67,31 +68,17 @@ fn run() -> Result<ExitCode, String> {
         return Ok(ExitCode::SUCCESS);
     }
     let path = m.opt_str("c").map(PathBuf::from);
-    let mut config = match &path {
-        Some(p) => Config::load(p).map_err(|e| e.to_string())?,
-        None => Config::default(),
-    };
+    let verbose = m.opt_present("v");
+    let mut config = load(path.as_deref())?;
     if let Some(p) = m.opt_str("p") {
         let port: u16 = p
             .parse()
             .map_err(|_| format!("invalid port '{p}' given to -p"))?;
         if config.local_only {
             // Like Mosquitto 2, -p alone keeps the local-only mode.
-            config.listeners = vec![
-                Listener {
-                    port,
-                    address: Some("127.0.0.1".into()),
-                },
-                Listener {
-                    port,
-                    address: Some("::1".into()),
-                },
-            ];
+            config.listeners = local_only_listeners(port);
         } else {
-            config.listeners.push(Listener {
-                port,
-                address: None,
-            });
+            config.listeners.push(Listener::new(port, None));
         }
     }
     if m.opt_present("t") {
@@ -99,11 +86,17 @@ fn run() -> Result<ExitCode, String> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    logging::init(m.opt_present("v"));
+    // Signals first: a SIGTERM during start-up must still stop cleanly.
+    let signals = sys::Signals::install().map_err(|e| format!("unable to set up signals: {e}"))?;
+    logging::init(verbose);
+    logging::configure(&config.log, verbose).map_err(|e| format!("unable to open log: {e}"))?;
     info!("midge version {VERSION} starting");
     match &config.path {
         Some(p) => info!("Config loaded from {}.", p.display()),
         None => info!("Using default config."),
+    }
+    for w in &config.warnings {
+        warn!("{w}");
     }
     if config.local_only {
         info!(
@@ -121,13 +114,8 @@ fn run() -> Result<ExitCode, String> {
         Err(e) => warn!("Warning: unable to raise the open file limit: {e}."),
     }
 
-    let listeners = if config.local_only && config.listeners.is_empty() {
-        config.effective_listeners()
-    } else {
-        config.listeners.clone()
-    };
     let mut sockets = Vec::new();
-    for l in &listeners {
+    for l in &config.listeners {
         match listener::bind(l) {
             Ok(b) => sockets.extend(b),
             // In local-only mode a machine without IPv6 loopback still runs.
@@ -144,28 +132,36 @@ fn run() -> Result<ExitCode, String> {
     if m.opt_present("d") {
         sys::daemonize().map_err(|e| format!("unable to run in the background: {e}"))?;
     }
-    let signals = sys::Signals::install().map_err(|e| format!("unable to set up signals: {e}"))?;
+    if let Some(p) = &config.pid_file {
+        std::fs::write(p, format!("{}\n", std::process::id()))
+            .map_err(|e| format!("unable to write pid file {}: {e}", p.display()))?;
+    }
+    let notifier = notify::Notifier::from_env().unwrap_or_else(|e| {
+        warn!("Warning: unable to reach the service manager: {e}.");
+        None
+    });
+    drop_privileges(&config.user)?;
 
     let config = Arc::new(config);
     let (tx, rx) = crossbeam_channel::bounded(ROUTER_QUEUE);
-    let router = Router::new(config.clone());
+    let metrics = Arc::new(Metrics::default());
+    let router = Router::new(config.clone(), metrics.clone());
     let router_thread = std::thread::Builder::new()
         .name("router".into())
         .stack_size(ROUTER_STACK)
         .spawn(move || router.run(rx))
         .map_err(|e| format!("unable to start the router thread: {e}"))?;
-    let shared = Arc::new(Shared::new(config, tx.clone()));
+    logging::attach_router(tx.clone());
+    let shared = Arc::new(Shared::new(config.clone(), tx.clone(), metrics));
     info!("midge version {VERSION} running");
-    if let Err(e) = notify::ready() {
+    if let Some(Err(e)) = notifier.as_ref().map(notify::Notifier::ready) {
         warn!("Warning: unable to notify the service manager: {e}.");
     }
 
-    let stop = listener::accept_loop(&sockets, &signals, &shared, || {
-        info!("Reloading config.");
-    })
-    .map_err(|e| format!("accept loop failed: {e}"))?;
+    let stop = listener::accept_loop(&sockets, &signals, &shared, || reload(&config, verbose))
+        .map_err(|e| format!("accept loop failed: {e}"))?;
     info!("midge version {VERSION} terminating ({stop:?})");
-    if let Err(e) = notify::stopping() {
+    if let Some(Err(e)) = notifier.as_ref().map(notify::Notifier::stopping) {
         warn!("Warning: unable to notify the service manager: {e}.");
     }
     drop(sockets);
@@ -175,5 +171,64 @@ fn run() -> Result<ExitCode, String> {
     while !router_thread.is_finished() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
+    if let Some(p) = &config.pid_file {
+        if let Err(e) = std::fs::remove_file(p) {
+            warn!("Unable to remove pid file {}: {e}.", p.display());
+        }
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+fn load(path: Option<&Path>) -> Result<Config, String> {
+    match path {
+        Some(p) => Config::load(p).map_err(|e| e.to_string()),
+        None => Ok(Config::default()),
+    }
+}
+
+/// SIGHUP: re-reads the config file and applies the log settings. A file
+/// that no longer reads keeps everything as it was, as Mosquitto does.
+fn reload(config: &Config, verbose: bool) {
+    info!("Reloading config.");
+    let fresh = match load(config.path.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            error!("Error: {e}; keeping the previous settings.");
+            return;
+        }
+    };
+    if let Err(e) = logging::configure(&fresh.log, verbose) {
+        error!("Error: unable to open log: {e}; keeping the previous log settings.");
+    }
+}
+
+/// Started as root, becomes `user` (Mosquitto's rule: a user that does not
+/// exist falls back to `nobody`; `user root` stays root, with a warning).
+fn drop_privileges(user: &str) -> Result<(), String> {
+    if sys::euid() != 0 {
+        return Ok(());
+    }
+    if user == "root" {
+        warn!("Warning: midge should not be run as root/administrator.");
+        return Ok(());
+    }
+    let lookup = |name: &str| {
+        sys::lookup_user(name).map_err(|e| format!("unable to look up user '{name}': {e}"))
+    };
+    let (name, ids) = match lookup(user)? {
+        Some(ids) => (user, ids),
+        None => {
+            warn!(
+                "Warning: Unable to drop privileges to '{user}' because this user does not exist. Trying 'nobody' instead."
+            );
+            match lookup("nobody")? {
+                Some(ids) => ("nobody", ids),
+                None => return Err("unable to drop privileges to 'nobody'".into()),
+            }
+        }
+    };
+    sys::become_user(name, ids.0, ids.1)
+        .map_err(|e| format!("unable to drop privileges to '{name}': {e}"))?;
+    info!("Running as user {name} (uid {}, gid {}).", ids.0, ids.1);
+    Ok(())
 }

@@ -46,9 +46,17 @@ pub struct Conn {
     wpos: usize,
     max_packet: usize,
     pub level: Level,
-    /// Total bytes read and written, for statistics.
+    /// Bytes and packets read and written since [`Conn::take_counts`].
+    counts: Counts,
+}
+
+/// Traffic of one connection, handed to the broker's `$SYS` counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
     pub bytes_in: u64,
     pub bytes_out: u64,
+    pub packets_in: u64,
+    pub packets_out: u64,
 }
 
 impl Conn {
@@ -62,8 +70,7 @@ impl Conn {
             wpos: 0,
             max_packet,
             level: Level::V311,
-            bytes_in: 0,
-            bytes_out: 0,
+            counts: Counts::default(),
         })
     }
 
@@ -76,7 +83,7 @@ impl Conn {
                 Ok(0) => return Err(ReadError::Closed),
                 Ok(n) => {
                     any = true;
-                    self.bytes_in += n as u64;
+                    self.counts.bytes_in += n as u64;
                     self.rbuf.extend_from_slice(&chunk[..n]);
                     if n < chunk.len() {
                         return Ok(true);
@@ -107,6 +114,7 @@ impl Conn {
         };
         let p = codec::decode(&h, body, self.level)?;
         self.rpos += total;
+        self.counts.packets_in += 1;
         Ok(Some(p))
     }
 
@@ -131,6 +139,12 @@ impl Conn {
     /// Appends one encoded packet to the output buffer.
     pub fn queue(&mut self, p: &Packet) {
         codec::encode(p, self.level, &mut self.wbuf);
+        self.counts.packets_out += 1;
+    }
+
+    /// The traffic since the last call.
+    pub fn take_counts(&mut self) -> Counts {
+        std::mem::take(&mut self.counts)
     }
 
     /// Bytes waiting to be written.
@@ -145,7 +159,7 @@ impl Conn {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.wpos += n;
-                    self.bytes_out += n as u64;
+                    self.counts.bytes_out += n as u64;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

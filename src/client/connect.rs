@@ -11,6 +11,7 @@ use log::info;
 use super::conn::{Conn, ReadError};
 use super::{Shared, wait_readable};
 use crate::codec::{ConnAck, Connect, Level, Packet, connack};
+use crate::config::Listener;
 use crate::outbox::Outbox;
 use crate::router::{ConnId, ConnectReply, ConnectRequest, Event};
 
@@ -40,7 +41,12 @@ pub struct Accepted {
 }
 
 /// Waits for CONNECT, checks it, registers with the router and sends CONNACK.
-pub fn handshake(c: &mut Conn, shared: &Shared, conn_id: ConnId) -> Result<Accepted, Refused> {
+pub fn handshake(
+    c: &mut Conn,
+    shared: &Shared,
+    listener: &Listener,
+    conn_id: ConnId,
+) -> Result<Accepted, Refused> {
     let timeout = Duration::from_secs(u64::from(shared.config.connect_timeout));
     let deadline = Instant::now() + timeout;
     let connect = loop {
@@ -70,7 +76,11 @@ pub fn handshake(c: &mut Conn, shared: &Shared, conn_id: ConnId) -> Result<Accep
         }
     };
     c.level = connect.level;
-    let client_id = check(c, shared, &connect)?;
+    let client_id = check(c, shared, listener, &connect)?;
+    let mut will = connect.will.clone();
+    if let (Some(w), Some(mp)) = (&mut will, &listener.mount_point) {
+        w.topic = Arc::from(format!("{mp}{}", w.topic));
+    }
 
     let outbox = match Outbox::new() {
         Ok(o) => Arc::new(o),
@@ -88,7 +98,7 @@ pub fn handshake(c: &mut Conn, shared: &Shared, conn_id: ConnId) -> Result<Accep
         client_id: client_id.clone(),
         level: connect.level,
         clean: connect.clean,
-        will: connect.will.clone(),
+        will,
         outbox: outbox.clone(),
         reply: tx,
     };
@@ -120,7 +130,9 @@ pub fn handshake(c: &mut Conn, shared: &Shared, conn_id: ConnId) -> Result<Accep
     if let Some(u) = &connect.username {
         let _ = write!(line, ", u'{u}'");
     }
-    info!("{line}).");
+    if shared.config.connection_messages {
+        info!("{line}).");
+    }
     Ok(Accepted {
         client_id,
         keep_alive: connect.keep_alive,
@@ -129,8 +141,9 @@ pub fn handshake(c: &mut Conn, shared: &Shared, conn_id: ConnId) -> Result<Accep
     })
 }
 
-/// Client id, keepalive and credential checks. Returns the client id to use.
-fn check(c: &mut Conn, shared: &Shared, p: &Connect) -> Result<String, Refused> {
+/// Client id, keepalive and credential checks, in Mosquitto's order.
+/// Returns the client id to use.
+fn check(c: &mut Conn, shared: &Shared, l: &Listener, p: &Connect) -> Result<String, Refused> {
     let refuse = |c: &mut Conn, code: u8, id: &str| {
         send_connack(c, p.level as u8, code, false);
         Err(Refused::Code {
@@ -138,30 +151,43 @@ fn check(c: &mut Conn, shared: &Shared, p: &Connect) -> Result<String, Refused> 
             client_id: id.to_string(),
         })
     };
+    let config = &shared.config;
+    let security = config.security(l);
     let mut client_id = p.client_id.clone();
     if client_id.is_empty() {
         // 3.1 requires an id; 3.1.1 allows an empty one only with a clean
         // session, and the broker assigns one [MQTT-3.1.3-7, 3.1.3-8].
-        if p.level == Level::V31 || !p.clean {
+        if p.level == Level::V31 || !p.clean || !security.allow_zero_length_clientid {
             return refuse(c, connack::IDENTIFIER_REJECTED, "<unknown>");
         }
-        client_id = auto_id();
+        client_id = auto_id(&security.auto_id_prefix);
     }
-    if p.keep_alive > shared.config.max_keepalive {
+    if let Some(prefix) = &config.clientid_prefixes {
+        if !client_id.starts_with(prefix.as_str()) {
+            return refuse(c, connack::NOT_AUTHORIZED, &client_id);
+        }
+    }
+    if p.keep_alive > config.max_keepalive {
         // Mosquitto 2.0 refuses a 3.x keepalive above max_keepalive.
         return refuse(c, connack::IDENTIFIER_REJECTED, &client_id);
+    }
+    if l.use_username_as_clientid {
+        match &p.username {
+            Some(u) => client_id = u.clone(),
+            None => return refuse(c, connack::NOT_AUTHORIZED, &client_id),
+        }
     }
     // With anonymous access off, a client must authenticate. No password
     // file is read yet, so nobody can: Mosquitto 2.0 refuses every client
     // with 5 in that case too, user name or not.
-    if !shared.config.allow_anonymous {
+    if !config.allow_anonymous(l) {
         return refuse(c, connack::NOT_AUTHORIZED, &client_id);
     }
     Ok(client_id)
 }
 
-/// A client id like Mosquitto's `auto-` followed by a random UUID.
-fn auto_id() -> String {
+/// A client id like Mosquitto's: `auto_id_prefix` (`auto-`) and a random UUID.
+fn auto_id(prefix: &str) -> String {
     let mut b = [0u8; 16];
     if crate::sys::random_bytes(&mut b).is_err() {
         // No randomness: fall back to time and a counter, still unique.
@@ -171,8 +197,8 @@ fn auto_id() -> String {
             .unwrap_or(0);
         b = t.to_le_bytes();
     }
-    let mut s = String::with_capacity(41);
-    s.push_str("auto-");
+    let mut s = String::with_capacity(prefix.len() + 36);
+    s.push_str(prefix);
     for (i, x) in b.iter().enumerate() {
         if matches!(i, 4 | 6 | 8 | 10) {
             s.push('-');
@@ -205,8 +231,8 @@ fn send_connack(c: &mut Conn, level: u8, code: u8, session_present: bool) {
 mod tests {
     #[test]
     fn auto_ids_look_like_mosquittos() {
-        let a = super::auto_id();
-        let b = super::auto_id();
+        let a = super::auto_id("auto-");
+        let b = super::auto_id("auto-");
         assert_ne!(a, b);
         assert!(a.starts_with("auto-"));
         assert_eq!(a.len(), 5 + 36);

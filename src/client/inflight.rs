@@ -36,6 +36,8 @@ pub struct Inflight {
     last_id: u16,
     /// QoS 2 ids received (and forwarded) whose PUBREL has not come yet.
     in_qos2: Vec<u16>,
+    /// Payload bytes of the messages in `out` still awaiting PUBACK or PUBREC.
+    bytes: usize,
 }
 
 /// What a session keeps between connections: in-flight state plus the
@@ -56,11 +58,18 @@ impl Inflight {
         self.out.is_empty()
     }
 
-    /// Whether another message may be sent with a window of `max` (0 = no limit).
-    pub fn has_room(&self, max: u16) -> bool {
+    /// Whether another message may be sent with a window of `max` messages
+    /// and `max_bytes` payload bytes (0 = no limit). The byte limit lets the
+    /// message that crosses it go, so a large message is never stuck.
+    pub fn has_room(&self, max: u16, max_bytes: usize) -> bool {
         // Packet ids are 16 bits, which bounds an unlimited window too.
         let max = if max == 0 { 65535 } else { max as usize };
-        self.out.len() < max
+        self.out.len() < max && (max_bytes == 0 || self.bytes < max_bytes)
+    }
+
+    /// Payload bytes in flight.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Assigns a free packet id to `p`, records it and returns the packet to send.
@@ -78,6 +87,7 @@ impl Inflight {
         }
         self.last_id = id;
         p.pkid = id;
+        self.bytes += p.payload.len();
         self.out.push_back(OutState::Sent(p.clone()));
         p
     }
@@ -90,7 +100,9 @@ impl Inflight {
     pub fn puback(&mut self, pkid: u16) -> bool {
         match self.position(pkid) {
             Some(i) if matches!(&self.out[i], OutState::Sent(p) if p.qos == QoS::AtLeastOnce) => {
-                self.out.remove(i);
+                if let Some(OutState::Sent(p)) = self.out.remove(i) {
+                    self.bytes -= p.payload.len();
+                }
                 true
             }
             _ => false,
@@ -103,6 +115,7 @@ impl Inflight {
         match self.position(pkid) {
             Some(i) => match &self.out[i] {
                 OutState::Sent(p) if p.qos == QoS::ExactlyOnce => {
+                    self.bytes -= p.payload.len();
                     self.out[i] = OutState::Released(pkid);
                     true
                 }
@@ -195,10 +208,14 @@ mod tests {
         let mut f = Inflight::default();
         let a = f.start(msg(QoS::AtLeastOnce));
         let b = f.start(msg(QoS::ExactlyOnce));
-        assert!(!f.has_room(2));
+        assert!(!f.has_room(2, 0));
+        assert!(f.has_room(3, 3), "1 byte each");
+        assert!(!f.has_room(3, 2));
+        assert_eq!(f.bytes(), 2);
         assert!(!f.puback(b.pkid), "PUBACK does not finish a QoS 2 message");
         assert!(f.puback(a.pkid));
         assert!(f.pubrec(b.pkid));
+        assert_eq!(f.bytes(), 0, "a released message holds no payload");
         let resend: Vec<_> = f.resend().collect();
         assert_eq!(resend, vec![Resend::PubRel(b.pkid)]);
         assert!(f.pubcomp(b.pkid));

@@ -23,9 +23,10 @@ use crossbeam_channel::Sender;
 use log::{debug, info, warn};
 
 use crate::codec::{Packet, Publish, QoS};
-use crate::config::Config;
+use crate::config::{Config, Listener};
+use crate::listener::Slot;
 use crate::outbox::{CloseReason, Outbox, Outgoing};
-use crate::router::{ConnId, DisconnectKind, Event};
+use crate::router::{ConnId, DisconnectKind, Event, Metrics};
 use crate::sys::{self, POLLERR, POLLIN, POLLOUT, PollFd};
 use conn::{Conn, ReadError};
 use connect::{Accepted, Refused};
@@ -39,16 +40,28 @@ const WRITE_HIGH_WATER: usize = 64 * 1024;
 pub struct Shared {
     pub config: Arc<Config>,
     pub router: Sender<Event>,
+    pub metrics: Arc<Metrics>,
     next_conn: AtomicU64,
 }
 
 impl Shared {
-    pub fn new(config: Arc<Config>, router: Sender<Event>) -> Shared {
+    pub fn new(config: Arc<Config>, router: Sender<Event>, metrics: Arc<Metrics>) -> Shared {
         Shared {
             config,
             router,
+            metrics,
             next_conn: AtomicU64::new(1),
         }
+    }
+
+    /// Adds a connection's traffic to the `$SYS` counters.
+    fn report(&self, c: &mut Conn) {
+        let n = c.take_counts();
+        let m = &self.metrics;
+        Metrics::add(&m.bytes_received, n.bytes_in);
+        Metrics::add(&m.bytes_sent, n.bytes_out);
+        Metrics::add(&m.packets_received, n.packets_in);
+        Metrics::add(&m.packets_sent, n.packets_out);
     }
 
     fn peer_text(&self, c: &Conn) -> String {
@@ -61,24 +74,32 @@ impl Shared {
 }
 
 /// Starts the thread for a freshly accepted connection.
-pub fn spawn(sock: TcpStream, peer: SocketAddr, port: u16, shared: Arc<Shared>) -> io::Result<()> {
+pub fn spawn(sock: TcpStream, peer: SocketAddr, slot: Slot, shared: Arc<Shared>) -> io::Result<()> {
     let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let stack = shared.config.client_stack_size;
     std::thread::Builder::new()
         .name(format!("client-{id}"))
         .stack_size(stack)
-        .spawn(move || run(sock, peer, port, id, &shared))?;
+        .spawn(move || run(sock, peer, &slot, id, &shared))?;
     Ok(())
 }
 
 /// The one place where a connection's errors end.
-fn run(sock: TcpStream, peer: SocketAddr, port: u16, id: ConnId, shared: &Shared) {
-    info!(
-        "New connection from {}:{} on port {port}.",
-        peer.ip(),
-        peer.port()
-    );
-    let _ = sock.set_nodelay(true);
+fn run(sock: TcpStream, peer: SocketAddr, slot: &Slot, id: ConnId, shared: &Shared) {
+    let listener = &slot.listener().conf;
+    let port = slot.listener().port;
+    let chatty = shared.config.connection_messages;
+    Metrics::add(&shared.metrics.sockets, 1);
+    if chatty {
+        info!(
+            "New connection from {}:{} on port {port}.",
+            peer.ip(),
+            peer.port()
+        );
+    }
+    if shared.config.set_tcp_nodelay {
+        let _ = sock.set_nodelay(true);
+    }
     let mut c = match Conn::new(sock, shared.config.max_packet_size) {
         Ok(c) => c,
         Err(e) => {
@@ -86,7 +107,9 @@ fn run(sock: TcpStream, peer: SocketAddr, port: u16, id: ConnId, shared: &Shared
             return;
         }
     };
-    let accepted = match connect::handshake(&mut c, shared, id) {
+    let handshake = connect::handshake(&mut c, shared, listener, id);
+    shared.report(&mut c);
+    let accepted = match handshake {
         Ok(a) => a,
         Err(r) => {
             match r {
@@ -115,15 +138,18 @@ fn run(sock: TcpStream, peer: SocketAddr, port: u16, id: ConnId, shared: &Shared
             return;
         }
     };
-    let mut s = Session::new(c, accepted, id, shared);
+    Metrics::add(&shared.metrics.connections, 1);
+    let mut s = Session::new(c, accepted, id, shared, listener);
     let (kind, why) = s.run();
+    shared.report(&mut s.c);
     match why {
-        End::Graceful => info!("Client {} disconnected.", s.client_id),
-        End::Closed => info!("Client {} closed its connection.", s.client_id),
-        End::KeepAlive => info!(
+        End::Graceful if chatty => info!("Client {} disconnected.", s.client_id),
+        End::Closed if chatty => info!("Client {} closed its connection.", s.client_id),
+        End::KeepAlive if chatty => info!(
             "Client {} has exceeded timeout, disconnecting.",
             s.client_id
         ),
+        End::Graceful | End::Closed | End::KeepAlive => {}
         End::Protocol(msg) => warn!(
             "Client {} disconnected due to protocol error: {msg}.",
             s.client_id
@@ -189,16 +215,26 @@ struct Session<'a> {
     /// Taken from the outbox, not yet written: behind the in-flight window
     /// or behind a full write buffer.
     pending: VecDeque<Outgoing>,
+    /// The listener's `mount_point`: added to every topic and filter from
+    /// the client, taken off every topic sent to it.
+    mount_point: Option<&'a str>,
 }
 
 impl<'a> Session<'a> {
-    fn new(c: Conn, a: Accepted, conn_id: ConnId, shared: &'a Shared) -> Session<'a> {
+    fn new(
+        c: Conn,
+        a: Accepted,
+        conn_id: ConnId,
+        shared: &'a Shared,
+        listener: &'a Listener,
+    ) -> Session<'a> {
         let SessionState { inflight, pending } = a.reply.state;
         let silence_limit =
             (a.keep_alive > 0).then(|| Duration::from_millis(u64::from(a.keep_alive) * 1500));
         // Messages queued while offline count against the outbox limit too.
         let outbox = a.outbox;
         let queued = pending.len();
+        let queued_bytes = pending.iter().map(|p| p.payload.len()).sum();
         let mut s = Session {
             c,
             shared,
@@ -209,13 +245,14 @@ impl<'a> Session<'a> {
             outbox,
             inflight,
             pending: pending.into_iter().map(Outgoing::Publish).collect(),
+            mount_point: listener.mount_point.as_deref(),
         };
-        s.outbox.add_queued(queued);
+        s.outbox.add_queued(queued, queued_bytes);
         // Resend what was in flight, in order, before anything new [MQTT-4.4.0-1].
         let resend: Vec<Resend> = s.inflight.resend().collect();
         for r in resend {
             match r {
-                Resend::Publish(p) => s.c.queue(&Packet::Publish(p)),
+                Resend::Publish(p) => s.send_publish(p),
                 Resend::PubRel(id) => s.c.queue(&Packet::PubRel(id)),
             }
         }
@@ -275,6 +312,7 @@ impl<'a> Session<'a> {
             }
             self.pump();
             self.c.flush().map_err(End::Io)?;
+            self.shared.report(&mut self.c);
 
             let mut events = POLLIN;
             if self.c.pending_write() > 0 {
@@ -329,14 +367,28 @@ impl<'a> Session<'a> {
                 self.inflight.release_qos2(id);
                 self.c.queue(&Packet::PubComp(id));
             }
-            Packet::Subscribe(subscribe) => self.to_router(Event::Subscribe {
-                conn: self.conn_id,
-                subscribe,
-            })?,
-            Packet::Unsubscribe(unsubscribe) => self.to_router(Event::Unsubscribe {
-                conn: self.conn_id,
-                unsubscribe,
-            })?,
+            Packet::Subscribe(mut subscribe) => {
+                if self.mount_point.is_some() {
+                    for f in &mut subscribe.filters {
+                        f.filter = self.mounted(&f.filter);
+                    }
+                }
+                self.to_router(Event::Subscribe {
+                    conn: self.conn_id,
+                    subscribe,
+                })?
+            }
+            Packet::Unsubscribe(mut unsubscribe) => {
+                if self.mount_point.is_some() {
+                    for f in &mut unsubscribe.filters {
+                        *f = self.mounted(f);
+                    }
+                }
+                self.to_router(Event::Unsubscribe {
+                    conn: self.conn_id,
+                    unsubscribe,
+                })?
+            }
             Packet::PingReq => self.c.queue(&Packet::PingResp),
             Packet::Disconnect => return Ok(Some(End::Graceful)),
             // [MQTT-3.1.0-2]: a second CONNECT is a protocol violation.
@@ -352,6 +404,11 @@ impl<'a> Session<'a> {
     }
 
     fn incoming_publish(&mut self, p: Publish) -> Result<(), End> {
+        if p.retain && !self.shared.config.retain_available {
+            return Err(End::Protocol(
+                "retained message, but retain_available is false".into(),
+            ));
+        }
         let limit = self.shared.config.message_size_limit as usize;
         // Oversized messages are dropped, but their QoS flow completes (Mosquitto).
         let accept = limit == 0 || p.payload.len() <= limit;
@@ -388,7 +445,28 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    fn forward(&mut self, publish: Publish) -> Result<(), End> {
+    /// Encodes a message for the client, without the mount point.
+    fn send_publish(&mut self, mut p: Publish) {
+        if let Some(mp) = self.mount_point {
+            if let Some(t) = p.topic.strip_prefix(mp) {
+                p.topic = Arc::from(t);
+            }
+        }
+        self.c.queue(&Packet::Publish(p));
+    }
+
+    /// A topic or filter from the client, under the mount point.
+    fn mounted(&self, t: &str) -> String {
+        match self.mount_point {
+            Some(mp) => format!("{mp}{t}"),
+            None => t.to_string(),
+        }
+    }
+
+    fn forward(&mut self, mut publish: Publish) -> Result<(), End> {
+        if self.mount_point.is_some() {
+            publish.topic = Arc::from(self.mounted(&publish.topic));
+        }
         self.to_router(Event::Publish {
             conn: self.conn_id,
             publish,
@@ -403,11 +481,12 @@ impl<'a> Session<'a> {
     /// window and the buffer's high-water mark allow.
     fn pump(&mut self) {
         let max = self.shared.config.max_inflight_messages;
+        let max_bytes = self.shared.config.max_inflight_bytes;
         while self.c.pending_write() < WRITE_HIGH_WATER {
             match self.pending.front() {
                 None => break,
                 Some(Outgoing::Publish(p))
-                    if p.qos != QoS::AtMostOnce && !self.inflight.has_room(max) =>
+                    if p.qos != QoS::AtMostOnce && !self.inflight.has_room(max, max_bytes) =>
                 {
                     break;
                 }
@@ -418,13 +497,13 @@ impl<'a> Session<'a> {
             };
             match item {
                 Outgoing::Publish(p) => {
-                    self.outbox.dequeued(1);
+                    self.outbox.dequeued(1, p.payload.len());
                     let p = if p.qos == QoS::AtMostOnce {
                         p
                     } else {
                         self.inflight.start(p)
                     };
-                    self.c.queue(&Packet::Publish(p));
+                    self.send_publish(p);
                 }
                 Outgoing::Packet(p) => self.c.queue(&p),
             }
@@ -434,16 +513,17 @@ impl<'a> Session<'a> {
     /// The state a persistent session keeps: in-flight messages and what was
     /// taken from the outbox but not sent.
     fn into_state(self) -> SessionState {
-        let mut pending = VecDeque::new();
-        let mut n = 0;
-        for item in self.pending {
-            if let Outgoing::Publish(p) = item {
-                n += 1;
-                pending.push_back(p);
-            }
-        }
+        let pending: VecDeque<Publish> = self
+            .pending
+            .into_iter()
+            .filter_map(|item| match item {
+                Outgoing::Publish(p) => Some(p),
+                Outgoing::Packet(_) => None,
+            })
+            .collect();
         // Messages in the outbox are taken by the router itself.
-        self.outbox.dequeued(n);
+        let bytes = pending.iter().map(|p| p.payload.len()).sum();
+        self.outbox.dequeued(pending.len(), bytes);
         SessionState {
             inflight: self.inflight,
             pending,

@@ -501,6 +501,14 @@ fn arb_packet() -> impl Strategy<Value = Packet> {
 }
 
 proptest! {
+    // Failing cases are kept beside this file, not in a top-level folder.
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("regressions"),
+        )),
+        ..ProptestConfig::default()
+    })]
+
     #[test]
     fn encode_then_decode_round_trips(p in arb_packet()) {
         let level = match &p {

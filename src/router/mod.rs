@@ -8,20 +8,25 @@
 
 pub mod event;
 pub mod retain;
+pub mod sys;
 pub mod trie;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use log::{debug, info};
 
 use crate::client::inflight::SessionState;
 use crate::codec::{Level, Packet, Publish, QoS, SubAck, Subscribe, Unsubscribe, Will};
 use crate::config::Config;
-use crate::outbox::{CloseReason, Outbox, Outgoing};
+use crate::logging;
+use crate::outbox::{CloseReason, Outbox, Outgoing, QueueLimits};
 pub use event::{ConnId, ConnectReply, ConnectRequest, DisconnectKind, Event};
 use retain::Retained;
+pub use sys::Metrics;
+use sys::{Snapshot, SysTree};
 use trie::{SessionId, Trie};
 
 /// Events handled before the router looks at its channel length again.
@@ -50,14 +55,22 @@ struct Session {
     /// The last message routed to this session ([`Router::seq`]), so that
     /// overlapping subscriptions deliver one copy.
     last_seq: u64,
+    /// Payload bytes of `offline.pending`, for `max_queued_bytes`.
+    offline_bytes: usize,
+    /// When a persistent session lost its connection.
+    offline_since: Option<Instant>,
 }
 
-/// Counters kept by the router (for logs now, $SYS later).
+/// Counters kept by the router, for `$SYS`.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Stats {
     pub messages_received: u64,
     pub messages_sent: u64,
     pub messages_dropped: u64,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    /// Persistent sessions removed by `persistent_client_expiration`.
+    pub expired: u64,
 }
 
 pub struct Router {
@@ -74,10 +87,12 @@ pub struct Router {
     /// Counts routed messages; see `Session::last_seq`.
     seq: u64,
     stats: Stats,
+    metrics: Arc<Metrics>,
+    sys: SysTree,
 }
 
 impl Router {
-    pub fn new(config: Arc<Config>) -> Router {
+    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> Router {
         Router {
             config,
             sessions: Vec::new(),
@@ -89,29 +104,130 @@ impl Router {
             scratch: Vec::new(),
             seq: 0,
             stats: Stats::default(),
+            metrics,
+            sys: SysTree::new(),
         }
     }
 
     /// Runs until [`Event::Shutdown`] or until every sender is dropped.
     pub fn run(mut self, rx: Receiver<Event>) {
-        while let Ok(ev) = rx.recv() {
-            if !self.handle(ev) {
-                break;
-            }
-            // Drain what else is waiting before blocking again.
-            for _ in 0..BATCH {
-                match rx.try_recv() {
-                    Ok(ev) => {
-                        if !self.handle(ev) {
-                            self.shutdown();
-                            return;
-                        }
-                    }
+        let interval = self.tick_interval();
+        let mut next_tick = interval.map(|d| Instant::now() + d);
+        if interval.is_some() {
+            self.tick();
+        }
+        'run: loop {
+            let first = match next_tick {
+                Some(t) => match rx.recv_deadline(t) {
+                    Ok(ev) => Some(ev),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+                None => match rx.recv() {
+                    Ok(ev) => Some(ev),
                     Err(_) => break,
+                },
+            };
+            if let Some(ev) = first {
+                if !self.handle(ev) {
+                    break;
+                }
+                // Drain what else is waiting before blocking again.
+                for _ in 0..BATCH {
+                    match rx.try_recv() {
+                        Ok(ev) => {
+                            if !self.handle(ev) {
+                                break 'run;
+                            }
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+            if let (Some(t), Some(d)) = (next_tick, interval) {
+                let now = Instant::now();
+                if now >= t {
+                    self.tick();
+                    next_tick = Some(now + d);
                 }
             }
         }
         self.shutdown();
+    }
+
+    /// How often [`Router::tick`] runs: every `sys_interval`, or every
+    /// minute when only `persistent_client_expiration` needs it.
+    fn tick_interval(&self) -> Option<Duration> {
+        match self.config.sys_interval {
+            0 if self.config.persistent_client_expiration.is_some() => {
+                Some(Duration::from_secs(60))
+            }
+            0 => None,
+            n => Some(Duration::from_secs(u64::from(n))),
+        }
+    }
+
+    /// Expires old persistent sessions and publishes `$SYS`.
+    fn tick(&mut self) {
+        if let Some(max) = self.config.persistent_client_expiration {
+            self.expire(max);
+        }
+        if self.config.sys_interval == 0 {
+            return;
+        }
+        let snapshot = self.snapshot();
+        for (topic, value) in self.sys.update(&self.metrics, &snapshot) {
+            self.publish(Publish {
+                dup: false,
+                qos: QoS::AtMostOnce,
+                retain: true,
+                topic: Arc::from(topic),
+                pkid: 0,
+                payload: Arc::from(value.into_bytes()),
+            });
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let (stored, stored_bytes) = self.sessions.iter().flatten().fold((0, 0), |(n, b), s| {
+            (n + s.offline.pending.len(), b + s.offline_bytes)
+        });
+        Snapshot {
+            clients_connected: self.by_conn.len(),
+            clients_total: self.by_client_id.len(),
+            clients_expired: self.stats.expired,
+            publish_received: self.stats.messages_received,
+            publish_sent: self.stats.messages_sent,
+            publish_dropped: self.stats.messages_dropped,
+            publish_bytes_received: self.stats.bytes_received,
+            publish_bytes_sent: self.stats.bytes_sent,
+            retained: self.retained.len(),
+            stored: stored + self.retained.len(),
+            stored_bytes,
+            subscriptions: self.subs.len(),
+        }
+    }
+
+    /// Removes persistent sessions offline for longer than `max`.
+    fn expire(&mut self, max: Duration) {
+        let now = Instant::now();
+        let old: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let s = s.as_ref()?;
+                let since = s.offline_since?;
+                (s.live.is_none() && now.duration_since(since) > max).then_some(i as SessionId)
+            })
+            .collect();
+        for sid in old {
+            if let Some(s) = self.session(sid) {
+                info!("Expiring client {} due to timeout.", s.client_id);
+            }
+            self.stats.expired += 1;
+            self.remove_session(sid);
+        }
     }
 
     /// Handles one event; false means stop.
@@ -120,6 +236,7 @@ impl Router {
             Event::Connect(req) => self.connect(req),
             Event::Publish { publish, .. } => {
                 self.stats.messages_received += 1;
+                self.stats.bytes_received += publish.payload.len() as u64;
                 self.publish(publish);
             }
             Event::Subscribe { conn, subscribe } => self.subscribe(conn, subscribe),
@@ -166,6 +283,8 @@ impl Router {
             offline: SessionState::default(),
             takeover: None,
             last_seq: 0,
+            offline_bytes: 0,
+            offline_since: None,
         };
         let sid = match self.free.pop() {
             Some(sid) => {
@@ -204,6 +323,8 @@ impl Router {
             s.subs.clear();
             s.offline = SessionState::default();
         }
+        s.offline_bytes = 0;
+        s.offline_since = None;
         s.clean = clean;
         let state = std::mem::take(&mut s.offline);
         s.live = Some(Live { outbox, will });
@@ -251,7 +372,9 @@ impl Router {
         } else {
             // Persistent session: keep in-flight state and queued messages,
             // QoS 0 included only while they were already queued.
+            s.offline_bytes = state.pending.iter().map(|p| p.payload.len()).sum();
             s.offline = state;
+            s.offline_since = Some(Instant::now());
         }
         if let Some(will) = will {
             debug!("Sending will of {conn}.");
@@ -288,7 +411,9 @@ impl Router {
     fn publish(&mut self, mut p: Publish) {
         p.dup = false;
         p.pkid = 0;
-        if p.retain {
+        // With retain_available false, clients cannot retain (they are
+        // disconnected first); wills with retain set are sent unretained.
+        if p.retain && self.config.retain_available {
             self.retained.set(p.clone());
         }
         // [MQTT-3.3.1-9]: a message sent to an established subscription
@@ -310,7 +435,7 @@ impl Router {
     /// the trie walk meets first (literal level, then `+`, then `#`), which
     /// is what Mosquitto 2.0 delivers.
     fn deliver(&mut self, sid: SessionId, p: &Publish, granted: QoS) {
-        let limit = self.config.max_queued_messages;
+        let limits = self.queue_limits();
         let Some(s) = self.sessions.get_mut(sid as usize).and_then(|s| s.as_mut()) else {
             return;
         };
@@ -319,30 +444,42 @@ impl Router {
         }
         s.last_seq = self.seq;
         let mut p = p.clone();
-        p.qos = p.qos.min(granted);
+        p.qos = if self.config.upgrade_outgoing_qos {
+            granted
+        } else {
+            p.qos.min(granted)
+        };
+        let len = p.payload.len();
         let delivered = match &s.live {
-            Some(live) => live.outbox.push_publish(p, limit),
-            // Offline persistent session: queue QoS 1/2 only (Mosquitto's
-            // queue_qos0_messages false).
-            None if !s.clean && p.qos != QoS::AtMostOnce => {
-                let queued = s.offline.pending.len();
-                if limit == 0 || queued < limit {
-                    s.offline.pending.push_back(p);
-                    true
-                } else {
-                    false
-                }
+            Some(live) => live.outbox.push_publish(p, limits),
+            // Offline persistent session: QoS 1/2 are queued, QoS 0 only
+            // with queue_qos0_messages.
+            None if !s.clean
+                && (p.qos != QoS::AtMostOnce || self.config.queue_qos0_messages)
+                && limits.room(s.offline.pending.len(), s.offline_bytes, len) =>
+            {
+                s.offline.pending.push_back(p);
+                s.offline_bytes += len;
+                true
             }
             None => false,
         };
         if delivered {
             self.stats.messages_sent += 1;
+            self.stats.bytes_sent += len as u64;
         } else {
             self.stats.messages_dropped += 1;
             debug!(
                 "Outgoing messages are being dropped for client {}.",
                 s.client_id
             );
+        }
+    }
+
+    fn queue_limits(&self) -> QueueLimits {
+        QueueLimits {
+            messages: self.config.max_queued_messages,
+            bytes: self.config.max_queued_bytes,
         }
     }
 
@@ -357,7 +494,7 @@ impl Router {
         let outbox = live.outbox.clone();
         let mut codes = Vec::with_capacity(sub.filters.len());
         for f in &sub.filters {
-            debug!("{} {} {}", s.client_id, f.qos as u8, f.filter);
+            info!(target: logging::SUBSCRIBE, "{} {} {}", s.client_id, f.qos as u8, f.filter);
             s.subs.insert(f.filter.clone(), f.qos);
             self.subs.insert(&f.filter, sid, f.qos);
             codes.push(f.qos as u8);
@@ -367,13 +504,13 @@ impl Router {
             codes,
         })));
         // Retained messages follow the SUBACK, with retain set [MQTT-3.3.1-8].
-        let limit = self.config.max_queued_messages;
+        let limits = self.queue_limits();
         for f in &sub.filters {
             self.retained.for_each_match(&f.filter, |m| {
                 let mut out = m.clone();
                 out.qos = out.qos.min(f.qos);
                 out.retain = true;
-                outbox.push_publish(out, limit);
+                outbox.push_publish(out, limits);
             });
         }
     }
@@ -387,6 +524,7 @@ impl Router {
         };
         let Some(live) = &s.live else { return };
         for f in &unsub.filters {
+            info!(target: logging::UNSUBSCRIBE, "{} {}", s.client_id, f);
             if s.subs.remove(f).is_some() {
                 self.subs.remove(f, sid);
             }
@@ -411,5 +549,63 @@ impl Router {
     /// Number of sessions, connected or not.
     pub fn session_count(&self) -> usize {
         self.by_client_id.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::Level;
+
+    fn connect(r: &mut Router, conn: ConnId, id: &str, clean: bool) {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        r.handle(Event::Connect(Box::new(ConnectRequest {
+            conn,
+            client_id: id.into(),
+            level: Level::V311,
+            clean,
+            will: None,
+            outbox: Arc::new(Outbox::new().expect("outbox")),
+            reply: tx,
+        })));
+        rx.try_recv().expect("attached at once");
+    }
+
+    fn gone(r: &mut Router, conn: ConnId) {
+        r.handle(Event::Disconnect {
+            conn,
+            kind: DisconnectKind::Graceful,
+            state: SessionState::default(),
+        });
+    }
+
+    #[test]
+    fn persistent_sessions_expire_after_the_configured_time() {
+        let config = Config {
+            persistent_client_expiration: Some(Duration::from_millis(50)),
+            sys_interval: 0,
+            ..Config::default()
+        };
+        let mut r = Router::new(Arc::new(config), Arc::default());
+        connect(&mut r, 1, "old", false);
+        connect(&mut r, 2, "online", false);
+        gone(&mut r, 1);
+        r.tick();
+        assert_eq!(r.session_count(), 2, "not expired yet");
+        std::thread::sleep(Duration::from_millis(80));
+        r.tick();
+        assert_eq!(
+            r.session_count(),
+            1,
+            "the offline session expired, the online one stays"
+        );
+        assert_eq!(r.stats().expired, 1);
+        // A session that came back in time is not expired.
+        connect(&mut r, 3, "back", false);
+        gone(&mut r, 3);
+        connect(&mut r, 4, "back", false);
+        std::thread::sleep(Duration::from_millis(80));
+        r.tick();
+        assert_eq!(r.session_count(), 2);
     }
 }

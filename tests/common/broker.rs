@@ -25,6 +25,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::TIMEOUT;
 use super::packets::RawClient;
 use super::tools;
 
@@ -210,8 +211,8 @@ pub struct Broker {
     log: Lines,
     reader: Option<JoinHandle<()>>,
     dir: TempDir,
-    /// Set by `terminate`: the exit was asked for, not a crash.
-    terminated: bool,
+    /// Set by [`Broker::stop`]: the exit was asked for.
+    stopped: bool,
 }
 
 /// Whether `conf` has its own listener (then the harness adds none).
@@ -367,7 +368,7 @@ impl Broker {
             log,
             reader: Some(reader),
             dir,
-            terminated: false,
+            stopped: false,
         };
         const MARK: &str = "Opening ipv4 listen socket on port ";
         match b.log.wait_from(0, START_TIMEOUT, |l| l.contains(MARK)) {
@@ -485,31 +486,6 @@ impl Broker {
         self.child.id()
     }
 
-    /// Sends SIGTERM and waits for the broker to exit by itself; returns
-    /// its exit status. Panics (the drop then kills it) after `timeout`.
-    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
-        let st = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(st.success(), "kill -TERM {} failed", self.child.id());
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
-                self.terminated = true;
-                return st;
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "the broker did not exit within {timeout:?} of SIGTERM; log:\n{}",
-                    self.logs().join("\n")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
     pub fn has_exited(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(Some(_)))
     }
@@ -524,12 +500,47 @@ impl Broker {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+
+    /// Sends `sig` (libc::SIGHUP, ...) to the broker process.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        let r = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+        assert_eq!(r, 0, "kill({sig}) failed");
+    }
+
+    /// Sends `sig` and waits (bounded) for the broker to exit by itself.
+    pub fn stop(&mut self, sig: i32) -> ExitStatus {
+        self.signal(sig);
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                self.stopped = true;
+                return st;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "the broker did not exit after signal {sig}; log:\n{}",
+                    self.logs().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The ports of every `Opening ipv4 listen socket` line, in order.
+    pub fn ipv4_ports(&self) -> Vec<u16> {
+        self.logs()
+            .iter()
+            .filter_map(|l| l.split("Opening ipv4 listen socket on port ").nth(1))
+            .filter_map(|r| r.trim_end_matches('.').parse().ok())
+            .collect()
+    }
 }
 
 impl Drop for Broker {
     fn drop(&mut self) {
         let crashed = match self.child.try_wait() {
-            Ok(Some(st)) if !self.terminated => Some(st),
+            Ok(Some(st)) if !self.stopped => Some(st),
             _ => None,
         };
         let _ = self.child.kill();
@@ -551,7 +562,7 @@ impl Drop for Broker {
         }
         // (port 0: it never came up, and `spawn` reports that itself.)
         if let Some(st) = crashed {
-            if !std::thread::panicking() && self.port != 0 {
+            if !std::thread::panicking() && self.port != 0 && !self.stopped {
                 panic!("the broker exited during the test ({st})");
             }
         }

@@ -1,0 +1,349 @@
+//! mosquitto.conf reading: the broker's settings, before anything starts.
+//!
+//! The grammar is Mosquitto 2.0's ([`parse`]): one option per line, `#`
+//! comments, `listener PORT [ADDRESS]` opening a listener section,
+//! `include_dir`, and `per_listener_settings`. Every problem is reported as
+//! `FILE:LINE: ...` naming the option, and nothing is silently ignored: an
+//! option midge does not implement stops the start-up ([`options`]).
+
+mod options;
+mod parse;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use options::Refusal;
+
+/// Mosquitto's default port.
+pub const DEFAULT_PORT: u16 = 1883;
+
+/// The largest packet MQTT can express: 1 byte type, 4 bytes length, 268,435,455 bytes body.
+pub const MQTT_MAX_PACKET: usize = 268_435_455 + 5;
+
+/// `socket_domain`: which address family a listener without an address opens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Domain {
+    Ipv4,
+    Ipv6,
+}
+
+/// Options that `per_listener_settings true` makes per listener.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Security {
+    /// None: Mosquitto 2's default, true only in local-only mode.
+    pub allow_anonymous: Option<bool>,
+    pub allow_zero_length_clientid: bool,
+    pub auto_id_prefix: String,
+}
+
+impl Default for Security {
+    fn default() -> Security {
+        Security {
+            allow_anonymous: None,
+            allow_zero_length_clientid: true,
+            auto_id_prefix: "auto-".into(),
+        }
+    }
+}
+
+/// One listening socket set (`listener PORT [ADDRESS]`) and its options.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listener {
+    pub port: u16,
+    /// None: every address, IPv4 and IPv6 (Mosquitto opens both).
+    pub address: Option<String>,
+    pub socket_domain: Option<Domain>,
+    /// Only connections arriving on this network interface (SO_BINDTODEVICE).
+    pub bind_interface: Option<String>,
+    /// Connections at once on this listener; None for no limit.
+    pub max_connections: Option<usize>,
+    /// Prefix added to every topic of this listener's clients.
+    pub mount_point: Option<String>,
+    pub use_username_as_clientid: bool,
+    /// Used when `per_listener_settings true`.
+    pub security: Security,
+}
+
+impl Listener {
+    pub fn new(port: u16, address: Option<String>) -> Listener {
+        Listener {
+            port,
+            address,
+            socket_domain: None,
+            bind_interface: None,
+            max_connections: None,
+            mount_point: None,
+            use_username_as_clientid: false,
+            security: Security::default(),
+        }
+    }
+}
+
+/// `log_dest` values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogDest {
+    Stderr,
+    Stdout,
+    File(PathBuf),
+    Syslog,
+    Topic,
+}
+
+/// Log types of `log_type`, as bits.
+pub mod log_type {
+    pub const ERROR: u32 = 1;
+    pub const WARNING: u32 = 1 << 1;
+    pub const NOTICE: u32 = 1 << 2;
+    pub const INFORMATION: u32 = 1 << 3;
+    pub const SUBSCRIBE: u32 = 1 << 4;
+    pub const UNSUBSCRIBE: u32 = 1 << 5;
+    pub const WEBSOCKETS: u32 = 1 << 6;
+    pub const DEBUG: u32 = 1 << 7;
+    pub const ALL: u32 = (1 << 8) - 1;
+    /// Mosquitto's default.
+    pub const DEFAULT: u32 = ERROR | WARNING | NOTICE | INFORMATION;
+
+    pub fn from_name(name: &str) -> Option<u32> {
+        Some(match name {
+            "error" => ERROR,
+            "warning" => WARNING,
+            "notice" => NOTICE,
+            "information" => INFORMATION,
+            "subscribe" => SUBSCRIBE,
+            "unsubscribe" => UNSUBSCRIBE,
+            "websockets" => WEBSOCKETS,
+            "debug" => DEBUG,
+            "all" => ALL,
+            "none" => 0,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Logging {
+    /// Empty after `log_dest none`.
+    pub dest: Vec<LogDest>,
+    pub types: u32,
+    pub timestamp: bool,
+    /// strftime(3) format; None prints Unix seconds.
+    pub timestamp_format: Option<String>,
+    /// syslog facility: `log_facility N` is LOG_LOCALN.
+    pub facility: Option<u8>,
+}
+
+impl Default for Logging {
+    fn default() -> Logging {
+        Logging {
+            dest: vec![LogDest::Stderr],
+            types: log_type::DEFAULT,
+            timestamp: true,
+            timestamp_format: None,
+            facility: None,
+        }
+    }
+}
+
+/// Persistence options: read and checked now, acted on by the persistence layer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Persistence {
+    pub enabled: bool,
+    pub location: Option<PathBuf>,
+    pub file: String,
+    pub autosave_interval: u32,
+    pub autosave_on_changes: bool,
+}
+
+impl Default for Persistence {
+    fn default() -> Persistence {
+        Persistence {
+            enabled: false,
+            location: None,
+            file: "midge.db".into(),
+            autosave_interval: 1800,
+            autosave_on_changes: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The file it came from, for log lines; None for the built-in default.
+    pub path: Option<PathBuf>,
+    /// The listeners to open. In local-only mode, loopback on port 1883.
+    pub listeners: Vec<Listener>,
+    /// True when no listener was configured: loopback only, like Mosquitto 2.
+    pub local_only: bool,
+    pub per_listener_settings: bool,
+    /// Security options for every listener (per_listener_settings false).
+    pub security: Security,
+    /// The user to run as when started as root.
+    pub user: String,
+    pub pid_file: Option<PathBuf>,
+    /// QoS 1/2 messages in flight to one client at once (0 = no limit).
+    pub max_inflight_messages: u16,
+    /// Payload bytes in flight to one client at once (0 = no limit).
+    pub max_inflight_bytes: usize,
+    /// Messages queued per client beyond those in flight (0 = no limit).
+    pub max_queued_messages: usize,
+    /// Payload bytes queued per client beyond those in flight (0 = no limit).
+    pub max_queued_bytes: usize,
+    /// Queue QoS 0 messages for offline persistent sessions too.
+    pub queue_qos0_messages: bool,
+    /// Largest PUBLISH payload accepted (0 = no limit).
+    pub message_size_limit: u32,
+    /// Largest keepalive a client may ask for.
+    pub max_keepalive: u16,
+    /// Largest packet read from a client, in bytes (MQTT's own maximum).
+    pub max_packet_size: usize,
+    pub retain_available: bool,
+    /// Deliver at the subscription's QoS even when the message's is lower.
+    pub upgrade_outgoing_qos: bool,
+    /// Only client ids starting with this are accepted.
+    pub clientid_prefixes: Option<String>,
+    /// Persistent sessions offline longer than this are removed.
+    pub persistent_client_expiration: Option<Duration>,
+    pub set_tcp_nodelay: bool,
+    pub check_retain_source: bool,
+    /// Seconds between `$SYS` updates; 0 turns them off.
+    pub sys_interval: u32,
+    /// Log connects and disconnects.
+    pub connection_messages: bool,
+    pub log: Logging,
+    pub persistence: Persistence,
+    /// Stack size of each client thread, in bytes.
+    pub client_stack_size: usize,
+    /// Seconds a new connection has to send its CONNECT.
+    pub connect_timeout: u32,
+    /// Non-fatal remarks found while reading, logged once logging is up.
+    pub warnings: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            path: None,
+            listeners: local_only_listeners(DEFAULT_PORT),
+            local_only: true,
+            per_listener_settings: false,
+            security: Security::default(),
+            user: "midge".into(),
+            pid_file: None,
+            max_inflight_messages: 20,
+            max_inflight_bytes: 0,
+            max_queued_messages: 1000,
+            max_queued_bytes: 0,
+            queue_qos0_messages: false,
+            message_size_limit: 0,
+            max_keepalive: 65535,
+            max_packet_size: MQTT_MAX_PACKET,
+            retain_available: true,
+            upgrade_outgoing_qos: false,
+            clientid_prefixes: None,
+            persistent_client_expiration: None,
+            // midge writes whole batches, so Nagle's delay only costs latency.
+            set_tcp_nodelay: true,
+            check_retain_source: false,
+            sys_interval: 10,
+            connection_messages: true,
+            log: Logging::default(),
+            persistence: Persistence::default(),
+            client_stack_size: 64 * 1024,
+            connect_timeout: 30,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// Mosquitto 2's local-only mode: loopback, IPv4 and IPv6.
+pub fn local_only_listeners(port: u16) -> Vec<Listener> {
+    vec![
+        Listener::new(port, Some("127.0.0.1".into())),
+        Listener::new(port, Some("::1".into())),
+    ]
+}
+
+/// A problem in one line of a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    /// 1-based; 0 when the file itself could not be read.
+    pub line: usize,
+    pub option: String,
+    pub kind: ErrorKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorKind {
+    Unreadable(String),
+    /// A Mosquitto option that midge refuses.
+    Refused(Refusal),
+    /// Not a Mosquitto 2.0 option at all.
+    Unknown,
+    MissingValue,
+    BadValue(String),
+    ExtraArguments,
+    /// A string option given twice in one scope (Mosquitto refuses it too).
+    Duplicate,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let p = self.path.display();
+        let (line, option) = (self.line, &self.option);
+        match &self.kind {
+            ErrorKind::Unreadable(e) => write!(f, "{p}: cannot read config file: {e}"),
+            ErrorKind::Refused(Refusal::NotYet) => {
+                write!(f, "{p}:{line}: option '{option}' is not supported yet")
+            }
+            ErrorKind::Refused(Refusal::Never(why)) => {
+                write!(
+                    f,
+                    "{p}:{line}: option '{option}' is not supported by midge: {why}"
+                )
+            }
+            ErrorKind::Unknown => write!(f, "{p}:{line}: unknown option '{option}'"),
+            ErrorKind::MissingValue => write!(f, "{p}:{line}: {option}: missing value"),
+            ErrorKind::BadValue(why) => write!(f, "{p}:{line}: {option}: {why}"),
+            ErrorKind::ExtraArguments => write!(f, "{p}:{line}: {option}: too many arguments"),
+            ErrorKind::Duplicate => write!(f, "{p}:{line}: {option}: duplicate value"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads a config file and every file it includes.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let mut c = parse::Parser::default().run(path)?;
+        c.path = Some(path.to_path_buf());
+        Ok(c)
+    }
+
+    /// Parses config text; `path` names the file in errors and is where
+    /// relative `include_dir` paths start.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        parse::Parser::default().run_text(text, path)
+    }
+
+    /// The security options that apply to connections on `listener`.
+    pub fn security<'a>(&'a self, listener: &'a Listener) -> &'a Security {
+        if self.per_listener_settings {
+            &listener.security
+        } else {
+            &self.security
+        }
+    }
+
+    /// Whether `listener` accepts clients without a user name.
+    pub fn allow_anonymous(&self, listener: &Listener) -> bool {
+        self.security(listener)
+            .allow_anonymous
+            .unwrap_or(self.local_only)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,113 @@
+//! Every option of `man mosquitto.conf` (Mosquitto 2.0) that midge does not
+//! act on, with the reason it refuses to start. Nothing is silently ignored:
+//! an option is either implemented in `parse.rs` or listed here.
+
+/// Why an option is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// A later release implements it.
+    NotYet,
+    /// midge will not implement it; the text says why.
+    Never(&'static str),
+}
+
+/// Options a later release of midge implements.
+const NOT_YET: &[&str] = &[
+    // Authentication and access control.
+    "acl_file",
+    "password_file",
+    // TLS listeners.
+    "cafile",
+    "capath",
+    "certfile",
+    "keyfile",
+    "require_certificate",
+    "use_identity_as_username",
+    "use_subject_as_username",
+    "crlfile",
+    "tls_version",
+    "ciphers",
+    "ciphers_tls1.3",
+    // WebSockets listeners.
+    "http_dir",
+    "websockets_headers_size",
+    "websockets_log_level",
+    // MQTT 5.
+    "max_qos",
+    "max_topic_alias",
+    // Memory accounting.
+    "memory_limit",
+    // Bridges.
+    "connection",
+    "address",
+    "addresses",
+    "bridge_alpn",
+    "bridge_attempt_unsubscribe",
+    "bridge_bind_address",
+    "bridge_cafile",
+    "bridge_capath",
+    "bridge_certfile",
+    "bridge_insecure",
+    "bridge_keyfile",
+    "bridge_max_packet_size",
+    "bridge_outgoing_retain",
+    "bridge_protocol_version",
+    "bridge_require_ocsp",
+    "bridge_tls_version",
+    "cleansession",
+    "idle_timeout",
+    "keepalive_interval",
+    "local_cleansession",
+    "local_clientid",
+    "local_password",
+    "local_username",
+    "notifications",
+    "notifications_local_only",
+    "notification_topic",
+    "remote_clientid",
+    "remote_password",
+    "remote_username",
+    "restart_timeout",
+    "round_robin",
+    "start_type",
+    "threshold",
+    "topic",
+    "try_private",
+];
+
+const NO_PLUGINS: &str = "midge does not load C plugins; use password_file and acl_file";
+const NO_PSK: &str = "rustls, the TLS library of midge, has no TLS-PSK; use certificates";
+const NO_ENGINE: &str = "OpenSSL engines do not exist in rustls, the TLS library of midge";
+
+/// Options midge will not implement, with the reason.
+const NEVER: &[(&str, &str)] = &[
+    ("auth_plugin", NO_PLUGINS),
+    ("plugin", NO_PLUGINS),
+    ("auth_plugin_deny_special_chars", NO_PLUGINS),
+    ("psk_file", NO_PSK),
+    ("psk_hint", NO_PSK),
+    ("bridge_identity", NO_PSK),
+    ("bridge_psk", NO_PSK),
+    ("tls_engine", NO_ENGINE),
+    ("tls_engine_kpass_sha1", NO_ENGINE),
+    ("tls_keyform", NO_ENGINE),
+    (
+        "dhparamfile",
+        "rustls, the TLS library of midge, offers only ECDHE key exchange",
+    ),
+];
+
+/// The refusal for `option`, or None when it is not a Mosquitto option that
+/// midge refuses (it is implemented, or unknown).
+pub fn refusal(option: &str) -> Option<Refusal> {
+    if NOT_YET.contains(&option) {
+        return Some(Refusal::NotYet);
+    }
+    if option.starts_with("auth_opt_") || option.starts_with("plugin_opt_") {
+        return Some(Refusal::Never(NO_PLUGINS));
+    }
+    NEVER
+        .iter()
+        .find(|(name, _)| *name == option)
+        .map(|(_, why)| Refusal::Never(why))
+}

@@ -1,0 +1,483 @@
+//! The mosquitto.conf grammar (Mosquitto 2.0's config.c, in data-driven form).
+//!
+//! Lines are `option [value...]`. Numbers and booleans may repeat (the last
+//! wins); string values take the rest of the line, spaces included, and may
+//! be given once per scope, as in Mosquitto. `listener` opens a section that
+//! listener options apply to; before the first `listener`, they apply to the
+//! default listener of `port` and `bind_address`.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::options;
+use super::{
+    Config, ConfigError, DEFAULT_PORT, Domain, ErrorKind, Listener, LogDest, MQTT_MAX_PACKET,
+    local_only_listeners, log_type,
+};
+
+/// Where listener options go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Scope {
+    /// The default listener (`port`, `bind_address`).
+    Default,
+    Listener(usize),
+}
+
+#[derive(Default)]
+pub(super) struct Parser {
+    c: Config,
+    default: Option<Listener>,
+    listeners: Vec<Listener>,
+    scope: Option<Scope>,
+    /// String options already given, per scope (None = global).
+    seen: HashSet<(Option<Scope>, &'static str)>,
+    /// `port`, `bind_address` or a listener option outside any listener
+    /// section opens the default listener.
+    default_opened: bool,
+    log_dest_set: bool,
+    log_type_set: bool,
+}
+
+/// One line being read, for error messages.
+struct Line<'a> {
+    path: &'a Path,
+    number: usize,
+    option: &'a str,
+    /// Whitespace-separated values after the option.
+    args: Vec<&'a str>,
+    /// Everything after the option, trimmed: string values may hold spaces.
+    rest: &'a str,
+}
+
+impl Line<'_> {
+    fn err(&self, kind: ErrorKind) -> ConfigError {
+        ConfigError {
+            path: self.path.to_path_buf(),
+            line: self.number,
+            option: self.option.to_string(),
+            kind,
+        }
+    }
+
+    fn bad(&self, why: impl Into<String>) -> ConfigError {
+        self.err(ErrorKind::BadValue(why.into()))
+    }
+
+    /// The one value of an option that takes one word.
+    fn one(&self) -> Result<&str, ConfigError> {
+        match self.args.as_slice() {
+            [] => Err(self.err(ErrorKind::MissingValue)),
+            [v] => Ok(v),
+            _ => Err(self.err(ErrorKind::ExtraArguments)),
+        }
+    }
+
+    /// A string value: the rest of the line.
+    fn string(&self) -> Result<String, ConfigError> {
+        if self.rest.is_empty() {
+            return Err(self.err(ErrorKind::MissingValue));
+        }
+        Ok(self.rest.to_string())
+    }
+
+    fn bool(&self) -> Result<bool, ConfigError> {
+        match self.one()? {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            v => Err(self.bad(format!("'{v}' is not 'true' or 'false'"))),
+        }
+    }
+
+    /// A whole number in `min..=max`.
+    fn num<T>(&self, min: T, max: T) -> Result<T, ConfigError>
+    where
+        T: TryFrom<i128> + Into<i128> + std::fmt::Display + Copy,
+    {
+        let v = self.one()?;
+        let n: i128 = v
+            .parse()
+            .map_err(|_| self.bad(format!("'{v}' is not a valid number here")))?;
+        if n < min.into() || n > max.into() {
+            return Err(self.bad(format!("{v} is out of range ({min} to {max})")));
+        }
+        T::try_from(n).map_err(|_| self.bad(format!("{v} is out of range ({min} to {max})")))
+    }
+}
+
+impl Parser {
+    pub fn run(mut self, path: &Path) -> Result<Config, ConfigError> {
+        self.file(path, true)?;
+        self.finish()
+    }
+
+    pub fn run_text(mut self, text: &str, path: &Path) -> Result<Config, ConfigError> {
+        self.text(text, path, true)?;
+        self.finish()
+    }
+
+    fn file(&mut self, path: &Path, main: bool) -> Result<(), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_path_buf(),
+            line: 0,
+            option: String::new(),
+            kind: ErrorKind::Unreadable(e.to_string()),
+        })?;
+        self.text(&text, path, main)
+    }
+
+    fn text(&mut self, text: &str, path: &Path, main: bool) -> Result<(), ConfigError> {
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (option, rest) = match line.split_once([' ', '\t']) {
+                Some((o, r)) => (o, r.trim()),
+                None => (line, ""),
+            };
+            let l = Line {
+                path,
+                number: i + 1,
+                option,
+                args: rest.split_whitespace().collect(),
+                rest,
+            };
+            self.line(&l, main)?;
+        }
+        Ok(())
+    }
+
+    /// The listener that listener options of this line go to.
+    fn listener(&mut self) -> &mut Listener {
+        match self.scope {
+            Some(Scope::Listener(i)) if i < self.listeners.len() => &mut self.listeners[i],
+            _ => {
+                self.scope = Some(Scope::Default);
+                self.default_opened = true;
+                self.default
+                    .get_or_insert_with(|| Listener::new(DEFAULT_PORT, None))
+            }
+        }
+    }
+
+    /// Refuses a second value for a string option in the same scope.
+    fn once(&mut self, l: &Line, name: &'static str, scoped: bool) -> Result<(), ConfigError> {
+        let scope = if scoped {
+            Some(self.scope.unwrap_or(Scope::Default))
+        } else {
+            None
+        };
+        if self.seen.insert((scope, name)) {
+            Ok(())
+        } else {
+            Err(l.err(ErrorKind::Duplicate))
+        }
+    }
+
+    fn line(&mut self, l: &Line, main: bool) -> Result<(), ConfigError> {
+        let c = &mut self.c;
+        match l.option {
+            // --- listeners -------------------------------------------------
+            "listener" => {
+                let (port, address) = match l.args.as_slice() {
+                    [] => return Err(l.err(ErrorKind::MissingValue)),
+                    [p] => (*p, None),
+                    [p, a] => (*p, Some(a.to_string())),
+                    _ => return Err(l.err(ErrorKind::ExtraArguments)),
+                };
+                let port = port
+                    .parse::<u16>()
+                    .map_err(|_| l.bad(format!("'{port}' is not a port number")))?;
+                self.listeners.push(Listener::new(port, address));
+                self.scope = Some(Scope::Listener(self.listeners.len() - 1));
+            }
+            "port" => {
+                let port = l.num::<u16>(0, u16::MAX)?;
+                self.default_opened = true;
+                self.default
+                    .get_or_insert_with(|| Listener::new(DEFAULT_PORT, None))
+                    .port = port;
+            }
+            "bind_address" => {
+                let a = l.one()?.to_string();
+                self.default_opened = true;
+                self.default
+                    .get_or_insert_with(|| Listener::new(DEFAULT_PORT, None))
+                    .address = Some(a);
+            }
+            "bind_interface" => {
+                self.once(l, "bind_interface", true)?;
+                let v = l.one()?.to_string();
+                self.listener().bind_interface = Some(v);
+            }
+            "max_connections" => {
+                let n = l.num::<i64>(-1, i64::from(i32::MAX))?;
+                self.listener().max_connections = usize::try_from(n).ok();
+            }
+            "mount_point" => {
+                self.once(l, "mount_point", true)?;
+                let m = l.string()?;
+                if m.contains(['+', '#']) {
+                    return Err(l.bad("a mount point may not contain '+' or '#'"));
+                }
+                self.listener().mount_point = Some(m);
+            }
+            "protocol" => match l.one()? {
+                "mqtt" => {
+                    self.listener();
+                }
+                "websockets" => return Err(l.bad("protocol 'websockets' is not supported yet")),
+                v => return Err(l.bad(format!("'{v}' is not 'mqtt' or 'websockets'"))),
+            },
+            "socket_domain" => {
+                let d = match l.one()? {
+                    "ipv4" => Domain::Ipv4,
+                    "ipv6" => Domain::Ipv6,
+                    v => return Err(l.bad(format!("'{v}' is not 'ipv4' or 'ipv6'"))),
+                };
+                self.listener().socket_domain = Some(d);
+            }
+            "use_username_as_clientid" => {
+                let v = l.bool()?;
+                self.listener().use_username_as_clientid = v;
+            }
+            "per_listener_settings" => c.per_listener_settings = l.bool()?,
+
+            // --- security (per listener with per_listener_settings) ---------
+            "allow_anonymous" => {
+                let v = l.bool()?;
+                self.c.security.allow_anonymous = Some(v);
+                self.listener_security().allow_anonymous = Some(v);
+            }
+            "allow_zero_length_clientid" => {
+                let v = l.bool()?;
+                self.c.security.allow_zero_length_clientid = v;
+                self.listener_security().allow_zero_length_clientid = v;
+            }
+            "auto_id_prefix" => {
+                self.once(l, "auto_id_prefix", true)?;
+                let v = l.string()?;
+                self.c.security.auto_id_prefix = v.clone();
+                self.listener_security().auto_id_prefix = v;
+            }
+
+            // --- general ----------------------------------------------------
+            "include_dir" => {
+                if !main {
+                    return Err(l.bad("include_dir is only allowed in the main config file"));
+                }
+                let dir = l.string()?;
+                self.include(l, Path::new(&dir))?;
+            }
+            "user" => c.user = l.string()?,
+            "pid_file" => {
+                self.once(l, "pid_file", false)?;
+                self.c.pid_file = Some(PathBuf::from(l.string()?));
+            }
+            "max_inflight_messages" => c.max_inflight_messages = l.num(0, u16::MAX)?,
+            "max_inflight_bytes" => c.max_inflight_bytes = l.num::<u32>(0, u32::MAX)? as usize,
+            "max_queued_messages" => c.max_queued_messages = l.num::<u32>(0, u32::MAX)? as usize,
+            "max_queued_bytes" => c.max_queued_bytes = l.num::<u32>(0, u32::MAX)? as usize,
+            "queue_qos0_messages" => c.queue_qos0_messages = l.bool()?,
+            "message_size_limit" => c.message_size_limit = l.num(0, 268_435_455)?,
+            "max_keepalive" => c.max_keepalive = l.num(0, u16::MAX)?,
+            "max_packet_size" => {
+                let n = l.num::<u32>(0, MQTT_MAX_PACKET as u32)? as usize;
+                if n != 0 && n < 20 {
+                    return Err(l.bad("must be 0 (no limit) or at least 20 bytes"));
+                }
+                c.max_packet_size = if n == 0 { MQTT_MAX_PACKET } else { n };
+            }
+            "retain_available" => c.retain_available = l.bool()?,
+            "upgrade_outgoing_qos" => c.upgrade_outgoing_qos = l.bool()?,
+            "clientid_prefixes" => {
+                self.once(l, "clientid_prefixes", false)?;
+                self.c.clientid_prefixes = Some(l.string()?);
+            }
+            "persistent_client_expiration" => {
+                c.persistent_client_expiration = Some(parse_expiration(l)?);
+            }
+            "set_tcp_nodelay" => c.set_tcp_nodelay = l.bool()?,
+            "check_retain_source" => c.check_retain_source = l.bool()?,
+            "sys_interval" => c.sys_interval = l.num(0, 65535)?,
+            "connection_messages" => c.connection_messages = l.bool()?,
+            "allow_duplicate_messages" => {
+                l.bool()?;
+                c.warnings.push(format!(
+                    "{}:{}: allow_duplicate_messages is deprecated and has no effect.",
+                    l.path.display(),
+                    l.number
+                ));
+            }
+
+            // --- logging ------------------------------------------------------
+            "log_dest" => {
+                if !self.log_dest_set {
+                    self.c.log.dest.clear();
+                    self.log_dest_set = true;
+                }
+                let d = match l.args.as_slice() {
+                    [] => return Err(l.err(ErrorKind::MissingValue)),
+                    ["stderr"] => Some(LogDest::Stderr),
+                    ["stdout"] => Some(LogDest::Stdout),
+                    ["syslog"] => Some(LogDest::Syslog),
+                    ["topic"] => Some(LogDest::Topic),
+                    ["none"] => None,
+                    ["file", ..] => {
+                        let p = l.rest["file".len()..].trim();
+                        if p.is_empty() {
+                            return Err(l.bad("'file' needs a path"));
+                        }
+                        Some(LogDest::File(PathBuf::from(p)))
+                    }
+                    ["dlt"] => return Err(l.bad("'dlt' is not supported by midge")),
+                    [v, ..] => {
+                        return Err(l.bad(format!(
+                            "'{v}' is not one of stderr, stdout, file, syslog, topic, none"
+                        )));
+                    }
+                };
+                match d {
+                    Some(d) if !self.c.log.dest.contains(&d) => self.c.log.dest.push(d),
+                    Some(_) => {}
+                    None => self.c.log.dest.clear(),
+                }
+            }
+            "log_type" => {
+                if !self.log_type_set {
+                    self.c.log.types = 0;
+                    self.log_type_set = true;
+                }
+                let v = l.one()?;
+                match log_type::from_name(v) {
+                    Some(0) => self.c.log.types = 0,
+                    Some(bits) => self.c.log.types |= bits,
+                    None => return Err(l.bad(format!("'{v}' is not a log type"))),
+                }
+            }
+            "log_timestamp" => c.log.timestamp = l.bool()?,
+            "log_timestamp_format" => {
+                self.once(l, "log_timestamp_format", false)?;
+                self.c.log.timestamp_format = Some(l.string()?);
+            }
+            "log_facility" => c.log.facility = Some(l.num(0, 7)?),
+
+            // --- persistence (kept for the persistence layer) ----------------
+            "persistence" => c.persistence.enabled = l.bool()?,
+            "persistence_location" => {
+                self.once(l, "persistence_location", false)?;
+                self.c.persistence.location = Some(PathBuf::from(l.string()?));
+            }
+            "persistence_file" => {
+                self.once(l, "persistence_file", false)?;
+                self.c.persistence.file = l.string()?;
+            }
+            "autosave_interval" => c.persistence.autosave_interval = l.num(0, u32::MAX)?,
+            "autosave_on_changes" => c.persistence.autosave_on_changes = l.bool()?,
+
+            // --- midge's own --------------------------------------------------
+            "client_stack_size" => {
+                c.client_stack_size = l.num::<u32>(16 * 1024, 8 * 1024 * 1024)? as usize
+            }
+            "connect_timeout" => c.connect_timeout = l.num(1, 3600)?,
+
+            other => {
+                return Err(l.err(match options::refusal(other) {
+                    Some(r) => ErrorKind::Refused(r),
+                    None => ErrorKind::Unknown,
+                }));
+            }
+        }
+        Ok(())
+    }
+
+    fn listener_security(&mut self) -> &mut super::Security {
+        &mut self.listener_for_security().security
+    }
+
+    /// Security options before any listener go to the default listener's
+    /// settings without opening it; after one, to the current listener.
+    fn listener_for_security(&mut self) -> &mut Listener {
+        match self.scope {
+            Some(Scope::Listener(i)) if i < self.listeners.len() => &mut self.listeners[i],
+            _ => self
+                .default
+                .get_or_insert_with(|| Listener::new(DEFAULT_PORT, None)),
+        }
+    }
+
+    /// `include_dir`: every `*.conf` in `dir`, in sorted order.
+    fn include(&mut self, l: &Line, dir: &Path) -> Result<(), ConfigError> {
+        let dir = if dir.is_relative() {
+            l.path.parent().unwrap_or(Path::new(".")).join(dir)
+        } else {
+            dir.to_path_buf()
+        };
+        let entries = std::fs::read_dir(&dir)
+            .map_err(|e| l.bad(format!("cannot read {}: {e}", dir.display())))?;
+        let mut files = Vec::new();
+        for e in entries {
+            let e = e.map_err(|e| l.bad(format!("cannot read {}: {e}", dir.display())))?;
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "conf") && p.is_file() {
+                files.push(p);
+            }
+        }
+        files.sort();
+        for f in files {
+            self.file(&f, false)?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Config, ConfigError> {
+        let mut c = self.c;
+        let mut listeners = Vec::new();
+        // A default listener exists once `port`, `bind_address` or a listener
+        // option was given outside a listener section.
+        if let Some(d) = self.default.take() {
+            if self.default_opened {
+                listeners.push(d);
+            } else if c.per_listener_settings {
+                // Only security options: they have no listener to apply to.
+                c.security = d.security;
+            }
+        }
+        listeners.append(&mut self.listeners);
+        c.local_only = listeners.is_empty();
+        c.listeners = if c.local_only {
+            local_only_listeners(DEFAULT_PORT)
+        } else {
+            listeners
+        };
+        if c.persistence.enabled {
+            c.warnings.push(
+                "Warning: persistence is not implemented yet: retained messages and \
+                 sessions will not survive a restart."
+                    .into(),
+            );
+        }
+        Ok(c)
+    }
+}
+
+/// `persistent_client_expiration`: a number and h, d, w, m (30 days) or y.
+fn parse_expiration(l: &Line) -> Result<Duration, ConfigError> {
+    let v = l.one()?;
+    let bad = || l.bad(format!("'{v}' is not a period like 2h, 14d, 1w, 6m or 1y"));
+    let (num, unit) = v.split_at(v.len().saturating_sub(1));
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let hours = match unit {
+        "h" => 1,
+        "d" => 24,
+        "w" => 24 * 7,
+        "m" => 24 * 30,
+        "y" => 24 * 365,
+        _ => return Err(bad()),
+    };
+    if n == 0 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(n.saturating_mul(hours * 3600)))
+}
