@@ -84,8 +84,8 @@ armv7: setup
 # of MQTT with the Mosquitto clients and paho.
 qemu-test: setup test-deps armv7
 	@echo "qemu-test: skipping '$(QEMU_SKIP)' (tests/load.rs): 1,000 emulated client threads test qemu, not midge"
-	MIDGE_TEST_RUNNER="$(QEMU)" $(ARMV7_ENV) $(DEB_CARGO) test --locked --target $(ARMV7) -- --skip $(QEMU_SKIP)
-	MIDGE_TEST_RUNNER="$(QEMU)" MIDGE_TEST_BINARY=$(CURDIR)/$(ARMV7_BIN) \
+	MIDGE_TEST_TIME_SCALE=3 MIDGE_TEST_RUNNER="$(QEMU)" $(ARMV7_ENV) $(DEB_CARGO) test --locked --target $(ARMV7) -- --skip $(QEMU_SKIP)
+	MIDGE_TEST_TIME_SCALE=3 MIDGE_TEST_RUNNER="$(QEMU)" MIDGE_TEST_BINARY=$(CURDIR)/$(ARMV7_BIN) \
 		$(CARGO) test --locked --test service --test seeds --test pubsub --test will
 
 deb: build
