@@ -50,7 +50,7 @@ TOOLS :=
 # The steps of `make test`, in order; tests/ci.sh times each one.
 CI_STEPS := test-deps setup test-amd64 msrv armv7 qemu-test deb deb-armhf lint deb-install-test
 
-.PHONY: all build run test ci-steps test-deps setup test-amd64 msrv armv7 qemu-test \
+.PHONY: all build run test test-deps setup test-amd64 msrv armv7 qemu-test \
 	deb deb-armhf lint deb-install-test cross-armv7 clean-cross
 
 all: build
@@ -79,9 +79,14 @@ msrv: setup test-deps
 armv7: setup
 	$(ARMV7_ENV) $(DEB_CARGO) build --locked --release --target $(ARMV7)
 
-qemu-test: setup test-deps
+# The armv7 tests under qemu (debug build), then the shipped armv7 release
+# binary under qemu against the native tests of its service behaviour and
+# of MQTT with the Mosquitto clients and paho.
+qemu-test: setup test-deps armv7
 	@echo "qemu-test: skipping '$(QEMU_SKIP)' (tests/load.rs): 1,000 emulated client threads test qemu, not midge"
-	MIDGE_TEST_RUNNER="$(QEMU)" $(ARMV7_ENV) $(DEB_CARGO) test --locked --target $(ARMV7) -- --skip $(QEMU_SKIP)
+	MIDGE_TEST_TIME_SCALE=3 MIDGE_TEST_RUNNER="$(QEMU)" $(ARMV7_ENV) $(DEB_CARGO) test --locked --target $(ARMV7) -- --skip $(QEMU_SKIP)
+	MIDGE_TEST_TIME_SCALE=3 MIDGE_TEST_RUNNER="$(QEMU)" MIDGE_TEST_BINARY=$(CURDIR)/$(ARMV7_BIN) \
+		$(CARGO) test --locked --test service --test seeds --test pubsub --test will
 
 deb: build
 	TOOLS="$(TOOLS)" bash debian/mkdeb.sh amd64 target/release/midge

@@ -109,11 +109,12 @@ as_midge() { chroot --userspec="$uid:$gid" "$ROOT" "$@"; }
 as_midge /usr/sbin/midge -t -c /etc/midge/midge.conf | grep -qx 'configuration ok' ||
     fail "midge -t rejects the installed config"
 
-# The installed config, on a free port instead of 1883 (-p keeps the
-# loopback-only mode), as the midge user.
+# The installed config with a local listener in conf.d, as docs/INSTALL.md
+# says, on a free port instead of 1883, as the midge user.
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port" >"$ROOT/etc/midge/conf.d/local.conf"
 # (chroot itself, not a function, so that $! is the broker's pid after exec.)
-chroot --userspec="$uid:$gid" "$ROOT" /usr/sbin/midge -c /etc/midge/midge.conf -p "$port" \
+chroot --userspec="$uid:$gid" "$ROOT" /usr/sbin/midge -c /etc/midge/midge.conf \
     >"$WORK/broker.log" 2>&1 &
 broker_pid=$!
 for _ in $(seq 100); do
@@ -146,6 +147,8 @@ log "reinstall kept the local change to midge.conf"
 # --- purge --------------------------------------------------------------------
 
 touch "$ROOT/var/lib/midge/state.db"
+# The user's own file in conf.d is theirs to remove; dpkg keeps it.
+rm "$ROOT/etc/midge/conf.d/local.conf"
 in_root dpkg --purge midge || fail "dpkg --purge"
 for gone in /usr/sbin/midge /var/lib/midge /etc/midge /lib/systemd/system/midge.service \
     /etc/systemd/system/multi-user.target.wants/midge.service; do

@@ -40,11 +40,12 @@ for tool in $TOOLS; do
     ln -s ../sbin/midge "$R/usr/bin/$tool"
 done
 install -D -m 0644 etc/midge/midge.conf "$R/etc/midge/midge.conf"
-install -D -m 0644 debian/conf.d-README "$R/etc/midge/conf.d/README"
+install -D -m 0644 etc/midge/conf.d/README "$R/etc/midge/conf.d/README"
 install -D -m 0644 debian/midge.service "$R/lib/systemd/system/midge.service"
 install -D -m 0644 debian/copyright "$R/usr/share/doc/midge/copyright"
 mkdir -p "$R/usr/share/man/man8" "$R/usr/share/man/man5"
 gzip -9n <debian/changelog >"$R/usr/share/doc/midge/changelog.Debian.gz"
+gzip -9n <docs/CONFIG.md >"$R/usr/share/doc/midge/CONFIG.md.gz"
 gzip -9n <debian/midge.8 >"$R/usr/share/man/man8/midge.8.gz"
 gzip -9n <debian/midge.conf.5 >"$R/usr/share/man/man5/midge.conf.5.gz"
 install -D -m 0644 debian/lintian-overrides "$R/usr/share/lintian/overrides/midge"

@@ -29,7 +29,7 @@ fn window_and_queue(b: &Broker, count: u16) -> (usize, usize) {
     // Every message has been routed. Without acks, only the window arrives.
     let mut got = Vec::new();
     loop {
-        match slow.try_read(Duration::from_secs(1)) {
+        match slow.try_read(common::scaled(Duration::from_secs(1))) {
             ReadOutcome::Packet(pk) => got.push(pk.publish()),
             ReadOutcome::Timeout => break,
             ReadOutcome::Closed => panic!("slow subscriber closed"),
@@ -43,7 +43,7 @@ fn window_and_queue(b: &Broker, count: u16) -> (usize, usize) {
             slow.send(&puback(got[acked].pkid.unwrap()));
             acked += 1;
         }
-        match slow.try_read(Duration::from_secs(1)) {
+        match slow.try_read(common::scaled(Duration::from_secs(1))) {
             ReadOutcome::Packet(pk) => got.push(pk.publish()),
             ReadOutcome::Timeout => break,
             ReadOutcome::Closed => panic!("slow subscriber closed"),

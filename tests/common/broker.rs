@@ -12,6 +12,8 @@
 //! `MIDGE_TEST_RUNNER` names a command that runs the midge binary, split on
 //! whitespace: `make qemu-test` sets it to `qemu-arm -L ...`, so the
 //! armv7 broker runs under the emulator like the armv7 tests themselves.
+//! `MIDGE_TEST_BINARY` replaces the binary cargo built for the tests with
+//! another one, such as the armv7 release build that goes into the package.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
@@ -219,6 +221,23 @@ fn has_option(conf: &str, name: &str) -> bool {
         .any(|l| l.split_whitespace().next() == Some(name))
 }
 
+/// `conf` with `listener 0 127.0.0.1` unless it has a `listener` or `port`
+/// line, and `allow_anonymous true` unless it sets `allow_anonymous`.
+fn with_test_defaults(conf: &str) -> String {
+    let mut text = String::new();
+    if !has_option(conf, "listener") && !has_option(conf, "port") {
+        text.push_str("listener 0 127.0.0.1\n");
+    }
+    if !has_option(conf, "allow_anonymous") {
+        text.push_str("allow_anonymous true\n");
+    }
+    text.push_str(conf);
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text
+}
+
 impl Broker {
     /// Starts midge (or Mosquitto, see the module doc) with `conf`, adding
     /// `listener 0 127.0.0.1` unless `conf` has a `listener` or `port` line,
@@ -240,17 +259,7 @@ impl Broker {
     }
 
     pub fn start_kind(kind: BrokerKind, conf: &str, args: &[&str]) -> Broker {
-        let mut text = String::new();
-        if !has_option(conf, "listener") && !has_option(conf, "port") {
-            text.push_str("listener 0 127.0.0.1\n");
-        }
-        if !has_option(conf, "allow_anonymous") {
-            text.push_str("allow_anonymous true\n");
-        }
-        text.push_str(conf);
-        if !text.ends_with('\n') {
-            text.push('\n');
-        }
+        let text = with_test_defaults(conf);
         match kind {
             BrokerKind::Midge => Broker::spawn(kind, Some(&text), args)
                 .unwrap_or_else(|e| panic!("midge did not start: {e}")),
@@ -285,11 +294,10 @@ impl Broker {
         Broker::spawn(BrokerKind::Midge, None, args)
     }
 
-    /// Starts midge with `conf` (as `start`) in the process environment
-    /// `launch` describes.
+    /// Starts midge with `conf` (completed as by `start`) in the process
+    /// environment `launch` describes.
     pub fn start_launch(conf: &str, launch: &Launch) -> Broker {
-        let mut text = String::from("listener 0 127.0.0.1\nallow_anonymous true\n");
-        text.push_str(conf);
+        let text = with_test_defaults(conf);
         Broker::spawn_launch(BrokerKind::Midge, Some(&text), launch)
             .unwrap_or_else(|e| panic!("midge did not start: {e}"))
     }
@@ -573,15 +581,18 @@ pub struct Launch<'a> {
     pub shell_prefix: Option<&'a str>,
 }
 
-/// A command that runs the midge binary under test with `args`: directly,
-/// or through `MIDGE_TEST_RUNNER` (see the module doc), after
+/// A command that runs the midge binary under test (`MIDGE_TEST_BINARY`,
+/// see the module doc) with `args`: directly, or through
+/// `MIDGE_TEST_RUNNER`, after
 /// `shell_prefix` when one is given.
 pub fn midge_command<S: AsRef<std::ffi::OsStr>>(args: &[S], shell_prefix: Option<&str>) -> Command {
     let mut argv: Vec<std::ffi::OsString> = Vec::new();
     if let Ok(runner) = std::env::var("MIDGE_TEST_RUNNER") {
         argv.extend(runner.split_whitespace().map(|w| w.into()));
     }
-    argv.push(env!("CARGO_BIN_EXE_midge").into());
+    argv.push(
+        std::env::var_os("MIDGE_TEST_BINARY").unwrap_or_else(|| env!("CARGO_BIN_EXE_midge").into()),
+    );
     argv.extend(args.iter().map(|a| a.as_ref().to_os_string()));
     let mut cmd = match shell_prefix {
         // "$0" "$@" are the program and its arguments, so nothing is quoted.

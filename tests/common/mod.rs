@@ -36,6 +36,18 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// must not be delivered, a connection that must stay open).
 pub const QUIET: Duration = Duration::from_millis(700);
 
+/// `d` stretched by `MIDGE_TEST_TIME_SCALE` (a whole number, default 1):
+/// `make qemu-test` sets it, since an emulated broker on a busy machine
+/// can take longer than a native one to send what a test waits for.
+pub fn scaled(d: Duration) -> Duration {
+    let k = std::env::var("MIDGE_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(1)
+        .max(1);
+    d * k
+}
+
 /// Polls `cond` every 10 ms until it is true; panics with `what` after
 /// `timeout`.
 pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
