@@ -273,8 +273,16 @@ impl<'a> Session<'a> {
                 }
                 self.outbox.take(&mut self.pending);
             }
-            self.pump();
-            self.c.flush().map_err(End::Io)?;
+            // pump() stops at the write high-water mark: while the socket
+            // takes everything, keep going, or nothing would wake us for
+            // what is still pending.
+            loop {
+                self.pump();
+                self.c.flush().map_err(End::Io)?;
+                if self.c.pending_write() > 0 || !self.can_pump() {
+                    break;
+                }
+            }
 
             let mut events = POLLIN;
             if self.c.pending_write() > 0 {
@@ -399,20 +407,21 @@ impl<'a> Session<'a> {
         self.shared.router.send(ev).map_err(|_| End::Shutdown)
     }
 
+    /// Whether the next pending item may go out now (the in-flight window
+    /// has room for it), buffer space aside.
+    fn can_pump(&self) -> bool {
+        let max = self.shared.config.max_inflight_messages;
+        match self.pending.front() {
+            None => false,
+            Some(Outgoing::Publish(p)) => p.qos == QoS::AtMostOnce || self.inflight.has_room(max),
+            Some(Outgoing::Packet(_)) => true,
+        }
+    }
+
     /// Moves pending output into the write buffer as far as the in-flight
     /// window and the buffer's high-water mark allow.
     fn pump(&mut self) {
-        let max = self.shared.config.max_inflight_messages;
-        while self.c.pending_write() < WRITE_HIGH_WATER {
-            match self.pending.front() {
-                None => break,
-                Some(Outgoing::Publish(p))
-                    if p.qos != QoS::AtMostOnce && !self.inflight.has_room(max) =>
-                {
-                    break;
-                }
-                Some(_) => {}
-            }
+        while self.c.pending_write() < WRITE_HIGH_WATER && self.can_pump() {
             let Some(item) = self.pending.pop_front() else {
                 break;
             };
