@@ -2,12 +2,14 @@
 #
 #   make run    build in release and start the broker on localhost:1883
 #   make test   install what the tests need, then run every test
+#   make bench  midge against Mosquitto side by side (about 5 minutes;
+#               bench-quick: about 1); see docs/PERFORMANCE.md
 #
 # Only the targets below `run` and `test` need root (apt-get) on a fresh machine.
 
 CARGO ?= cargo
 
-.PHONY: all build run test test-deps unit
+.PHONY: all build run test test-deps unit bench bench-quick
 
 all: build
 
@@ -22,3 +24,9 @@ test-deps:
 
 test: test-deps
 	$(CARGO) test --locked
+
+bench:
+	$(CARGO) bench --locked --bench compare
+
+bench-quick:
+	$(CARGO) bench --locked --bench compare -- --quick
