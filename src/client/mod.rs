@@ -140,7 +140,7 @@ fn run(sock: TcpStream, peer: SocketAddr, port: u16, id: ConnId, shared: &Shared
     let _ = shared.router.send(Event::Disconnect {
         conn: id,
         kind,
-        state,
+        state: Box::new(state),
     });
 }
 

@@ -124,7 +124,7 @@ impl Router {
             }
             Event::Subscribe { conn, subscribe } => self.subscribe(conn, subscribe),
             Event::Unsubscribe { conn, unsubscribe } => self.unsubscribe(conn, unsubscribe),
-            Event::Disconnect { conn, kind, state } => self.disconnect(conn, kind, state),
+            Event::Disconnect { conn, kind, state } => self.disconnect(conn, kind, *state),
             Event::Shutdown => return false,
         }
         true
