@@ -4,6 +4,8 @@
 #   make test   install what is needed, then build and test everything:
 #               amd64 tests, the Rust 1.85 build, armv7 under qemu, both
 #               .deb packages, lintian and an install into a bookworm chroot
+#   make bench  midge against Mosquitto side by side (about 5 minutes;
+#               bench-quick: about 1); see docs/PERFORMANCE.md
 #
 # Single steps (each installs what it needs first):
 #   make test-amd64         unit and integration tests, default toolchain
@@ -51,7 +53,7 @@ TOOLS :=
 CI_STEPS := test-deps setup test-amd64 msrv armv7 qemu-test deb deb-armhf lint deb-install-test
 
 .PHONY: all build run test test-deps setup test-amd64 msrv armv7 qemu-test \
-	deb deb-armhf lint deb-install-test cross-armv7 clean-cross
+	deb deb-armhf lint deb-install-test cross-armv7 clean-cross bench bench-quick
 
 all: build
 
@@ -105,3 +107,9 @@ cross-armv7:
 
 clean-cross:
 	rm -rf .cross
+
+bench:
+	$(CARGO) bench --locked --bench compare
+
+bench-quick:
+	$(CARGO) bench --locked --bench compare -- --quick

@@ -521,3 +521,24 @@ fn paho_mqtt31_qos1() {
 fn paho_mqtt31_qos2() {
     paho_pubsub("31", 2);
 }
+
+/// Regression: a burst larger than the client thread's 64 KiB write
+/// high-water mark, read promptly, must arrive whole. Delivery used to stop
+/// when one flush drained the write buffer with messages still pending.
+#[test]
+fn burst_beyond_the_write_high_water_mark_arrives_whole() {
+    let b = Broker::start("");
+    let mut s = b.client("sub");
+    s.subscribe(1, &[("burst/#", 0)]);
+    let mut p = b.client("pub");
+    let payload = vec![b'x'; 4000];
+    let mut burst = Vec::new();
+    for _ in 0..100 {
+        burst.extend(publish("burst/a", &payload, 0, false, false, 0));
+    }
+    p.send(&burst);
+    for _ in 0..100 {
+        let m = s.expect_publish();
+        assert_eq!(m.payload.len(), 4000);
+    }
+}

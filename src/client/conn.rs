@@ -2,8 +2,9 @@
 //!
 //! The socket is non-blocking: the client thread waits in poll(2), reads
 //! what has arrived, decodes whole packets and writes as much of its output
-//! buffer as the kernel takes. Buffers are released when they drain, so an
-//! idle client holds no heap memory for I/O.
+//! buffer as the kernel takes. Buffers are freed as soon as they drain (a
+//! malloc per burst is cheaper than a read(2)), so an idle client holds no
+//! heap memory for I/O, and no stack page for it either.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -12,9 +13,6 @@ use crate::codec::{self, DecodeError, Level, Packet};
 
 /// Bytes read per read(2) call.
 const READ_CHUNK: usize = 4096;
-
-/// Buffers larger than this are freed once they are empty again.
-const KEEP_CAPACITY: usize = 16 * 1024;
 
 #[derive(Debug)]
 pub enum ReadError {
@@ -75,17 +73,27 @@ impl Conn {
     }
 
     /// Reads what the socket has. Ok(false) when nothing was available.
+    ///
+    /// Reads go straight into the heap buffer, never through a chunk on the
+    /// stack: a stack page once touched stays resident for the thread's
+    /// life, while the buffer is freed as soon as it is drained.
     pub fn fill(&mut self) -> Result<bool, ReadError> {
-        let mut chunk = [0u8; READ_CHUNK];
         let mut any = false;
         loop {
-            match self.sock.read(&mut chunk) {
+            let start = self.rbuf.len();
+            self.rbuf.resize(start + READ_CHUNK, 0);
+            let got = self.sock.read(&mut self.rbuf[start..]);
+            let n = match &got {
+                Ok(n) => *n,
+                Err(_) => 0,
+            };
+            self.rbuf.truncate(start + n);
+            match got {
                 Ok(0) => return Err(ReadError::Closed),
                 Ok(n) => {
                     any = true;
                     self.counts.bytes_in += n as u64;
-                    self.rbuf.extend_from_slice(&chunk[..n]);
-                    if n < chunk.len() {
+                    if n < READ_CHUNK {
                         return Ok(true);
                     }
                     // Give other work a turn after a large burst.
@@ -125,11 +133,9 @@ impl Conn {
 
     fn compact(&mut self) {
         if self.rpos == self.rbuf.len() {
-            self.rbuf.clear();
+            // Drained: an idle client holds no read buffer.
+            self.rbuf = Vec::new();
             self.rpos = 0;
-            if self.rbuf.capacity() > KEEP_CAPACITY {
-                self.rbuf = Vec::new();
-            }
         } else if self.rpos > 0 {
             self.rbuf.drain(..self.rpos);
             self.rpos = 0;
@@ -167,11 +173,9 @@ impl Conn {
             }
         }
         if self.wpos == self.wbuf.len() {
-            self.wbuf.clear();
+            // Drained: an idle client holds no write buffer.
+            self.wbuf = Vec::new();
             self.wpos = 0;
-            if self.wbuf.capacity() > KEEP_CAPACITY {
-                self.wbuf = Vec::new();
-            }
         }
         Ok(())
     }

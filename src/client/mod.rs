@@ -166,7 +166,7 @@ fn run(sock: TcpStream, peer: SocketAddr, slot: &Slot, id: ConnId, shared: &Shar
     let _ = shared.router.send(Event::Disconnect {
         conn: id,
         kind,
-        state,
+        state: Box::new(state),
     });
 }
 
@@ -310,8 +310,16 @@ impl<'a> Session<'a> {
                 }
                 self.outbox.take(&mut self.pending);
             }
-            self.pump();
-            self.c.flush().map_err(End::Io)?;
+            // pump() stops at the write high-water mark: while the socket
+            // takes everything, keep going, or nothing would wake us for
+            // what is still pending.
+            loop {
+                self.pump();
+                self.c.flush().map_err(End::Io)?;
+                if self.c.pending_write() > 0 || !self.can_pump() {
+                    break;
+                }
+            }
             self.shared.report(&mut self.c);
 
             let mut events = POLLIN;
@@ -477,21 +485,24 @@ impl<'a> Session<'a> {
         self.shared.router.send(ev).map_err(|_| End::Shutdown)
     }
 
+    /// Whether the next pending item may go out now (the in-flight window
+    /// has room for it), buffer space aside.
+    fn can_pump(&self) -> bool {
+        let max = self.shared.config.max_inflight_messages;
+        let max_bytes = self.shared.config.max_inflight_bytes;
+        match self.pending.front() {
+            None => false,
+            Some(Outgoing::Publish(p)) => {
+                p.qos == QoS::AtMostOnce || self.inflight.has_room(max, max_bytes)
+            }
+            Some(Outgoing::Packet(_)) => true,
+        }
+    }
+
     /// Moves pending output into the write buffer as far as the in-flight
     /// window and the buffer's high-water mark allow.
     fn pump(&mut self) {
-        let max = self.shared.config.max_inflight_messages;
-        let max_bytes = self.shared.config.max_inflight_bytes;
-        while self.c.pending_write() < WRITE_HIGH_WATER {
-            match self.pending.front() {
-                None => break,
-                Some(Outgoing::Publish(p))
-                    if p.qos != QoS::AtMostOnce && !self.inflight.has_room(max, max_bytes) =>
-                {
-                    break;
-                }
-                Some(_) => {}
-            }
+        while self.c.pending_write() < WRITE_HIGH_WATER && self.can_pump() {
             let Some(item) = self.pending.pop_front() else {
                 break;
             };

@@ -49,6 +49,8 @@ pub enum DisconnectKind {
 
 #[derive(Debug)]
 pub enum Event {
+    // Every variant stays small: each slot of the bounded channel is
+    // allocated up front (see `size_is_small` below).
     Connect(Box<ConnectRequest>),
     Publish {
         conn: ConnId,
@@ -63,11 +65,29 @@ pub enum Event {
         unsubscribe: Unsubscribe,
     },
     /// Sent once by a client thread after a successful CONNECT, when it ends.
+    /// The state is boxed: it is rare, and the channel's slots are as
+    /// large as its largest event.
     Disconnect {
         conn: ConnId,
         kind: DisconnectKind,
-        state: SessionState,
+        state: Box<SessionState>,
     },
     /// Stop: close every connection and return.
     Shutdown,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The router channel holds its slots from the start, so the empty
+    /// broker's memory grows with this size.
+    #[test]
+    fn size_is_small() {
+        assert!(
+            std::mem::size_of::<Event>() <= 64,
+            "{}",
+            std::mem::size_of::<Event>()
+        );
+    }
 }

@@ -241,7 +241,7 @@ impl Router {
             }
             Event::Subscribe { conn, subscribe } => self.subscribe(conn, subscribe),
             Event::Unsubscribe { conn, unsubscribe } => self.unsubscribe(conn, unsubscribe),
-            Event::Disconnect { conn, kind, state } => self.disconnect(conn, kind, state),
+            Event::Disconnect { conn, kind, state } => self.disconnect(conn, kind, *state),
             Event::Shutdown => return false,
         }
         true
@@ -575,7 +575,7 @@ mod tests {
         r.handle(Event::Disconnect {
             conn,
             kind: DisconnectKind::Graceful,
-            state: SessionState::default(),
+            state: Box::default(),
         });
     }
 

@@ -1,0 +1,364 @@
+//! Starting a broker (midge or Mosquitto) for one measurement: its config in
+//! a temp dir, a free loopback port, its own memory cgroup, and the numbers
+//! /proc and the cgroup give about it. Every process started here is killed
+//! and waited for on drop.
+
+use std::fs;
+use std::io::{self, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::mqtt;
+
+pub const MOSQUITTO: &str = "/usr/sbin/mosquitto";
+const CGROUP_ROOT: &str = "/sys/fs/cgroup/memory";
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Midge,
+    Mosquitto,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Midge => "midge",
+            Kind::Mosquitto => "mosquitto",
+        }
+    }
+}
+
+/// The settings both brokers get, written in each one's config syntax.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    pub max_queued: usize,
+    pub max_inflight: u16,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            max_queued: 100_000,
+            max_inflight: 20,
+        }
+    }
+}
+
+/// The config file text. The options are the same for both brokers:
+/// midge reads Mosquitto's syntax.
+pub fn config_text(port: u16, s: Settings) -> String {
+    format!(
+        "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages {}\nmax_inflight_messages {}\n",
+        s.max_queued, s.max_inflight
+    )
+}
+
+/// A fresh directory, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> io::Result<TempDir> {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("{prefix}-{}-{n}", std::process::id()));
+        fs::create_dir_all(&p)?;
+        Ok(TempDir(p))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child memory cgroup (v1) that one process is moved into.
+pub struct Cgroup {
+    path: PathBuf,
+}
+
+impl Cgroup {
+    /// None when the memory hierarchy is not writable (not root).
+    pub fn new(name: &str) -> Option<Cgroup> {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let path = Path::new(CGROUP_ROOT).join(format!("{name}-{}-{n}", std::process::id()));
+        fs::create_dir(&path).ok()?;
+        Some(Cgroup { path })
+    }
+
+    fn read(&self, file: &str) -> Option<u64> {
+        fs::read_to_string(self.path.join(file))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    pub fn usage(&self) -> Option<u64> {
+        self.read("memory.usage_in_bytes")
+    }
+
+    pub fn kmem(&self) -> Option<u64> {
+        self.read("memory.kmem.usage_in_bytes")
+    }
+
+    pub fn max_usage(&self) -> Option<u64> {
+        self.read("memory.max_usage_in_bytes")
+    }
+
+    /// Restarts the peak at the current usage.
+    pub fn reset_max(&self) {
+        let _ = fs::write(self.path.join("memory.max_usage_in_bytes"), "0");
+    }
+
+    /// Makes `cmd` move itself into this cgroup between fork and exec, so
+    /// everything the program allocates is charged here.
+    fn enter_on_exec(&self, cmd: &mut Command) -> io::Result<fs::File> {
+        let procs = fs::OpenOptions::new()
+            .write(true)
+            .open(self.path.join("cgroup.procs"))?;
+        let fd = procs.as_raw_fd();
+        // SAFETY: the closure runs in the forked child before exec and only
+        // calls async-signal-safe functions (getpid, write) on a stack
+        // buffer; `fd` stays open in the parent until spawn returns.
+        unsafe {
+            cmd.pre_exec(move || {
+                let mut pid = libc::getpid() as u32;
+                let mut digits = [0u8; 12];
+                let mut i = digits.len();
+                loop {
+                    i -= 1;
+                    digits[i] = b'0' + (pid % 10) as u8;
+                    pid /= 10;
+                    if pid == 0 {
+                        break;
+                    }
+                }
+                let len = digits.len() - i;
+                if libc::write(fd, digits[i..].as_ptr().cast(), len) != len as isize {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Ok(procs)
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        // The process is gone, but the kernel may take a moment to notice.
+        for _ in 0..50 {
+            if fs::remove_dir(&self.path).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// A running process, killed and reaped on drop.
+pub struct Proc {
+    child: Child,
+    pub cg: Option<Cgroup>,
+}
+
+impl Proc {
+    /// Spawns `cmd`, inside a new cgroup when one can be made.
+    pub fn spawn(mut cmd: Command, cg_name: &str) -> io::Result<Proc> {
+        let cg = Cgroup::new(cg_name);
+        let guard = match &cg {
+            Some(c) => Some(c.enter_on_exec(&mut cmd)?),
+            None => None,
+        };
+        let child = cmd.spawn()?;
+        drop(guard);
+        Ok(Proc { child, cg })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn child(&mut self) -> &mut Child {
+        &mut self.child
+    }
+
+    pub fn usage(&self) -> Option<u64> {
+        self.cg.as_ref().and_then(Cgroup::usage)
+    }
+
+    pub fn kmem(&self) -> Option<u64> {
+        self.cg.as_ref().and_then(Cgroup::kmem)
+    }
+
+    pub fn max_usage(&self) -> Option<u64> {
+        self.cg.as_ref().and_then(Cgroup::max_usage)
+    }
+
+    pub fn reset_max(&self) {
+        if let Some(c) = &self.cg {
+            c.reset_max();
+        }
+    }
+
+    /// User plus system CPU seconds of the process's threads, from /proc.
+    pub fn cpu_secs(&self) -> f64 {
+        cpu_secs(self.pid())
+    }
+
+    /// A field of /proc/PID/status in bytes ("VmRSS", "VmHWM") or as a count
+    /// ("Threads").
+    pub fn status(&self, field: &str) -> u64 {
+        status(self.pid(), field)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU seconds of the live threads of `pid`, in nanoseconds' resolution
+/// (/proc/PID/task/*/schedstat), or from /proc/PID/stat in clock ticks when
+/// schedstat is missing. Threads that ended are not counted: callers keep
+/// every connection open until they have read it.
+pub fn cpu_secs(pid: u32) -> f64 {
+    let mut ns = 0u64;
+    let mut any = false;
+    if let Ok(dir) = fs::read_dir(format!("/proc/{pid}/task")) {
+        for e in dir.flatten() {
+            let Ok(s) = fs::read_to_string(e.path().join("schedstat")) else {
+                continue;
+            };
+            if let Some(v) = s
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                ns += v;
+                any = true;
+            }
+        }
+    }
+    if any {
+        return ns as f64 / 1e9;
+    }
+    cpu_ticks_secs(pid)
+}
+
+fn cpu_ticks_secs(pid: u32) -> f64 {
+    let Ok(s) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name: state is field 3, utime 14, stime 15.
+    let Some(rest) = s.rfind(')').map(|i| &s[i + 1..]) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| f.get(i).and_then(|v| v.parse::<u64>().ok()))
+        .sum();
+    // SAFETY: sysconf only reads a system constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    ticks as f64 / hz
+}
+
+pub fn status(pid: u32, field: &str) -> u64 {
+    let Ok(s) = fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return 0;
+    };
+    for line in s.lines() {
+        if let Some(v) = line.strip_prefix(field).and_then(|v| v.strip_prefix(':')) {
+            let mut it = v.split_whitespace();
+            let n: u64 = it.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            return match it.next() {
+                Some("kB") => n * 1024,
+                _ => n,
+            };
+        }
+    }
+    0
+}
+
+/// A broker running on a loopback port in its own cgroup.
+pub struct Broker {
+    pub port: u16,
+    pub proc: Proc,
+    /// From spawn to the first CONNACK.
+    pub startup: Duration,
+    _dir: TempDir,
+}
+
+impl Broker {
+    pub fn start(kind: Kind, midge: &Path, settings: Settings) -> io::Result<Broker> {
+        let mut last = None;
+        // A port found free may be taken before the broker binds it: retry.
+        for _ in 0..3 {
+            match Broker::try_start(kind, midge, settings) {
+                Ok(b) => return Ok(b),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| io::Error::other("broker did not start")))
+    }
+
+    fn try_start(kind: Kind, midge: &Path, settings: Settings) -> io::Result<Broker> {
+        let dir = TempDir::new("midge-bench")?;
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let conf = dir.path().join(format!("{}.conf", kind.name()));
+        fs::write(&conf, config_text(port, settings))?;
+        let program = match kind {
+            Kind::Midge => midge,
+            Kind::Mosquitto => Path::new(MOSQUITTO),
+        };
+        let mut cmd = Command::new(program);
+        cmd.arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let t0 = Instant::now();
+        let mut proc = Proc::spawn(cmd, kind.name())?;
+        loop {
+            if let Some(st) = proc.child().try_wait()? {
+                return Err(io::Error::other(format!("{} exited: {st}", kind.name())));
+            }
+            if t0.elapsed() > START_TIMEOUT {
+                return Err(io::Error::other(format!(
+                    "{} did not accept connections within {START_TIMEOUT:?}",
+                    kind.name()
+                )));
+            }
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Listening is not serving: wait for a CONNACK.
+        let (mut s, _) = mqtt::client(port, "bench-probe", None, 4096)?;
+        let startup = t0.elapsed();
+        let _ = s.write_all(&[0xe0, 0]);
+        drop(s);
+        Ok(Broker {
+            port,
+            proc,
+            startup,
+            _dir: dir,
+        })
+    }
+}
