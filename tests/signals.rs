@@ -118,8 +118,20 @@ fn sighup_reloads_log_settings_without_dropping_clients() {
     let from = b.log_len();
     b.signal(libc::SIGHUP);
     b.wait_for_log_from(from, "Reloading config.", TIMEOUT);
-    c.subscribe(2, &[("after", 0)]);
-    b.wait_for_log("stays 0 after", TIMEOUT);
+    // That line comes before the new settings apply (a moment later, longer
+    // under an emulator): subscribe until the subscription is logged.
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let mut id = 2;
+    while !b.has_log("stays 0 after") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "log_type all was not applied by SIGHUP: {:?}",
+            b.logs()
+        );
+        c.subscribe(id, &[("after", 0)]);
+        id += 1;
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     c.ping();
 
     // A config that no longer reads keeps the old settings.
@@ -131,7 +143,7 @@ fn sighup_reloads_log_settings_without_dropping_clients() {
     let from = b.log_len();
     b.signal(libc::SIGHUP);
     b.wait_for_log_from(from, "keeping the previous settings", TIMEOUT);
-    c.subscribe(3, &[("still", 0)]);
+    c.subscribe(id, &[("still", 0)]);
     b.wait_for_log("stays 0 still", TIMEOUT);
     c.ping();
 }
