@@ -117,6 +117,15 @@ impl Cgroup {
         self.read("memory.max_usage_in_bytes")
     }
 
+    /// Anonymous memory charged here (`rss` of memory.stat): the heap and
+    /// stacks, without page cache, which depends on who read a file first.
+    pub fn anon(&self) -> Option<u64> {
+        let s = fs::read_to_string(self.path.join("memory.stat")).ok()?;
+        s.lines()
+            .find_map(|l| l.strip_prefix("rss "))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
     /// Restarts the peak at the current usage.
     pub fn reset_max(&self) {
         let _ = fs::write(self.path.join("memory.max_usage_in_bytes"), "0");
@@ -207,6 +216,10 @@ impl Proc {
         self.cg.as_ref().and_then(Cgroup::max_usage)
     }
 
+    pub fn anon(&self) -> Option<u64> {
+        self.cg.as_ref().and_then(Cgroup::anon)
+    }
+
     pub fn reset_max(&self) {
         if let Some(c) = &self.cg {
             c.reset_max();
@@ -276,6 +289,31 @@ fn cpu_ticks_secs(pid: u32) -> f64 {
     // SAFETY: sysconf only reads a system constant.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     ticks as f64 / hz
+}
+
+/// The largest resident size among the anonymous mappings of exactly
+/// `size` bytes: with `size` the client stack size, the deepest any client
+/// thread's stack has reached (a touched stack page stays resident).
+pub fn deepest_stack(pid: u32, size: usize) -> Option<u64> {
+    let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
+    let mut this = false;
+    let mut deepest = None;
+    for line in smaps.lines() {
+        let mut f = line.split_whitespace();
+        let Some(first) = f.next() else { continue };
+        if let Some((a, b)) = first.split_once('-') {
+            if let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) {
+                // An address range line: anonymous when it names no file.
+                this = b - a == size as u64 && f.nth(4).is_none();
+                continue;
+            }
+        }
+        if this && first == "Rss:" {
+            let kb: u64 = f.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            deepest = Some(deepest.unwrap_or(0).max(kb * 1024));
+        }
+    }
+    deepest
 }
 
 pub fn status(pid: u32, field: &str) -> u64 {

@@ -28,6 +28,14 @@ const MIDGE: &str = env!("CARGO_BIN_EXE_midge");
 const CLIENT_STACK: usize = 64 * 1024;
 const MB: f64 = 1024.0 * 1024.0;
 
+/// The client stack size midge was built with, as far as the benchmark knows.
+fn client_stack() -> usize {
+    std::env::var("MIDGE_BENCH_STACK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(CLIENT_STACK)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--floor") {
@@ -229,10 +237,7 @@ fn run(quick: bool, only: &[&str]) -> io::Result<()> {
             retained: 100_000,
         }
     };
-    let stack = std::env::var("MIDGE_BENCH_STACK")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(CLIENT_STACK);
+    let stack = client_stack();
     let want = |name: &str| only.is_empty() || only.contains(&name);
     let t_all = Instant::now();
     let mut t = Table::default();
@@ -348,6 +353,13 @@ fn idle(
             );
             t.add(
                 "empty broker",
+                "cgroup anon KiB",
+                Better::Lower,
+                k,
+                b.proc.anon().unwrap_or(0) as f64 / 1024.0,
+            );
+            t.add(
+                "empty broker",
                 "kmem KiB",
                 Better::Lower,
                 k,
@@ -432,6 +444,17 @@ fn idle(
 }
 
 fn flow_rows(t: &mut Table, scen: &str, k: Kind, r: &load::FlowResult) {
+    if k == Kind::Midge {
+        if let Some(d) = r.deepest_stack {
+            t.add(
+                scen,
+                "deepest client stack KiB",
+                Better::Lower,
+                k,
+                d as f64 / 1024.0,
+            );
+        }
+    }
     let rate = r.delivered as f64 / r.secs.max(1e-9);
     t.add(scen, "msgs/s delivered", Better::Higher, k, rate);
     t.add(
@@ -673,6 +696,8 @@ const TARGETS: &[(&str, &str, f64, bool)] = &[
     ("latency QoS 1, 2000 msg/s, 32 B", "p50 us", 1.0, false),
     ("latency QoS 1, 2000 msg/s, 32 B", "p99 us", 1.0, false),
     ("empty broker", "cgroup usage KiB", 0.5, false),
+    ("empty broker", "cgroup anon KiB", 0.5, false),
+    ("empty broker", "RSS KiB", 0.5, false),
     ("100 idle clients", "cgroup usage KiB", 1.0, false),
     (
         "fan-in 4->1 QoS 1 32 B",

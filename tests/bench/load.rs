@@ -57,6 +57,8 @@ pub struct FlowResult {
     pub hwm: u64,
     /// Publish-to-delivery times in nanoseconds.
     pub latencies: Vec<u64>,
+    /// Resident size of the deepest client thread stack (midge).
+    pub deepest_stack: Option<u64>,
 }
 
 struct SubResult {
@@ -271,6 +273,7 @@ pub fn flow(b: &Broker, f: &Flow) -> io::Result<FlowResult> {
     r.cpu = b.proc.cpu_secs() - cpu0;
     r.peak = b.proc.max_usage();
     r.hwm = b.proc.status("VmHWM");
+    r.deepest_stack = crate::broker::deepest_stack(b.proc.pid(), crate::client_stack());
     r.secs = (last - t0).as_secs_f64();
     for h in pubs {
         if let Err(e) = join(h) {
