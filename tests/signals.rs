@@ -141,3 +141,22 @@ fn sighup_reloads_log_settings_without_dropping_clients() {
     b.wait_for_log("stays 0 still", TIMEOUT);
     c.ping();
 }
+
+#[test]
+fn unopenable_log_file_and_pid_file_stop_the_start_with_their_path() {
+    let (st, err, _) = Broker::start_expect_fail(
+        "listener 0 127.0.0.1\nlog_dest file /nonexistent-dir/midge.log\n",
+    );
+    assert!(!st.success());
+    assert!(
+        err.contains("unable to open log") && err.contains("/nonexistent-dir/midge.log"),
+        "{err}"
+    );
+    let (st, err, _) =
+        Broker::start_expect_fail("listener 0 127.0.0.1\npid_file /nonexistent-dir/midge.pid\n");
+    assert!(!st.success());
+    assert!(
+        err.contains("unable to write pid file /nonexistent-dir/midge.pid"),
+        "{err}"
+    );
+}
