@@ -26,6 +26,7 @@ pub mod notify;
 pub mod outbox;
 pub mod router;
 pub mod sys;
+pub mod tools;
 pub mod topic;
 
 /// The version printed in logs and by `--version`.

@@ -39,6 +39,10 @@ fn usage() -> String {
 }
 
 fn main() -> ExitCode {
+    let mut args = std::env::args_os();
+    if let Some(tool) = args.next().as_deref().and_then(midge::tools::by_name) {
+        return tool(args.collect());
+    }
     match run() {
         Ok(code) => code,
         Err(msg) => {

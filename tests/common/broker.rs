@@ -610,6 +610,38 @@ pub fn midge_command<S: AsRef<std::ffi::OsStr>>(args: &[S], shell_prefix: Option
     cmd
 }
 
+/// A command that runs the client tool `name` (`midge_passwd`, ...): the
+/// midge binary under test started through a symbolic link of that name,
+/// as the package installs it, through `MIDGE_TEST_RUNNER` when one is set.
+pub fn tool_command(name: &str) -> Command {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("tools-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create the tools directory");
+        dir
+    });
+    let link = dir.join(name);
+    if !link.exists() {
+        let target = std::env::var_os("MIDGE_TEST_BINARY")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_midge")));
+        let target = std::fs::canonicalize(&target).unwrap_or(target);
+        // Two tests may race to make the same link; either link will do.
+        let _ = std::os::unix::fs::symlink(&target, &link);
+    }
+    match std::env::var("MIDGE_TEST_RUNNER") {
+        Ok(runner) => {
+            let mut words = runner.split_whitespace();
+            let mut c = Command::new(words.next().expect("MIDGE_TEST_RUNNER is empty"));
+            c.args(words).arg(&link);
+            c
+        }
+        Err(_) => Command::new(&link),
+    }
+}
+
 /// Runs the midge binary with `args` until it exits (bounded: killed after
 /// 30 s) and returns its status and stderr.
 pub fn run_midge_to_end(args: &[&str]) -> (ExitStatus, String) {
