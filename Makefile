@@ -46,8 +46,8 @@ ARMV7_ENV := $(DEB_ENV) \
 QEMU_SKIP := a_thousand_clients
 
 # Client tools installed as symbolic links to the broker binary, which
-# will pick its role from argv[0]. None exists yet.
-TOOLS :=
+# picks its role from argv[0] (src/tools/mod.rs).
+TOOLS := midge_passwd
 
 # The steps of `make test`, in order; tests/ci.sh times each one.
 CI_STEPS := test-deps setup test-amd64 msrv armv7 qemu-test deb deb-armhf lint deb-install-test
@@ -110,6 +110,8 @@ clean-cross:
 
 bench:
 	$(CARGO) bench --locked --bench compare
+	$(CARGO) bench --locked --bench acl
 
 bench-quick:
 	$(CARGO) bench --locked --bench compare -- --quick
+	$(CARGO) bench --locked --bench acl

@@ -17,6 +17,7 @@
 //!    and goes back to the router when the connection ends.
 //! 10. Nothing reachable from the network panics; errors close one connection.
 
+pub mod auth;
 pub mod client;
 pub mod codec;
 pub mod config;

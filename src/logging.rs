@@ -207,7 +207,7 @@ impl Logger {
     fn to_topic(&self, letter: &str, msg: &str) {
         if let Some(tx) = self.topic.get() {
             let _ = tx.try_send(Event::Publish {
-                conn: 0,
+                conn: crate::router::event::BROKER,
                 publish: Publish {
                     dup: false,
                     qos: QoS::AtMostOnce,

@@ -502,6 +502,45 @@ pub const SIGTERM: i32 = libc::SIGTERM;
 pub const SIGHUP: i32 = libc::SIGHUP;
 pub const SIGUSR1: i32 = libc::SIGUSR1;
 
+/// Turns off echo on a terminal for as long as it lives (password prompts).
+/// Does nothing when `fd` is not a terminal.
+pub struct EchoOff {
+    fd: RawFd,
+    saved: Option<libc::termios>,
+}
+
+impl EchoOff {
+    pub fn new(fd: RawFd) -> EchoOff {
+        // SAFETY: termios is plain data that tcgetattr fills.
+        let mut t: libc::termios = unsafe { std::mem::zeroed() };
+        // SAFETY: isatty and tcgetattr only read the descriptor's state.
+        let saved =
+            if unsafe { libc::isatty(fd) } == 1 && unsafe { libc::tcgetattr(fd, &mut t) } == 0 {
+                let mut quiet = t;
+                quiet.c_lflag &= !libc::ECHO;
+                // SAFETY: quiet is a valid termios copied from the terminal's own.
+                (unsafe { libc::tcsetattr(fd, libc::TCSANOW, &quiet) } == 0).then_some(t)
+            } else {
+                None
+            };
+        EchoOff { fd, saved }
+    }
+
+    /// True when echo was turned off (the input is a terminal).
+    pub fn is_terminal(&self) -> bool {
+        self.saved.is_some()
+    }
+}
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        if let Some(t) = &self.saved {
+            // SAFETY: restores the settings read from this descriptor.
+            unsafe { libc::tcsetattr(self.fd, libc::TCSANOW, t) };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

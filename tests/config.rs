@@ -384,12 +384,12 @@ fn unknown_option_names_file_line_and_option() {
 #[test]
 fn mosquitto_option_not_supported_yet() {
     let (_st, err, path) =
-        Broker::start_expect_fail("listener 0 127.0.0.1\npassword_file /etc/midge/passwd\n");
+        Broker::start_expect_fail("listener 0 127.0.0.1\nmemory_limit 1000000\n");
     let line = one_line(&err);
     assert_eq!(
         line,
         format!(
-            "Error: {}:2: option 'password_file' is not supported yet",
+            "Error: {}:2: option 'memory_limit' is not supported yet",
             path.display()
         )
     );
@@ -398,7 +398,6 @@ fn mosquitto_option_not_supported_yet() {
 #[test]
 fn other_mosquitto_options_not_supported_yet() {
     for (opt, value) in [
-        ("acl_file", "/etc/mosquitto/acl"),
         ("cafile", "/etc/mosquitto/certs/ca.crt"),
         ("connection", "central"),
         ("http_dir", "/var/www"),

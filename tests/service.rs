@@ -126,6 +126,8 @@ fn example_config_passes_the_check() {
 const DOCUMENTED: &[&str] = &[
     "listener",
     "allow_anonymous",
+    "password_file",
+    "acl_file",
     "max_inflight_messages",
     "max_queued_messages",
     "message_size_limit",
@@ -164,6 +166,14 @@ fn example_config_lines_are_all_valid_when_uncommented() {
     // include_dir is relative: conf.d beside the file).
     let dir = TempDir::new("midge-example");
     std::fs::create_dir(dir.path().join("conf.d")).expect("mkdir conf.d");
+    // The password and ACL files it names, empty, in the test's directory.
+    for name in ["passwd", "acl"] {
+        let file = dir.write(name, "");
+        uncommented = uncommented.replace(
+            &format!("/etc/midge/{name}\n"),
+            &format!("{}\n", file.display()),
+        );
+    }
     let path = dir.write("midge.conf", &uncommented);
     let (status, stdout, stderr) =
         run_midge_output(&["-t", "-c", path.to_str().expect("utf-8 path")]);

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use log::{debug, error, info, warn};
+use midge::auth::Auth;
 use midge::client::Shared;
 use midge::config::{Config, Listener, local_only_listeners};
 use midge::router::{Event, Metrics, Router};
@@ -86,7 +87,9 @@ fn run() -> Result<ExitCode, String> {
         } else {
             config.listeners.push(Listener::new(port, None));
         }
+        config.number_listeners();
     }
+    let auth = Arc::new(Auth::load(&config).map_err(|e| e.to_string())?);
     if m.opt_present("t") {
         println!("configuration ok");
         return Ok(ExitCode::SUCCESS);
@@ -151,21 +154,27 @@ fn run() -> Result<ExitCode, String> {
     let config = Arc::new(config);
     let (tx, rx) = crossbeam_channel::bounded(ROUTER_QUEUE);
     let metrics = Arc::new(Metrics::default());
-    let router = Router::new(config.clone(), metrics.clone());
+    let (users, acls) = auth.summary();
+    if users > 0 || acls > 0 {
+        info!("Loaded {users} user(s) and {acls} ACL file(s).");
+    }
+    let router = Router::new(config.clone(), metrics.clone(), auth.clone());
     let router_thread = std::thread::Builder::new()
         .name("router".into())
         .stack_size(ROUTER_STACK)
         .spawn(move || router.run(rx))
         .map_err(|e| format!("unable to start the router thread: {e}"))?;
     logging::attach_router(tx.clone());
-    let shared = Arc::new(Shared::new(config.clone(), tx.clone(), metrics));
+    let shared = Arc::new(Shared::new(config.clone(), tx.clone(), metrics, auth));
     info!("midge version {VERSION} running");
     if let Some(Err(e)) = notifier.as_ref().map(notify::Notifier::ready) {
         warn!("Warning: unable to notify the service manager: {e}.");
     }
 
-    let stop = listener::accept_loop(&sockets, &signals, &shared, || reload(&config, verbose))
-        .map_err(|e| format!("accept loop failed: {e}"))?;
+    let stop = listener::accept_loop(&sockets, &signals, &shared, || {
+        reload(&config, &shared, verbose)
+    })
+    .map_err(|e| format!("accept loop failed: {e}"))?;
     info!("midge version {VERSION} terminating ({stop:?})");
     if let Some(Err(e)) = notifier.as_ref().map(notify::Notifier::stopping) {
         warn!("Warning: unable to notify the service manager: {e}.");
@@ -194,10 +203,15 @@ fn load(path: Option<&Path>) -> Result<Config, String> {
 
 /// SIGHUP: re-reads the config file and applies the log settings. A file
 /// that no longer reads keeps everything as it was, as Mosquitto does.
-fn reload(config: &Config, verbose: bool) {
+/// Password and ACL files are read again too: a file that cannot be read
+/// keeps the previous rules in force, never none.
+fn reload(config: &Config, shared: &Shared, verbose: bool) {
     info!("Reloading config.");
     let fresh = match load(config.path.as_deref()) {
-        Ok(c) => c,
+        Ok(mut c) => {
+            c.number_listeners();
+            c
+        }
         Err(e) => {
             error!("Error: {e}; keeping the previous settings.");
             return;
@@ -205,6 +219,29 @@ fn reload(config: &Config, verbose: bool) {
     };
     if let Err(e) = logging::configure(&fresh.log, verbose) {
         error!("Error: unable to open log: {e}; keeping the previous log settings.");
+    }
+    if fresh.listeners.len() != config.listeners.len()
+        || fresh.per_listener_settings != config.per_listener_settings
+    {
+        warn!(
+            "Warning: listeners and per_listener_settings only change on a restart; \
+             password and ACL files are read as they were configured at start-up."
+        );
+    }
+    let mut basis = config.clone();
+    if fresh.per_listener_settings == config.per_listener_settings {
+        basis.security = fresh.security.clone();
+        for (l, f) in basis.listeners.iter_mut().zip(&fresh.listeners) {
+            l.security = f.security.clone();
+        }
+    }
+    match Auth::load(&basis) {
+        Ok(auth) => {
+            let (users, acls) = auth.summary();
+            info!("Loaded {users} user(s) and {acls} ACL file(s).");
+            shared.replace_auth(Arc::new(auth));
+        }
+        Err(e) => error!("Error: {e}; keeping the previous password and ACL rules."),
     }
 }
 

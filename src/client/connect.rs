@@ -99,6 +99,8 @@ pub fn handshake(
         level: connect.level,
         clean: connect.clean,
         will,
+        username: connect.username.clone(),
+        scope: shared.auth().index(listener),
         outbox: outbox.clone(),
         reply: tx,
     };
@@ -177,10 +179,15 @@ fn check(c: &mut Conn, shared: &Shared, l: &Listener, p: &Connect) -> Result<Str
             None => return refuse(c, connack::NOT_AUTHORIZED, &client_id),
         }
     }
-    // With anonymous access off, a client must authenticate. No password
-    // file is read yet, so nobody can: Mosquitto 2.0 refuses every client
-    // with 5 in that case too, user name or not.
-    if !config.allow_anonymous(l) {
+    // Mosquitto 2.0 answers 5 (not authorised) to every failed login, a
+    // wrong password included, under 3.1 and 3.1.1 alike.
+    let auth = shared.auth();
+    let scope = auth.scope(auth.index(l));
+    if !scope.authenticate(p.username.as_deref(), p.password.as_deref()) {
+        match &p.username {
+            Some(u) => info!("Client {client_id} (u'{u}') failed authentication."),
+            None => info!("Client {client_id} refused: anonymous access is off."),
+        }
         return refuse(c, connack::NOT_AUTHORIZED, &client_id);
     }
     Ok(client_id)

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use log::{debug, info, warn};
 
+use crate::auth::Auth;
 use crate::codec::{Packet, Publish, QoS};
 use crate::config::{Config, Listener};
 use crate::listener::Slot;
@@ -31,6 +32,7 @@ use crate::sys::{self, POLLERR, POLLIN, POLLOUT, PollFd};
 use conn::{Conn, ReadError};
 use connect::{Accepted, Refused};
 use inflight::{Inflight, Resend, SessionState};
+use parking_lot::RwLock;
 
 /// Output buffered beyond this waits until the socket drains, so a client
 /// that does not read holds its backlog in the bounded outbox, not here.
@@ -41,17 +43,37 @@ pub struct Shared {
     pub config: Arc<Config>,
     pub router: Sender<Event>,
     pub metrics: Arc<Metrics>,
+    /// Password and ACL files; replaced whole by a reload.
+    auth: RwLock<Arc<Auth>>,
     next_conn: AtomicU64,
 }
 
 impl Shared {
-    pub fn new(config: Arc<Config>, router: Sender<Event>, metrics: Arc<Metrics>) -> Shared {
+    pub fn new(
+        config: Arc<Config>,
+        router: Sender<Event>,
+        metrics: Arc<Metrics>,
+        auth: Arc<Auth>,
+    ) -> Shared {
         Shared {
             config,
             router,
             metrics,
+            auth: RwLock::new(auth),
             next_conn: AtomicU64::new(1),
         }
+    }
+
+    /// The password and ACL rules in force.
+    pub fn auth(&self) -> Arc<Auth> {
+        self.auth.read().clone()
+    }
+
+    /// Puts freshly read rules in force: new connections check passwords
+    /// with them, and the router applies the ACLs to every client.
+    pub fn replace_auth(&self, auth: Arc<Auth>) {
+        *self.auth.write() = auth.clone();
+        let _ = self.router.send(Event::Auth(auth));
     }
 
     /// Adds a connection's traffic to the `$SYS` counters.

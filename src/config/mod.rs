@@ -35,6 +35,10 @@ pub struct Security {
     pub allow_anonymous: Option<bool>,
     pub allow_zero_length_clientid: bool,
     pub auto_id_prefix: String,
+    /// `password_file`: users and password hashes (src/auth/passwd.rs).
+    pub password_file: Option<PathBuf>,
+    /// `acl_file`: who may read and write which topics (src/auth/acl.rs).
+    pub acl_file: Option<PathBuf>,
 }
 
 impl Default for Security {
@@ -43,6 +47,8 @@ impl Default for Security {
             allow_anonymous: None,
             allow_zero_length_clientid: true,
             auto_id_prefix: "auto-".into(),
+            password_file: None,
+            acl_file: None,
         }
     }
 }
@@ -50,6 +56,8 @@ impl Default for Security {
 /// One listening socket set (`listener PORT [ADDRESS]`) and its options.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Listener {
+    /// Position in `Config::listeners` ([`Config::number_listeners`]).
+    pub index: usize,
     pub port: u16,
     /// None: every address, IPv4 and IPv6 (Mosquitto opens both).
     pub address: Option<String>,
@@ -68,6 +76,7 @@ pub struct Listener {
 impl Listener {
     pub fn new(port: u16, address: Option<String>) -> Listener {
         Listener {
+            index: 0,
             port,
             address,
             socket_domain: None,
@@ -258,10 +267,9 @@ impl Default for Config {
 
 /// Mosquitto 2's local-only mode: loopback, IPv4 and IPv6.
 pub fn local_only_listeners(port: u16) -> Vec<Listener> {
-    vec![
-        Listener::new(port, Some("127.0.0.1".into())),
-        Listener::new(port, Some("::1".into())),
-    ]
+    let mut v6 = Listener::new(port, Some("::1".into()));
+    v6.index = 1;
+    vec![Listener::new(port, Some("127.0.0.1".into())), v6]
 }
 
 /// A problem in one line of a config file.
@@ -334,6 +342,14 @@ impl Config {
             &listener.security
         } else {
             &self.security
+        }
+    }
+
+    /// Sets each listener's `index` to its position; called whenever the
+    /// list changes.
+    pub fn number_listeners(&mut self) {
+        for (i, l) in self.listeners.iter_mut().enumerate() {
+            l.index = i;
         }
     }
 

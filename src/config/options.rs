@@ -13,9 +13,6 @@ pub enum Refusal {
 
 /// Options a later release of midge implements.
 const NOT_YET: &[&str] = &[
-    // Authentication and access control.
-    "acl_file",
-    "password_file",
     // TLS listeners.
     "cafile",
     "capath",

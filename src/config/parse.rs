@@ -262,6 +262,19 @@ impl Parser {
                 self.listener_security().auto_id_prefix = v;
             }
 
+            "password_file" => {
+                self.once(l, "password_file", true)?;
+                let v = Some(PathBuf::from(l.string()?));
+                self.c.security.password_file = v.clone();
+                self.listener_security().password_file = v;
+            }
+            "acl_file" => {
+                self.once(l, "acl_file", true)?;
+                let v = Some(PathBuf::from(l.string()?));
+                self.c.security.acl_file = v.clone();
+                self.listener_security().acl_file = v;
+            }
+
             // --- general ----------------------------------------------------
             "include_dir" => {
                 if !main {
@@ -448,6 +461,7 @@ impl Parser {
         } else {
             listeners
         };
+        c.number_listeners();
         if c.persistence.enabled {
             c.warnings.push(
                 "Warning: persistence is not implemented yet: retained messages and \

@@ -151,8 +151,8 @@ fn logging_options() {
 fn errors_name_file_line_and_option() {
     let f = "/etc/midge/midge.conf";
     assert_eq!(
-        err("\nallow_anonymous true\npassword_file /x\n"),
-        format!("{f}:3: option 'password_file' is not supported yet")
+        err("\nallow_anonymous true\nmemory_limit 0\n"),
+        format!("{f}:3: option 'memory_limit' is not supported yet")
     );
     assert_eq!(
         err("frobnicate 1\n"),
@@ -227,15 +227,21 @@ fn include_dir_reads_conf_files_in_order() {
 }
 
 #[test]
-fn seed_configurations_parse_up_to_their_tls_and_auth_lines() {
+fn seed_configurations_parse_up_to_their_tls_lines() {
     // Seed 003: the default listener on 8883 with TLS files.
     let seed003 = "port 8883\ncafile /etc/mosquitto/ca_cetificates/mqtt_ca.crt\n";
     assert!(err(seed003).contains(":2: option 'cafile' is not supported yet"));
     let c = parse("port 8883\n").expect("parse");
     assert_eq!(c.listeners, vec![Listener::new(8883, None)]);
     // Seed 004: two listeners, password and ACL files.
-    let seed004 = "password_file /etc/mosquitto/mqtt_passwd\n";
-    assert!(err(seed004).contains(":1: option 'password_file' is not supported yet"));
-    let c = parse("listener 1883\nlistener 1884\n").expect("parse");
+    let seed004 = "listener 1883\nlistener 1884\nallow_anonymous false\n\
+                   password_file /etc/mosquitto/mqtt_passwd\nacl_file /etc/mosquitto/mqtt_acl\n";
+    let c = parse(seed004).expect("parse");
     assert_eq!(c.listeners.len(), 2);
+    assert_eq!(c.listeners[1].index, 1);
+    let pw = c.security.password_file.as_deref();
+    assert_eq!(pw, Some(Path::new("/etc/mosquitto/mqtt_passwd")));
+    let acl = c.security.acl_file.as_deref();
+    assert_eq!(acl, Some(Path::new("/etc/mosquitto/mqtt_acl")));
+    assert!(err("password_file a\npassword_file b\n").contains(":2:"));
 }

@@ -4,12 +4,17 @@ use std::sync::Arc;
 
 use crossbeam_channel::Sender;
 
+use crate::auth::Auth;
 use crate::client::inflight::SessionState;
 use crate::codec::{Level, Publish, Subscribe, Unsubscribe, Will};
 use crate::outbox::Outbox;
 
 /// Unique per accepted connection, never reused while the broker runs.
 pub type ConnId = u64;
+
+/// The broker itself (log lines on `$SYS/broker/log/...`): its messages
+/// pass no ACL. Connections are numbered from 1.
+pub const BROKER: ConnId = 0;
 
 /// A CONNECT that the client thread has already checked (protocol, client
 /// id, credentials) and now asks the router to attach to a session.
@@ -20,6 +25,9 @@ pub struct ConnectRequest {
     pub level: Level,
     pub clean: bool,
     pub will: Option<Will>,
+    /// For ACL checks: the user name and the security scope (listener).
+    pub username: Option<String>,
+    pub scope: usize,
     pub outbox: Arc<Outbox>,
     /// Where the router sends the answer; bounded(1), so it never blocks.
     pub reply: Sender<ConnectReply>,
@@ -72,6 +80,8 @@ pub enum Event {
         kind: DisconnectKind,
         state: Box<SessionState>,
     },
+    /// Password and ACL files were read again: apply the new ACLs.
+    Auth(Arc<Auth>),
     /// Stop: close every connection and return.
     Shutdown,
 }

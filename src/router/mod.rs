@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use log::{debug, info};
 
+use crate::auth::Auth;
+use crate::auth::acl::{self, Subject};
 use crate::client::inflight::SessionState;
 use crate::codec::{Level, Packet, Publish, QoS, SubAck, Subscribe, Unsubscribe, Will};
 use crate::config::Config;
@@ -59,6 +61,18 @@ struct Session {
     offline_bytes: usize,
     /// When a persistent session lost its connection.
     offline_since: Option<Instant>,
+    /// Who connected last, for ACL checks.
+    identity: Identity,
+    /// The ACL rules compiled for that identity; None when its scope has no
+    /// ACL file (everything allowed).
+    acl: Option<Subject>,
+}
+
+/// What ACL rules depend on.
+#[derive(Debug, Default)]
+struct Identity {
+    username: Option<String>,
+    scope: usize,
 }
 
 /// Counters kept by the router, for `$SYS`.
@@ -89,11 +103,13 @@ pub struct Router {
     stats: Stats,
     metrics: Arc<Metrics>,
     sys: SysTree,
+    auth: Arc<Auth>,
 }
 
 impl Router {
-    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> Router {
+    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>, auth: Arc<Auth>) -> Router {
         Router {
+            auth,
             config,
             sessions: Vec::new(),
             free: Vec::new(),
@@ -234,11 +250,14 @@ impl Router {
     pub fn handle(&mut self, ev: Event) -> bool {
         match ev {
             Event::Connect(req) => self.connect(req),
-            Event::Publish { publish, .. } => {
+            Event::Publish { conn, publish } => {
                 self.stats.messages_received += 1;
                 self.stats.bytes_received += publish.payload.len() as u64;
-                self.publish(publish);
+                if self.may_publish(conn, &publish) {
+                    self.publish(publish);
+                }
             }
+            Event::Auth(auth) => self.replace_auth(auth),
             Event::Subscribe { conn, subscribe } => self.subscribe(conn, subscribe),
             Event::Unsubscribe { conn, unsubscribe } => self.unsubscribe(conn, unsubscribe),
             Event::Disconnect { conn, kind, state } => self.disconnect(conn, kind, *state),
@@ -285,6 +304,8 @@ impl Router {
             last_seq: 0,
             offline_bytes: 0,
             offline_since: None,
+            identity: Identity::default(),
+            acl: None,
         };
         let sid = match self.free.pop() {
             Some(sid) => {
@@ -309,8 +330,12 @@ impl Router {
             will,
             outbox,
             reply,
-            ..
+            username,
+            scope,
+            client_id,
         } = req;
+        let identity = Identity { username, scope };
+        let acl = self.subject(&identity, &client_id);
         let Some(s) = self.sessions.get_mut(sid as usize).and_then(|s| s.as_mut()) else {
             return;
         };
@@ -326,6 +351,8 @@ impl Router {
         s.offline_bytes = 0;
         s.offline_since = None;
         s.clean = clean;
+        s.identity = identity;
+        s.acl = acl;
         let state = std::mem::take(&mut s.offline);
         s.live = Some(Live { outbox, will });
         self.by_conn.insert(conn, sid);
@@ -366,7 +393,15 @@ impl Router {
             // the new connection keep a persistent session.
             DisconnectKind::TakenOver => s.clean || next.as_ref().is_none_or(|n| n.clean),
         };
-        let will = if send_will { live.will } else { None };
+        // A will needs the same write access as a PUBLISH (Mosquitto 2.0
+        // drops it silently when sending it).
+        let will = live.will.filter(|w| {
+            send_will
+                && acl::dollar_write_allowed(&w.topic)
+                && s.acl
+                    .as_ref()
+                    .is_none_or(|a| a.allows(&w.topic, acl::WRITE))
+        });
         if s.clean {
             self.remove_session(sid);
         } else {
@@ -443,6 +478,12 @@ impl Router {
             return;
         }
         s.last_seq = self.seq;
+        if s.acl
+            .as_ref()
+            .is_some_and(|a| !a.allows(&p.topic, acl::READ))
+        {
+            return;
+        }
         let mut p = p.clone();
         p.qos = if self.config.upgrade_outgoing_qos {
             granted
@@ -492,6 +533,7 @@ impl Router {
         };
         let Some(live) = &s.live else { return };
         let outbox = live.outbox.clone();
+        let subject = s.acl.clone();
         let mut codes = Vec::with_capacity(sub.filters.len());
         for f in &sub.filters {
             info!(target: logging::SUBSCRIBE, "{} {} {}", s.client_id, f.qos as u8, f.filter);
@@ -507,6 +549,12 @@ impl Router {
         let limits = self.queue_limits();
         for f in &sub.filters {
             self.retained.for_each_match(&f.filter, |m| {
+                if subject
+                    .as_ref()
+                    .is_some_and(|a| !a.allows(&m.topic, acl::READ))
+                {
+                    return;
+                }
                 let mut out = m.clone();
                 out.qos = out.qos.min(f.qos);
                 out.retain = true;
@@ -531,6 +579,61 @@ impl Router {
         }
         live.outbox
             .push(Outgoing::Packet(Packet::UnsubAck(unsub.pkid)));
+    }
+
+    /// The compiled ACL of a client, or None when its scope has none.
+    fn subject(&self, who: &Identity, client_id: &str) -> Option<Subject> {
+        let scope = self.auth.scope(who.scope);
+        let acl = scope.acl.as_ref()?;
+        let subject = acl.subject(who.username.as_deref(), client_id);
+        if subject.refused_patterns {
+            info!(
+                "ACL patterns do not apply to client {client_id}: its user name or client id \
+                 holds '/', '+' or '#'."
+            );
+        }
+        Some(subject)
+    }
+
+    /// Write access for a PUBLISH from `conn` (Mosquitto drops a denied
+    /// message silently; its QoS flow has already been completed).
+    fn may_publish(&mut self, conn: ConnId, p: &Publish) -> bool {
+        if conn == event::BROKER {
+            return true;
+        }
+        let sid = self.by_conn.get(&conn).copied();
+        let s = sid.and_then(|sid| self.sessions.get(sid as usize)?.as_ref());
+        let allowed = acl::dollar_write_allowed(&p.topic)
+            && s.is_none_or(|s| {
+                s.acl
+                    .as_ref()
+                    .is_none_or(|a| a.allows(&p.topic, acl::WRITE))
+            });
+        if !allowed {
+            let id = s.map_or("?", |s| s.client_id.as_str());
+            debug!(
+                "Denied PUBLISH from {id} (d{}, q{}, r{}, m{}, '{}', ... ({} bytes))",
+                p.dup as u8,
+                p.qos as u8,
+                p.retain as u8,
+                p.pkid,
+                p.topic,
+                p.payload.len()
+            );
+        }
+        allowed
+    }
+
+    /// New password and ACL files: recompile every session's rules.
+    fn replace_auth(&mut self, auth: Arc<Auth>) {
+        self.auth = auth;
+        for i in 0..self.sessions.len() {
+            let Some(s) = &self.sessions[i] else { continue };
+            let acl = self.subject(&s.identity, &s.client_id);
+            if let Some(s) = self.sessions[i].as_mut() {
+                s.acl = acl;
+            }
+        }
     }
 
     /// Asks every connected client thread to close.
@@ -565,6 +668,8 @@ mod tests {
             level: Level::V311,
             clean,
             will: None,
+            username: None,
+            scope: 0,
             outbox: Arc::new(Outbox::new().expect("outbox")),
             reply: tx,
         })));
@@ -586,7 +691,7 @@ mod tests {
             sys_interval: 0,
             ..Config::default()
         };
-        let mut r = Router::new(Arc::new(config), Arc::default());
+        let mut r = Router::new(Arc::new(config), Arc::default(), Arc::default());
         connect(&mut r, 1, "old", false);
         connect(&mut r, 2, "online", false);
         gone(&mut r, 1);

@@ -10,6 +10,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use super::broker::{Broker, Lines};
+use super::packets::{Connect, RawClient};
 
 pub const MOSQUITTO_PUB: &str = "/usr/bin/mosquitto_pub";
 pub const MOSQUITTO_SUB: &str = "/usr/bin/mosquitto_sub";
@@ -268,7 +269,13 @@ pub fn spawn_py(script: &str, args: &[&str]) -> Proc {
 /// from then on its subscription is in place. Probes are QoS 0 from a raw
 /// client, so callers should ignore lines starting with `probe_topic`.
 pub fn wait_until_subscribed(b: &Broker, sub: &Proc, probe_topic: &str) {
-    let mut p = b.client("prober");
+    wait_until_subscribed_as(b, sub, probe_topic, &Connect::new("prober"));
+}
+
+/// As `wait_until_subscribed`, probing as the client `connect` describes
+/// (a user name and password, when the broker asks for them).
+pub fn wait_until_subscribed_as(b: &Broker, sub: &Proc, probe_topic: &str, connect: &Connect) {
+    let mut p = RawClient::connect_with(b.addr(), connect, false);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         p.publish(probe_topic, b"probe", 0, false, 0);

@@ -1,0 +1,98 @@
+//! Who may connect, and what they may publish and receive: the password
+//! and ACL files of mosquitto.conf, read as Mosquitto's tools write them.
+//!
+//! [`Auth`] holds every security scope: one for the whole broker, or one per
+//! listener with `per_listener_settings true`. The client thread checks the
+//! password when a client connects; the router checks ACLs per message.
+//! A reload builds a whole new `Auth` first, so a file that no longer reads
+//! keeps the previous rules in force.
+
+pub mod acl;
+pub mod passwd;
+
+use std::sync::Arc;
+
+use acl::AclFile;
+use passwd::{FileError, Passwords};
+
+use crate::config::{Config, Listener};
+
+/// The rules of one scope.
+#[derive(Debug, Default)]
+pub struct Scope {
+    pub allow_anonymous: bool,
+    pub passwords: Option<Passwords>,
+    pub acl: Option<AclFile>,
+}
+
+impl Scope {
+    /// Mosquitto 2.0's decision for a CONNECT. Without a password file,
+    /// `allow_anonymous` decides for everyone, user name or not; with one,
+    /// a client that gives a user name must give that user's password.
+    pub fn authenticate(&self, username: Option<&str>, password: Option<&[u8]>) -> bool {
+        match (&self.passwords, username) {
+            (Some(p), Some(u)) => p.verify(u, password),
+            _ => self.allow_anonymous,
+        }
+    }
+}
+
+/// Every scope of the running configuration.
+#[derive(Debug, Default)]
+pub struct Auth {
+    /// Index 0 when settings are global, else the listener's index.
+    scopes: Vec<Arc<Scope>>,
+    per_listener: bool,
+}
+
+impl Auth {
+    /// Reads every password and ACL file `config` names.
+    pub fn load(config: &Config) -> Result<Auth, FileError> {
+        let scope = |allow_anonymous: bool, s: &crate::config::Security| {
+            Ok::<_, FileError>(Arc::new(Scope {
+                allow_anonymous,
+                passwords: s
+                    .password_file
+                    .as_deref()
+                    .map(Passwords::load)
+                    .transpose()?,
+                acl: s.acl_file.as_deref().map(AclFile::load).transpose()?,
+            }))
+        };
+        let scopes = if config.per_listener_settings {
+            config
+                .listeners
+                .iter()
+                .map(|l| scope(config.allow_anonymous(l), &l.security))
+                .collect::<Result<_, _>>()?
+        } else {
+            let anonymous = config.security.allow_anonymous.unwrap_or(config.local_only);
+            vec![scope(anonymous, &config.security)?]
+        };
+        Ok(Auth {
+            scopes,
+            per_listener: config.per_listener_settings,
+        })
+    }
+
+    /// The scope index of a listener's clients.
+    pub fn index(&self, listener: &Listener) -> usize {
+        if self.per_listener { listener.index } else { 0 }
+    }
+
+    /// The rules of scope `i`; an unknown index (a listener added since)
+    /// gets a scope that lets nobody in.
+    pub fn scope(&self, i: usize) -> Arc<Scope> {
+        self.scopes.get(i).cloned().unwrap_or_default()
+    }
+
+    /// Number of user names and ACL files loaded, for the log.
+    pub fn summary(&self) -> (usize, usize) {
+        self.scopes.iter().fold((0, 0), |(u, a), s| {
+            (
+                u + s.passwords.as_ref().map_or(0, Passwords::len),
+                a + usize::from(s.acl.is_some()),
+            )
+        })
+    }
+}
