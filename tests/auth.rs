@@ -749,3 +749,43 @@ fn sighup_reloads_both_files_and_keeps_old_rules_on_failure() {
     old.expect_publish_eq("b/3", b"still", 0, false);
     assert_eq!(connack(&b, &Connect::new("anon2")), 5);
 }
+
+#[test]
+fn check_retain_source_rechecks_the_publisher() {
+    let dir = TempDir::new("auth-retain-source");
+    let granted = "topic read #\nuser w\ntopic write r/#\n";
+    let acl = dir.write("acl", granted);
+    for check in [true, false] {
+        let conf = format!(
+            "allow_anonymous true\nacl_file {}\ncheck_retain_source {check}\n",
+            acl.display()
+        );
+        let seen = same_as_mosquitto("check_retain_source", &conf, |b| {
+            std::fs::write(&acl, granted).expect("write acl");
+            let mut w = RawClient::connect_with(b.addr(), &Connect::new("w").username("w"), false);
+            w.publish("r/1", b"kept", 1, true, 1);
+            let mut reader = b.client("reader");
+            reader.subscribe(1, &[("r/#", 0)]);
+            reader.expect_publish_eq("r/1", b"kept", 0, true);
+            // Take w's write access away; the reload has applied once its
+            // probes stop arriving.
+            std::fs::write(&acl, "topic read #\nuser w\n").expect("write acl");
+            b.signal(libc::SIGHUP);
+            let mut n = 1;
+            loop {
+                n += 1;
+                w.publish("r/probe", b"p", 1, false, n);
+                match reader.try_read(Duration::from_millis(300)) {
+                    ReadOutcome::Packet(_) => assert!(n < 100, "the reload never applied"),
+                    _ => break,
+                }
+            }
+            let mut late = b.client("late");
+            late.subscribe(1, &[("r/#", 0)]);
+            let got = matches!(late.try_read(QUIET), ReadOutcome::Packet(_));
+            std::fs::write(&acl, granted).expect("write acl");
+            got
+        });
+        assert_eq!(seen, !check, "check_retain_source {check}");
+    }
+}

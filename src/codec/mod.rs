@@ -139,6 +139,20 @@ pub struct Publish {
     pub payload: Payload,
 }
 
+impl Publish {
+    /// A retained QoS 0 message, as the broker itself publishes (`$SYS`).
+    pub fn retained(topic: &str, payload: &[u8]) -> Publish {
+        Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: true,
+            topic: Arc::from(topic),
+            pkid: 0,
+            payload: Arc::from(payload),
+        }
+    }
+}
+
 impl std::fmt::Debug for Publish {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Publish")

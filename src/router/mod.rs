@@ -26,7 +26,7 @@ use crate::config::Config;
 use crate::logging;
 use crate::outbox::{CloseReason, Outbox, Outgoing, QueueLimits};
 pub use event::{ConnId, ConnectReply, ConnectRequest, DisconnectKind, Event};
-use retain::Retained;
+use retain::{Retained, Source};
 pub use sys::Metrics;
 use sys::{Snapshot, SysTree};
 use trie::{SessionId, Trie};
@@ -193,14 +193,7 @@ impl Router {
         }
         let snapshot = self.snapshot();
         for (topic, value) in self.sys.update(&self.metrics, &snapshot) {
-            self.publish(Publish {
-                dup: false,
-                qos: QoS::AtMostOnce,
-                retain: true,
-                topic: Arc::from(topic),
-                pkid: 0,
-                payload: Arc::from(value.into_bytes()),
-            });
+            self.publish(Publish::retained(&topic, value.as_bytes()), None);
         }
     }
 
@@ -254,7 +247,8 @@ impl Router {
                 self.stats.messages_received += 1;
                 self.stats.bytes_received += publish.payload.len() as u64;
                 if self.may_publish(conn, &publish) {
-                    self.publish(publish);
+                    let source = self.source(conn, &publish);
+                    self.publish(publish, source);
                 }
             }
             Event::Auth(auth) => self.replace_auth(auth),
@@ -395,6 +389,9 @@ impl Router {
         };
         // A will needs the same write access as a PUBLISH (Mosquitto 2.0
         // drops it silently when sending it).
+        let will_source = (self.config.check_retain_source
+            && live.will.as_ref().is_some_and(|w| w.retain))
+        .then(|| source_of(s));
         let will = live.will.filter(|w| {
             send_will
                 && acl::dollar_write_allowed(&w.topic)
@@ -413,14 +410,17 @@ impl Router {
         }
         if let Some(will) = will {
             debug!("Sending will of {conn}.");
-            self.publish(Publish {
-                dup: false,
-                qos: will.qos,
-                retain: will.retain,
-                topic: will.topic,
-                pkid: 0,
-                payload: will.payload,
-            });
+            self.publish(
+                Publish {
+                    dup: false,
+                    qos: will.qos,
+                    retain: will.retain,
+                    topic: will.topic,
+                    pkid: 0,
+                    payload: will.payload,
+                },
+                will_source,
+            );
         }
         if let Some(req) = next {
             self.connect(req);
@@ -443,13 +443,13 @@ impl Router {
     }
 
     /// Routes one message to every matching subscription.
-    fn publish(&mut self, mut p: Publish) {
+    fn publish(&mut self, mut p: Publish, source: Option<Arc<Source>>) {
         p.dup = false;
         p.pkid = 0;
         // With retain_available false, clients cannot retain (they are
         // disconnected first); wills with retain set are sent unretained.
         if p.retain && self.config.retain_available {
-            self.retained.set(p.clone());
+            self.retained.set(p.clone(), source);
         }
         // [MQTT-3.3.1-9]: a message sent to an established subscription
         // carries retain 0.
@@ -547,13 +547,21 @@ impl Router {
         })));
         // Retained messages follow the SUBACK, with retain set [MQTT-3.3.1-8].
         let limits = self.queue_limits();
+        let auth = self.auth.clone();
         for f in &sub.filters {
-            self.retained.for_each_match(&f.filter, |m| {
+            self.retained.for_each_match(&f.filter, |stored| {
+                let m = &stored.publish;
                 if subject
                     .as_ref()
                     .is_some_and(|a| !a.allows(&m.topic, acl::READ))
                 {
                     return;
+                }
+                // check_retain_source: its publisher must still be allowed.
+                if let Some(src) = stored.source.as_deref() {
+                    if !source_may_write(&auth, src, &m.topic) {
+                        return;
+                    }
                 }
                 let mut out = m.clone();
                 out.qos = out.qos.min(f.qos);
@@ -624,6 +632,16 @@ impl Router {
         allowed
     }
 
+    /// The publisher of a retained message, kept with it when
+    /// `check_retain_source` is on.
+    fn source(&self, conn: ConnId, p: &Publish) -> Option<Arc<Source>> {
+        if !p.retain || !self.config.check_retain_source {
+            return None;
+        }
+        let sid = *self.by_conn.get(&conn)?;
+        self.sessions.get(sid as usize)?.as_ref().map(source_of)
+    }
+
     /// New password and ACL files: recompile every session's rules.
     fn replace_auth(&mut self, auth: Arc<Auth>) {
         self.auth = auth;
@@ -653,6 +671,24 @@ impl Router {
     pub fn session_count(&self) -> usize {
         self.by_client_id.len()
     }
+}
+
+fn source_of(s: &Session) -> Arc<Source> {
+    Arc::new(Source {
+        client_id: s.client_id.clone(),
+        username: s.identity.username.clone(),
+        scope: s.identity.scope,
+    })
+}
+
+/// `check_retain_source`: whether the client that published a retained
+/// message may still write its topic under the rules in force now.
+fn source_may_write(auth: &Auth, src: &Source, topic: &str) -> bool {
+    let scope = auth.scope(src.scope);
+    scope.acl.as_ref().is_none_or(|acl| {
+        acl.subject(src.username.as_deref(), &src.client_id)
+            .allows(topic, acl::WRITE)
+    })
 }
 
 #[cfg(test)]

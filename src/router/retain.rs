@@ -5,13 +5,30 @@
 //! clears the topic [MQTT-3.3.1-10].
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::codec::Publish;
+
+/// Who published a retained message, for `check_retain_source`.
+#[derive(Debug)]
+pub struct Source {
+    pub client_id: String,
+    pub username: Option<String>,
+    /// The security scope (listener) it connected through.
+    pub scope: usize,
+}
+
+/// A retained message and, when `check_retain_source` is on, its source.
+#[derive(Debug)]
+pub struct Stored {
+    pub publish: Publish,
+    pub source: Option<Arc<Source>>,
+}
 
 #[derive(Debug, Default)]
 struct Node {
     children: HashMap<Box<str>, Node>,
-    msg: Option<Publish>,
+    msg: Option<Stored>,
 }
 
 #[derive(Debug, Default)]
@@ -23,7 +40,7 @@ pub struct Retained {
 impl Retained {
     /// Stores `p` as the retained message of its topic, or clears the topic
     /// when the payload is empty.
-    pub fn set(&mut self, p: Publish) {
+    pub fn set(&mut self, p: Publish, source: Option<Arc<Source>>) {
         if p.payload.is_empty() {
             let topic = p.topic.clone();
             if clear_in(&mut self.root, &topic) {
@@ -35,7 +52,8 @@ impl Retained {
         for level in p.topic.split('/') {
             node = node.children.entry(Box::from(level)).or_default();
         }
-        if node.msg.replace(p).is_none() {
+        let stored = Stored { publish: p, source };
+        if node.msg.replace(stored).is_none() {
             self.count += 1;
         }
     }
@@ -49,7 +67,7 @@ impl Retained {
     }
 
     /// Calls `f` for each retained message whose topic matches `filter`.
-    pub fn for_each_match(&self, filter: &str, mut f: impl FnMut(&Publish)) {
+    pub fn for_each_match(&self, filter: &str, mut f: impl FnMut(&Stored)) {
         match_in(&self.root, filter, true, &mut f);
     }
 }
@@ -72,7 +90,7 @@ fn clear_in(node: &mut Node, topic: &str) -> bool {
     cleared
 }
 
-fn all_below(node: &Node, f: &mut impl FnMut(&Publish)) {
+fn all_below(node: &Node, f: &mut impl FnMut(&Stored)) {
     if let Some(m) = &node.msg {
         f(m);
     }
@@ -81,7 +99,7 @@ fn all_below(node: &Node, f: &mut impl FnMut(&Publish)) {
     }
 }
 
-fn match_in(node: &Node, filter: &str, first: bool, f: &mut impl FnMut(&Publish)) {
+fn match_in(node: &Node, filter: &str, first: bool, f: &mut impl FnMut(&Stored)) {
     let (level, rest) = match filter.split_once('/') {
         Some((l, r)) => (l, Some(r)),
         None => (filter, None),
@@ -134,23 +152,14 @@ fn match_in(node: &Node, filter: &str, first: bool, f: &mut impl FnMut(&Publish)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::QoS;
-    use std::sync::Arc;
 
     fn msg(topic: &str, body: &str) -> Publish {
-        Publish {
-            dup: false,
-            qos: QoS::AtMostOnce,
-            retain: true,
-            topic: Arc::from(topic),
-            pkid: 0,
-            payload: Arc::from(body.as_bytes()),
-        }
+        Publish::retained(topic, body.as_bytes())
     }
 
     fn topics(r: &Retained, filter: &str) -> Vec<String> {
         let mut v = Vec::new();
-        r.for_each_match(filter, |p| v.push(p.topic.to_string()));
+        r.for_each_match(filter, |s| v.push(s.publish.topic.to_string()));
         v.sort();
         v
     }
@@ -158,13 +167,13 @@ mod tests {
     #[test]
     fn set_replace_clear() {
         let mut r = Retained::default();
-        r.set(msg("a/b", "1"));
-        r.set(msg("a/b", "2"));
+        r.set(msg("a/b", "1"), None);
+        r.set(msg("a/b", "2"), None);
         assert_eq!(r.len(), 1);
         let mut got = Vec::new();
-        r.for_each_match("a/b", |p| got.push(p.payload.to_vec()));
+        r.for_each_match("a/b", |s| got.push(s.publish.payload.to_vec()));
         assert_eq!(got, vec![b"2".to_vec()]);
-        r.set(msg("a/b", ""));
+        r.set(msg("a/b", ""), None);
         assert!(r.is_empty());
         assert!(r.root.children.is_empty(), "cleared branches are pruned");
     }
@@ -173,7 +182,7 @@ mod tests {
     fn wildcard_lookups() {
         let mut r = Retained::default();
         for t in ["a", "a/b", "a/c", "a/b/c", "$SYS/x", "b/b"] {
-            r.set(msg(t, "x"));
+            r.set(msg(t, "x"), None);
         }
         assert_eq!(topics(&r, "#"), vec!["a", "a/b", "a/b/c", "a/c", "b/b"]);
         assert_eq!(topics(&r, "a/#"), vec!["a", "a/b", "a/b/c", "a/c"]);
