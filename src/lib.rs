@@ -26,8 +26,10 @@ pub mod notify;
 pub mod outbox;
 pub mod router;
 pub mod sys;
+pub mod tls;
 pub mod tools;
 pub mod topic;
+pub mod transport;
 
 /// The version printed in logs and by `--version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -399,7 +399,6 @@ fn mosquitto_option_not_supported_yet() {
 fn other_mosquitto_options_not_supported_yet() {
     for (opt, value) in [
         ("acl_file", "/etc/mosquitto/acl"),
-        ("cafile", "/etc/mosquitto/certs/ca.crt"),
         ("connection", "central"),
         ("http_dir", "/var/www"),
         ("max_qos", "1"),

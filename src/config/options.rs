@@ -16,18 +16,6 @@ const NOT_YET: &[&str] = &[
     // Authentication and access control.
     "acl_file",
     "password_file",
-    // TLS listeners.
-    "cafile",
-    "capath",
-    "certfile",
-    "keyfile",
-    "require_certificate",
-    "use_identity_as_username",
-    "use_subject_as_username",
-    "crlfile",
-    "tls_version",
-    "ciphers",
-    "ciphers_tls1.3",
     // WebSockets listeners.
     "http_dir",
     "websockets_headers_size",
