@@ -16,7 +16,6 @@ use parking_lot::RwLock;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 
 use crate::config::{FileSetting, TlsSettings, TlsVersion};
@@ -135,8 +134,8 @@ pub fn read_key(f: &FileSetting) -> Result<PrivateKeyDer<'static>, String> {
     }
 }
 
-/// The CA certificates of `cafile` and `capath`, with the store webpki uses.
-pub fn read_cas(s: &TlsSettings) -> Result<(RootCertStore, Vec<CertificateDer<'static>>), String> {
+/// The CA certificates of `cafile` and `capath` that webpki can use.
+pub fn read_cas(s: &TlsSettings) -> Result<Vec<CertificateDer<'static>>, String> {
     let mut ders = Vec::new();
     let mut store = RootCertStore::empty();
     if let Some(f) = &s.cafile {
@@ -175,7 +174,7 @@ pub fn read_cas(s: &TlsSettings) -> Result<(RootCertStore, Vec<CertificateDer<'s
             ));
         }
     }
-    Ok((store, ders))
+    Ok(ders)
 }
 
 /// The CRLs of `crlfile`.
@@ -230,15 +229,12 @@ fn build(s: &TlsSettings) -> Result<(ServerConfig, Vec<String>), String> {
             format!("{at}: tls_version, ciphers and ciphers_tls1.3 leave nothing to use: {e}")
         })?;
     let builder = if s.require_certificate {
-        let (roots, _) = read_cas(s)?;
-        let mut v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
-        if let Some(f) = &s.crlfile {
-            v = v
-                .with_crls(read_crls(f)?)
-                .only_check_end_entity_revocation();
-        }
-        let verifier = v
-            .build()
+        let anchors = read_cas(s)?;
+        let crls = match &s.crlfile {
+            Some(f) => read_crls(f)?,
+            None => Vec::new(),
+        };
+        let verifier = verify::ClientVerifier::new(anchors, crls, provider.clone())
             .map_err(|e| format!("{at}: cannot set up client certificate checks: {e}"))?;
         builder.with_client_cert_verifier(verifier)
     } else {
