@@ -6,9 +6,9 @@
 #   debian/mkdeb.sh amd64 target/release/midge
 #   debian/mkdeb.sh armhf target/armv7-unknown-linux-gnueabihf/release/midge
 #
-# TOOLS (space-separated, empty today) names client tools to install as
+# TOOLS (space-separated) names client tools to install as
 # /usr/bin/<tool> -> ../sbin/midge: one binary that picks its role from
-# argv[0].
+# argv[0]. Each has its man page in debian/<tool>.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,6 +48,11 @@ gzip -9n <debian/changelog >"$R/usr/share/doc/midge/changelog.Debian.gz"
 gzip -9n <docs/CONFIG.md >"$R/usr/share/doc/midge/CONFIG.md.gz"
 gzip -9n <debian/midge.8 >"$R/usr/share/man/man8/midge.8.gz"
 gzip -9n <debian/midge.conf.5 >"$R/usr/share/man/man5/midge.conf.5.gz"
+gzip -9n <docs/TLS.md >"$R/usr/share/doc/midge/TLS.md.gz"
+for tool in $TOOLS; do
+    mkdir -p "$R/usr/share/man/man1"
+    gzip -9n <"debian/$tool.1" >"$R/usr/share/man/man1/$tool.1.gz"
+done
 install -D -m 0644 debian/lintian-overrides "$R/usr/share/lintian/overrides/midge"
 install -d -m 0755 "$R/var/lib/midge"
 chmod 0644 "$R"/usr/share/doc/midge/* "$R"/usr/share/man/man*/*

@@ -3,6 +3,8 @@
 //! `main` looks at the name it was started under and runs the tool of that
 //! name. On a board this keeps rustls, ring and the codec on disk once.
 
+pub mod cert;
+
 use std::ffi::{OsStr, OsString};
 use std::path::Path;
 use std::process::ExitCode;
@@ -11,7 +13,7 @@ use std::process::ExitCode;
 pub type Main = fn(Vec<OsString>) -> ExitCode;
 
 /// Every tool, by the name it is installed under.
-const TOOLS: &[(&str, Main)] = &[];
+const TOOLS: &[(&str, Main)] = &[("midge_cert", cert::main)];
 
 /// The tool `argv0` names (by its file name), or `None` for the broker.
 pub fn by_name(argv0: &OsStr) -> Option<Main> {
