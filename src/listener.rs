@@ -15,6 +15,7 @@ use log::{info, warn};
 use crate::client::{self, Shared};
 use crate::config::{Domain, Listener};
 use crate::sys::{self, POLLIN, PollFd, Signals};
+use crate::tls::ServerTls;
 
 /// One configured listener while the broker runs: its settings and how
 /// many connections it has, for `max_connections`.
@@ -23,6 +24,8 @@ pub struct ListenerState {
     pub conf: Listener,
     /// The port actually bound (differs from `conf.port` for port 0).
     pub port: u16,
+    /// TLS settings and files, for a TLS listener.
+    pub tls: Option<Arc<ServerTls>>,
     active: AtomicUsize,
 }
 
@@ -64,8 +67,8 @@ pub struct Bound {
 /// Opens the sockets of one `listener` line. With no address it opens IPv4
 /// and IPv6 on every interface, as Mosquitto does (`socket_domain` keeps
 /// one of them); with port 0 both share the port the kernel picked for the
-/// first.
-pub fn bind(l: &Listener) -> io::Result<Vec<Bound>> {
+/// first. `tls` holds the files of a TLS listener, read beforehand.
+pub fn bind(l: &Listener, tls: Option<Arc<ServerTls>>) -> io::Result<Vec<Bound>> {
     let mut addrs: Vec<IpAddr> = match &l.address {
         None => vec![
             IpAddr::V4(Ipv4Addr::UNSPECIFIED),
@@ -121,6 +124,7 @@ pub fn bind(l: &Listener) -> io::Result<Vec<Bound>> {
     let state = Arc::new(ListenerState {
         conf: l.clone(),
         port,
+        tls,
         active: AtomicUsize::new(0),
     });
     Ok(sockets

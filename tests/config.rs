@@ -398,7 +398,6 @@ fn mosquitto_option_not_supported_yet() {
 #[test]
 fn other_mosquitto_options_not_supported_yet() {
     for (opt, value) in [
-        ("cafile", "/etc/mosquitto/certs/ca.crt"),
         ("connection", "central"),
         ("http_dir", "/var/www"),
         ("max_qos", "1"),

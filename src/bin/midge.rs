@@ -10,6 +10,7 @@ use midge::auth::Auth;
 use midge::client::Shared;
 use midge::config::{Config, Listener, local_only_listeners};
 use midge::router::{Event, Metrics, Router};
+use midge::tls::ServerTls;
 use midge::{VERSION, listener, logging, notify, sys};
 
 /// Channel depth between client threads and the router. When the router
@@ -90,7 +91,13 @@ fn run() -> Result<ExitCode, String> {
         config.number_listeners();
     }
     let auth = Arc::new(Auth::load(&config).map_err(|e| e.to_string())?);
+    // Keys and certificates are read now, before privileges are dropped
+    // (a key is usually readable by root only).
+    let (tls, tls_notes) = load_tls(&config)?;
     if m.opt_present("t") {
+        for n in &tls_notes {
+            eprintln!("{n}");
+        }
         println!("configuration ok");
         return Ok(ExitCode::SUCCESS);
     }
@@ -107,6 +114,7 @@ fn run() -> Result<ExitCode, String> {
     for w in &config.warnings {
         warn!("{w}");
     }
+    log_notes(&tls_notes);
     if config.local_only {
         info!(
             "Starting in local only mode. Connections will only be possible from clients running on this machine."
@@ -124,8 +132,8 @@ fn run() -> Result<ExitCode, String> {
     }
 
     let mut sockets = Vec::new();
-    for l in &config.listeners {
-        match listener::bind(l) {
+    for (l, t) in config.listeners.iter().zip(&tls) {
+        match listener::bind(l, t.clone()) {
             Ok(b) => sockets.extend(b),
             // In local-only mode a machine without IPv6 loopback still runs.
             Err(e) if config.local_only && l.address.as_deref() == Some("::1") => {
@@ -171,8 +179,9 @@ fn run() -> Result<ExitCode, String> {
         warn!("Warning: unable to notify the service manager: {e}.");
     }
 
+    let tls: Vec<Arc<ServerTls>> = tls.into_iter().flatten().collect();
     let stop = listener::accept_loop(&sockets, &signals, &shared, || {
-        reload(&config, &shared, verbose)
+        reload(&config, &shared, verbose, &tls)
     })
     .map_err(|e| format!("accept loop failed: {e}"))?;
     info!("midge version {VERSION} terminating ({stop:?})");
@@ -201,12 +210,49 @@ fn load(path: Option<&Path>) -> Result<Config, String> {
     }
 }
 
-/// SIGHUP: re-reads the config file and applies the log settings. A file
-/// that no longer reads keeps everything as it was, as Mosquitto does.
+/// Per listener, its TLS state if it is a TLS listener.
+type ListenerTls = Vec<Option<Arc<ServerTls>>>;
+
+/// The TLS files of every listener, in the order of `config.listeners`,
+/// and the remarks to log about them.
+fn load_tls(config: &Config) -> Result<(ListenerTls, Vec<String>), String> {
+    let mut all = Vec::new();
+    let mut notes = Vec::new();
+    for l in &config.listeners {
+        if !l.tls.enabled() {
+            all.push(None);
+            continue;
+        }
+        let (t, n) = ServerTls::load(&l.tls)?;
+        notes.extend(n);
+        all.push(Some(Arc::new(t)));
+    }
+    Ok((all, notes))
+}
+
+fn log_notes(notes: &[String]) {
+    for n in notes {
+        if n.starts_with("Warning") {
+            warn!("{n}");
+        } else {
+            info!("{n}");
+        }
+    }
+}
+
+/// SIGHUP: re-reads the config file and applies the log settings, and
+/// re-reads the certificates and keys of TLS listeners. A file that no
+/// longer reads keeps what was in use, as Mosquitto does.
 /// Password and ACL files are read again too: a file that cannot be read
 /// keeps the previous rules in force, never none.
-fn reload(config: &Config, shared: &Shared, verbose: bool) {
+fn reload(config: &Config, shared: &Shared, verbose: bool, tls: &[Arc<ServerTls>]) {
     info!("Reloading config.");
+    for t in tls {
+        match t.reload() {
+            Ok(notes) => log_notes(&notes),
+            Err(e) => error!("Error: {e}; keeping the previous certificate and key."),
+        }
+    }
     let fresh = match load(config.path.as_deref()) {
         Ok(mut c) => {
             c.number_listeners();

@@ -7,9 +7,9 @@
 //! heap memory for I/O, and no stack page for it either.
 
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
 
 use crate::codec::{self, DecodeError, Level, Packet};
+use crate::transport::Stream;
 
 /// Bytes read per read(2) call.
 const READ_CHUNK: usize = 4096;
@@ -35,7 +35,7 @@ impl From<DecodeError> for ReadError {
 }
 
 pub struct Conn {
-    pub sock: TcpStream,
+    pub sock: Stream,
     /// Received bytes not yet decoded: `rbuf[rpos..]`. 0 <= rpos <= rbuf.len()
     rbuf: Vec<u8>,
     rpos: usize,
@@ -58,8 +58,8 @@ pub struct Counts {
 }
 
 impl Conn {
-    pub fn new(sock: TcpStream, max_packet: usize) -> io::Result<Conn> {
-        sock.set_nonblocking(true)?;
+    pub fn new(sock: Stream, max_packet: usize) -> io::Result<Conn> {
+        sock.tcp().set_nonblocking(true)?;
         Ok(Conn {
             sock,
             rbuf: Vec::new(),
@@ -89,11 +89,16 @@ impl Conn {
             };
             self.rbuf.truncate(start + n);
             match got {
+                // Packets that came before the close are handled first;
+                // the next call sees the close again.
+                Ok(0) if any => return Ok(true),
                 Ok(0) => return Err(ReadError::Closed),
                 Ok(n) => {
                     any = true;
                     self.counts.bytes_in += n as u64;
-                    if n < READ_CHUNK {
+                    // A short plain read drained the socket (TLS goes on
+                    // until rustls has nothing more).
+                    if n < READ_CHUNK && !self.sock.is_tls() {
                         return Ok(true);
                     }
                     // Give other work a turn after a large burst.
@@ -153,9 +158,20 @@ impl Conn {
         std::mem::take(&mut self.counts)
     }
 
-    /// Bytes waiting to be written.
+    /// Bytes waiting to be written (1 more while TLS output waits in rustls).
     pub fn pending_write(&self) -> usize {
-        self.wbuf.len() - self.wpos
+        self.wbuf.len() - self.wpos + usize::from(self.sock.wants_write())
+    }
+
+    /// Whether received bytes wait to be read that poll(2) does not see.
+    pub fn buffered(&mut self) -> bool {
+        self.sock.buffered()
+    }
+
+    /// Whether the first bytes received open a TLS handshake record: a TLS
+    /// client on a plain port.
+    pub fn starts_with_tls(&self) -> bool {
+        self.rbuf.len() >= 3 && self.rbuf[0] == 0x16 && self.rbuf[1] == 0x03 && self.rbuf[2] <= 0x04
     }
 
     /// Writes as much as the socket takes without blocking.
@@ -171,6 +187,10 @@ impl Conn {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
+        }
+        match self.sock.push() {
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
+            _ => {}
         }
         if self.wpos == self.wbuf.len() {
             // Drained: an idle client holds no write buffer.

@@ -14,6 +14,7 @@ use crate::codec::{ConnAck, Connect, Level, Packet, connack};
 use crate::config::Listener;
 use crate::outbox::Outbox;
 use crate::router::{ConnId, ConnectReply, ConnectRequest, Event};
+use crate::tls::cert::NoIdentity;
 
 /// Why a connection ended before it became a session.
 #[derive(Debug)]
@@ -41,11 +42,15 @@ pub struct Accepted {
 }
 
 /// Waits for CONNECT, checks it, registers with the router and sends CONNACK.
+/// `tls_identity` is the user name a TLS listener with
+/// `use_identity_as_username` or `use_subject_as_username` takes from the
+/// client's certificate (or why there is none); None elsewhere.
 pub fn handshake(
     c: &mut Conn,
     shared: &Shared,
     listener: &Listener,
     conn_id: ConnId,
+    tls_identity: Option<Result<String, NoIdentity>>,
 ) -> Result<Accepted, Refused> {
     let timeout = Duration::from_secs(u64::from(shared.config.connect_timeout));
     let deadline = Instant::now() + timeout;
@@ -76,7 +81,30 @@ pub fn handshake(
         }
     };
     c.level = connect.level;
-    let client_id = check(c, shared, listener, &connect)?;
+    let mut connect = connect;
+    // The certificate names the user and has authenticated the client
+    // (Mosquitto: a missing certificate is a bad user name, a missing CN
+    // is not authorised).
+    let tls_user = match tls_identity {
+        None => false,
+        Some(Ok(name)) => {
+            connect.username = Some(name);
+            connect.password = None;
+            true
+        }
+        Some(Err(why)) => {
+            let code = match why {
+                NoIdentity::NoCertificate => connack::BAD_USERNAME_OR_PASSWORD,
+                NoIdentity::NoCommonName => connack::NOT_AUTHORIZED,
+            };
+            send_connack(c, connect.level as u8, code, false);
+            return Err(Refused::Code {
+                code,
+                client_id: connect.client_id,
+            });
+        }
+    };
+    let client_id = check(c, shared, listener, &connect, tls_user)?;
     let mut will = connect.will.clone();
     if let (Some(w), Some(mp)) = (&mut will, &listener.mount_point) {
         w.topic = Arc::from(format!("{mp}{}", w.topic));
@@ -144,8 +172,15 @@ pub fn handshake(
 }
 
 /// Client id, keepalive and credential checks, in Mosquitto's order.
-/// Returns the client id to use.
-fn check(c: &mut Conn, shared: &Shared, l: &Listener, p: &Connect) -> Result<String, Refused> {
+/// Returns the client id to use. `tls_user`: the TLS certificate gave the
+/// user name and authenticated the client.
+fn check(
+    c: &mut Conn,
+    shared: &Shared,
+    l: &Listener,
+    p: &Connect,
+    tls_user: bool,
+) -> Result<String, Refused> {
     let refuse = |c: &mut Conn, code: u8, id: &str| {
         send_connack(c, p.level as u8, code, false);
         Err(Refused::Code {
@@ -183,7 +218,9 @@ fn check(c: &mut Conn, shared: &Shared, l: &Listener, p: &Connect) -> Result<Str
     // wrong password included, under 3.1 and 3.1.1 alike.
     let auth = shared.auth();
     let scope = auth.scope(auth.index(l));
-    if !scope.authenticate(p.username.as_deref(), p.password.as_deref()) {
+    // A client certificate used as the user name is the authentication
+    // (use_identity_as_username): no password is asked, as in Mosquitto.
+    if !tls_user && !scope.authenticate(p.username.as_deref(), p.password.as_deref()) {
         match &p.username {
             Some(u) => info!("Client {client_id} (u'{u}') failed authentication."),
             None => info!("Client {client_id} refused: anonymous access is off."),

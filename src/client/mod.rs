@@ -29,6 +29,7 @@ use crate::listener::Slot;
 use crate::outbox::{CloseReason, Outbox, Outgoing};
 use crate::router::{ConnId, DisconnectKind, Event, Metrics};
 use crate::sys::{self, POLLERR, POLLIN, POLLOUT, PollFd};
+use crate::transport::{Stream, TlsStream};
 use conn::{Conn, ReadError};
 use connect::{Accepted, Refused};
 use inflight::{Inflight, Resend, SessionState};
@@ -37,6 +38,9 @@ use parking_lot::RwLock;
 /// Output buffered beyond this waits until the socket drains, so a client
 /// that does not read holds its backlog in the bounded outbox, not here.
 const WRITE_HIGH_WATER: usize = 64 * 1024;
+
+/// The least stack of a TLS client's thread.
+const TLS_STACK: usize = 256 * 1024;
 
 /// What every client thread shares: settings and the router's channel.
 pub struct Shared {
@@ -98,7 +102,12 @@ impl Shared {
 /// Starts the thread for a freshly accepted connection.
 pub fn spawn(sock: TcpStream, peer: SocketAddr, slot: Slot, shared: Arc<Shared>) -> io::Result<()> {
     let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
-    let stack = shared.config.client_stack_size;
+    let mut stack = shared.config.client_stack_size;
+    if slot.listener().tls.is_some() {
+        // Certificate checks (RSA, X.509 parsing) need more room than
+        // MQTT; only the pages touched cost memory.
+        stack = stack.max(TLS_STACK);
+    }
     std::thread::Builder::new()
         .name(format!("client-{id}"))
         .stack_size(stack)
@@ -122,14 +131,41 @@ fn run(sock: TcpStream, peer: SocketAddr, slot: &Slot, id: ConnId, shared: &Shar
     if shared.config.set_tcp_nodelay {
         let _ = sock.set_nodelay(true);
     }
-    let mut c = match Conn::new(sock, shared.config.max_packet_size) {
+    let stream = match &slot.listener().tls {
+        None => Stream::Plain(sock),
+        Some(tls) => match rustls::ServerConnection::new(tls.config()) {
+            Ok(conn) => Stream::Tls(Box::new(TlsStream { sock, tls: conn })),
+            Err(e) => {
+                warn!("Unable to set up TLS for {peer}: {e}.");
+                return;
+            }
+        },
+    };
+    let mut c = match Conn::new(stream, shared.config.max_packet_size) {
         Ok(c) => c,
         Err(e) => {
             warn!("Unable to set up connection from {peer}: {e}.");
             return;
         }
     };
-    let handshake = connect::handshake(&mut c, shared, listener, id);
+    // The TLS handshake has the time a client has for its CONNECT.
+    let timeout = Duration::from_secs(u64::from(shared.config.connect_timeout));
+    if let Err(e) = c.sock.handshake(Instant::now() + timeout) {
+        info!("Client <unknown> from {peer} on port {port} disconnected: {e}.");
+        return;
+    }
+    let identity = match &slot.listener().tls {
+        Some(t)
+            if t.settings().use_identity_as_username || t.settings().use_subject_as_username =>
+        {
+            Some(crate::tls::cert::identity(
+                c.sock.peer_certificate(),
+                t.settings().use_subject_as_username,
+            ))
+        }
+        _ => None,
+    };
+    let handshake = connect::handshake(&mut c, shared, listener, id, identity);
     shared.report(&mut c);
     let accepted = match handshake {
         Ok(a) => a,
@@ -141,6 +177,10 @@ fn run(sock: TcpStream, peer: SocketAddr, slot: &Slot, id: ConnId, shared: &Shar
                 Refused::Read(ReadError::Closed) | Refused::Read(ReadError::Io(_)) => {
                     info!("Client <unknown> closed its connection.")
                 }
+                Refused::Read(ReadError::Decode(_)) if c.starts_with_tls() => info!(
+                    "Client <unknown> from {peer} disconnected: it sent a TLS handshake to \
+                     port {port}, which is not a TLS listener."
+                ),
                 Refused::Read(ReadError::Decode(e)) => {
                     warn!("Client <unknown> from {peer} disconnected due to protocol error: {e}.")
                 }
@@ -205,7 +245,10 @@ fn refusal_text(code: u8) -> &'static str {
 }
 
 /// Waits until the socket is readable or `timeout` passes.
-fn wait_readable(c: &Conn, timeout: Duration) -> io::Result<bool> {
+fn wait_readable(c: &mut Conn, timeout: Duration) -> io::Result<bool> {
+    if c.buffered() {
+        return Ok(true);
+    }
     let mut fds = [PollFd::new(c.sock.as_raw_fd(), POLLIN)];
     Ok(sys::poll(&mut fds, Some(timeout))? > 0)
 }
@@ -349,7 +392,9 @@ impl<'a> Session<'a> {
                 events |= POLLOUT;
             }
             fds[0].set_events(events);
+            let buffered = self.c.buffered();
             let timeout = match self.silence_limit {
+                _ if buffered => Some(Duration::ZERO),
                 Some(limit) => {
                     let elapsed = self.last_heard.elapsed();
                     if elapsed >= limit {
@@ -361,7 +406,7 @@ impl<'a> Session<'a> {
             };
             sys::poll(&mut fds, timeout).map_err(End::Io)?;
             woken = fds[1].revents() & POLLIN != 0;
-            if fds[0].revents() & (POLLIN | POLLERR) != 0 {
+            if buffered || fds[0].revents() & (POLLIN | POLLERR) != 0 {
                 match self.c.fill() {
                     Ok(true) => self.last_heard = Instant::now(),
                     Ok(false) => {}

@@ -71,6 +71,8 @@ pub struct Listener {
     pub use_username_as_clientid: bool,
     /// Used when `per_listener_settings true`.
     pub security: Security,
+    /// TLS options; the listener speaks TLS when `certfile` is set.
+    pub tls: TlsSettings,
 }
 
 impl Listener {
@@ -85,7 +87,66 @@ impl Listener {
             mount_point: None,
             use_username_as_clientid: false,
             security: Security::default(),
+            tls: TlsSettings::default(),
         }
+    }
+}
+
+/// A file named by an option, with where it was named, for error messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileSetting {
+    pub path: PathBuf,
+    pub option: &'static str,
+    /// The config line that named it.
+    pub at: Origin,
+}
+
+/// A line of a config file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub path: PathBuf,
+    pub line: usize,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.path.display(), self.line)
+    }
+}
+
+/// `tls_version`: the lowest TLS version a listener accepts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TlsVersion {
+    /// TLS 1.2 and 1.3 (also what `tlsv1.1` and `tlsv1` give, with a warning).
+    #[default]
+    Tls12,
+    Tls13,
+}
+
+/// A listener's TLS options (Mosquitto 2.0's, see `man mosquitto.conf`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub cafile: Option<FileSetting>,
+    pub capath: Option<FileSetting>,
+    pub certfile: Option<FileSetting>,
+    pub keyfile: Option<FileSetting>,
+    pub crlfile: Option<FileSetting>,
+    pub require_certificate: bool,
+    pub use_identity_as_username: bool,
+    pub use_subject_as_username: bool,
+    pub min_version: TlsVersion,
+    /// TLS 1.2 suites by OpenSSL name, checked; None for all.
+    pub ciphers: Option<Vec<&'static str>>,
+    /// TLS 1.3 suites by OpenSSL name, checked; None for all.
+    pub ciphers_tls13: Option<Vec<&'static str>>,
+    /// The first TLS option of the listener, with its option name.
+    pub at: Option<(Origin, &'static str)>,
+}
+
+impl TlsSettings {
+    /// Whether the listener speaks TLS.
+    pub fn enabled(&self) -> bool {
+        self.certfile.is_some()
     }
 }
 

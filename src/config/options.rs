@@ -13,18 +13,6 @@ pub enum Refusal {
 
 /// Options a later release of midge implements.
 const NOT_YET: &[&str] = &[
-    // TLS listeners.
-    "cafile",
-    "capath",
-    "certfile",
-    "keyfile",
-    "require_certificate",
-    "use_identity_as_username",
-    "use_subject_as_username",
-    "crlfile",
-    "tls_version",
-    "ciphers",
-    "ciphers_tls1.3",
     // WebSockets listeners.
     "http_dir",
     "websockets_headers_size",

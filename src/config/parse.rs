@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use super::options;
 use super::{
-    Config, ConfigError, DEFAULT_PORT, Domain, ErrorKind, Listener, LogDest, MQTT_MAX_PACKET,
-    local_only_listeners, log_type,
+    Config, ConfigError, DEFAULT_PORT, Domain, ErrorKind, FileSetting, Listener, LogDest,
+    MQTT_MAX_PACKET, Origin, TlsSettings, TlsVersion, local_only_listeners, log_type,
 };
 
 /// Where listener options go.
@@ -57,6 +57,13 @@ impl Line<'_> {
             line: self.number,
             option: self.option.to_string(),
             kind,
+        }
+    }
+
+    fn origin(&self) -> Origin {
+        Origin {
+            path: self.path.to_path_buf(),
+            line: self.number,
         }
     }
 
@@ -244,6 +251,19 @@ impl Parser {
             }
             "per_listener_settings" => c.per_listener_settings = l.bool()?,
 
+            // --- TLS (per listener) ---------------------------------------------
+            "cafile"
+            | "capath"
+            | "certfile"
+            | "keyfile"
+            | "crlfile"
+            | "require_certificate"
+            | "use_identity_as_username"
+            | "use_subject_as_username"
+            | "tls_version"
+            | "ciphers"
+            | "ciphers_tls1.3" => self.tls_option(l)?,
+
             // --- security (per listener with per_listener_settings) ---------
             "allow_anonymous" => {
                 let v = l.bool()?;
@@ -405,6 +425,85 @@ impl Parser {
         Ok(())
     }
 
+    /// One TLS option, for the current listener.
+    fn tls_option(&mut self, l: &Line) -> Result<(), ConfigError> {
+        const NAMES: &[&str] = &[
+            "cafile",
+            "capath",
+            "certfile",
+            "keyfile",
+            "crlfile",
+            "require_certificate",
+            "use_identity_as_username",
+            "use_subject_as_username",
+            "tls_version",
+            "ciphers",
+            "ciphers_tls1.3",
+        ];
+        let Some(&name) = NAMES.iter().find(|n| **n == l.option) else {
+            return Err(l.err(ErrorKind::Unknown));
+        };
+        let file = |l: &Line| -> Result<Option<FileSetting>, ConfigError> {
+            Ok(Some(FileSetting {
+                path: PathBuf::from(l.string()?),
+                option: name,
+                at: l.origin(),
+            }))
+        };
+        let mut warning = None;
+        let tls: &mut TlsSettings = match name {
+            "cafile" | "capath" | "certfile" | "keyfile" | "crlfile" | "ciphers"
+            | "ciphers_tls1.3" => {
+                self.once(l, name, true)?;
+                &mut self.listener().tls
+            }
+            _ => &mut self.listener().tls,
+        };
+        match name {
+            "cafile" => tls.cafile = file(l)?,
+            "capath" => tls.capath = file(l)?,
+            "certfile" => tls.certfile = file(l)?,
+            "keyfile" => tls.keyfile = file(l)?,
+            "crlfile" => tls.crlfile = file(l)?,
+            "require_certificate" => tls.require_certificate = l.bool()?,
+            "use_identity_as_username" => tls.use_identity_as_username = l.bool()?,
+            "use_subject_as_username" => tls.use_subject_as_username = l.bool()?,
+            "tls_version" => {
+                tls.min_version = match l.one()? {
+                    "tlsv1.3" => TlsVersion::Tls13,
+                    "tlsv1.2" => TlsVersion::Tls12,
+                    v @ ("tlsv1.1" | "tlsv1") => {
+                        warning = Some(format!(
+                            "Warning: {}: tls_version {v}: midge speaks TLS 1.2 and 1.3 only; \
+                             this listener accepts TLS 1.2 and later, and clients limited to \
+                             TLS 1.0 or 1.1 cannot connect.",
+                            l.origin()
+                        ));
+                        TlsVersion::Tls12
+                    }
+                    v => {
+                        return Err(l.bad(format!(
+                            "'{v}' is not one of tlsv1.3, tlsv1.2, tlsv1.1, tlsv1"
+                        )));
+                    }
+                }
+            }
+            "ciphers" => {
+                tls.ciphers =
+                    Some(crate::tls::ciphers::check(&l.string()?, false).map_err(|e| l.bad(e))?)
+            }
+            _ => {
+                tls.ciphers_tls13 =
+                    Some(crate::tls::ciphers::check(&l.string()?, true).map_err(|e| l.bad(e))?)
+            }
+        }
+        if tls.at.is_none() {
+            tls.at = Some((l.origin(), name));
+        }
+        self.c.warnings.extend(warning);
+        Ok(())
+    }
+
     /// Security options before any listener go to the default listener's
     /// settings without opening it; after one, to the current listener.
     fn listener_security(&mut self) -> &mut super::Security {
@@ -455,6 +554,9 @@ impl Parser {
             }
         }
         listeners.append(&mut self.listeners);
+        for l in &listeners {
+            check_tls(&l.tls)?;
+        }
         c.local_only = listeners.is_empty();
         c.listeners = if c.local_only {
             local_only_listeners(DEFAULT_PORT)
@@ -471,6 +573,35 @@ impl Parser {
         }
         Ok(c)
     }
+}
+
+/// Options that only make sense together: Mosquitto's start-up checks.
+fn check_tls(t: &TlsSettings) -> Result<(), ConfigError> {
+    let Some((at, option)) = &t.at else {
+        return Ok(());
+    };
+    let err = |why: &str| ConfigError {
+        path: at.path.clone(),
+        line: at.line,
+        option: option.to_string(),
+        kind: ErrorKind::BadValue(why.into()),
+    };
+    match (&t.certfile, &t.keyfile) {
+        (None, None) => {
+            return Err(err(
+                "a TLS listener needs certfile and keyfile (its certificate and private key)",
+            ));
+        }
+        (None, Some(_)) => return Err(err("keyfile is set, but certfile is missing")),
+        (Some(_), None) => return Err(err("certfile is set, but keyfile is missing")),
+        (Some(_), Some(_)) => {}
+    }
+    if t.require_certificate && t.cafile.is_none() && t.capath.is_none() {
+        return Err(err(
+            "require_certificate true needs cafile or capath (the CA that signs client certificates)",
+        ));
+    }
+    Ok(())
 }
 
 /// `persistent_client_expiration`: a number and h, d, w, m (30 days) or y.

@@ -229,10 +229,19 @@ fn include_dir_reads_conf_files_in_order() {
 #[test]
 fn seed_configurations_parse_up_to_their_tls_lines() {
     // Seed 003: the default listener on 8883 with TLS files.
-    let seed003 = "port 8883\ncafile /etc/mosquitto/ca_cetificates/mqtt_ca.crt\n";
-    assert!(err(seed003).contains(":2: option 'cafile' is not supported yet"));
-    let c = parse("port 8883\n").expect("parse");
-    assert_eq!(c.listeners, vec![Listener::new(8883, None)]);
+    let seed003 = "port 8883\ncafile /etc/mosquitto/ca_cetificates/mqtt_ca.crt\n\
+                   certfile /etc/mosquitto/certs/mqtt_srv.crt\n\
+                   keyfile /etc/mosquitto/certs/mqtt_srv.key\ntls_version tlsv1\n";
+    let c = parse(seed003).expect("parse");
+    assert_eq!(c.listeners.len(), 1);
+    let tls = &c.listeners[0].tls;
+    assert!(tls.enabled());
+    assert_eq!(tls.min_version, TlsVersion::Tls12);
+    assert_eq!(
+        tls.keyfile.as_ref().map(|f| f.at.to_string()),
+        Some("/etc/midge/midge.conf:4".into())
+    );
+    assert!(c.warnings[0].contains(":5: tls_version tlsv1: midge speaks TLS 1.2 and 1.3 only"));
     // Seed 004: two listeners, password and ACL files.
     let seed004 = "listener 1883\nlistener 1884\nallow_anonymous false\n\
                    password_file /etc/mosquitto/mqtt_passwd\nacl_file /etc/mosquitto/mqtt_acl\n";
@@ -244,4 +253,38 @@ fn seed_configurations_parse_up_to_their_tls_lines() {
     let acl = c.security.acl_file.as_deref();
     assert_eq!(acl, Some(Path::new("/etc/mosquitto/mqtt_acl")));
     assert!(err("password_file a\npassword_file b\n").contains(":2:"));
+}
+
+#[test]
+fn tls_options_are_checked_together() {
+    assert_eq!(
+        err("listener 8883\ncertfile /c.crt\n"),
+        "/etc/midge/midge.conf:2: certfile: certfile is set, but keyfile is missing"
+    );
+    assert!(
+        err("listener 8883\ncafile /ca.crt\n")
+            .contains(":2: cafile: a TLS listener needs certfile and keyfile")
+    );
+    assert!(
+        err("listener 1\ncertfile /c\nkeyfile /k\nrequire_certificate true\n")
+            .contains(":2: certfile: require_certificate true needs cafile or capath")
+    );
+    assert!(
+        err("listener 1\ntls_version sslv3\n").contains(":2: tls_version: 'sslv3' is not one of")
+    );
+    let e = err("listener 1\nciphers AES128-SHA\n");
+    assert!(e.contains(":2: ciphers: 'AES128-SHA' is not a cipher suite midge offers for TLS 1.2; available: ECDHE-ECDSA-AES256-GCM-SHA384:"), "{e}");
+    assert!(
+        err("listener 1\ncertfile /a\ncertfile /b\n").contains(":3: certfile: duplicate value")
+    );
+    // TLS options belong to their own listener.
+    let c = parse(
+        "listener 1\nlistener 2\ncertfile /c\nkeyfile /k\nciphers_tls1.3 TLS_AES_128_GCM_SHA256\n",
+    )
+    .expect("parse");
+    assert!(!c.listeners[0].tls.enabled());
+    assert_eq!(
+        c.listeners[1].tls.ciphers_tls13,
+        Some(vec!["TLS_AES_128_GCM_SHA256"])
+    );
 }

@@ -3,6 +3,7 @@
 //! `main` looks at the name it was started under and runs the tool of that
 //! name. On a board this keeps rustls, ring and the codec on disk once.
 
+pub mod cert;
 pub mod passwd;
 
 use std::ffi::{OsStr, OsString};
@@ -13,7 +14,7 @@ use std::process::ExitCode;
 pub type Main = fn(Vec<OsString>) -> ExitCode;
 
 /// Every tool, by the name it is installed under.
-const TOOLS: &[(&str, Main)] = &[("midge_passwd", passwd::main)];
+const TOOLS: &[(&str, Main)] = &[("midge_passwd", passwd::main), ("midge_cert", cert::main)];
 
 /// The tool `argv0` names (by its file name), or `None` for the broker.
 pub fn by_name(argv0: &OsStr) -> Option<Main> {

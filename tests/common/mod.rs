@@ -20,6 +20,7 @@
 pub mod broker;
 pub mod compare;
 pub mod packets;
+pub mod pki;
 pub mod tools;
 
 use std::time::{Duration, Instant};

@@ -1,0 +1,344 @@
+//! TLS listeners, with certificates made the way the seeds' users make
+//! them (tests/common/pki.rs): Debian's mosquitto_pub/mosquitto_sub and
+//! Python paho-mqtt against midge over real loopback sockets.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+
+use common::pki::{self, CLIENT_V3, Ca};
+use common::tools::{self, Finished, MOSQUITTO_PUB, MOSQUITTO_SUB, Proc, TOOL_TIMEOUT};
+use common::*;
+
+fn on(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// A mosquitto client command for `host:port` with TLS `args`.
+fn client(tool: &str, host: &str, port: u16, args: &[&str]) -> Command {
+    tools::require(tool);
+    let mut c = Command::new(tool);
+    c.args(["-h", host, "-p", &port.to_string()]).args(args);
+    c
+}
+
+fn publish(host: &str, port: u16, args: &[&str]) -> Finished {
+    tools::run(
+        client(MOSQUITTO_PUB, host, port, args),
+        "mosquitto_pub",
+        TOOL_TIMEOUT,
+    )
+}
+
+/// `mosquitto_sub -C 1` for one message, running until it exits.
+fn subscribe_one(host: &str, port: u16, args: &[&str]) -> Proc {
+    let mut a = vec!["-C", "1", "-W", "20"];
+    a.extend(args);
+    Proc::spawn(
+        client(MOSQUITTO_SUB, host, port, &a),
+        "mosquitto_sub",
+        false,
+    )
+}
+
+fn ok(f: &Finished) {
+    assert!(f.status.success(), "failed: {}\n{}", f.stdout, f.stderr);
+}
+
+/// The seed 003 listener on an ephemeral port, with the PKI in `dir`.
+fn seed003_broker(dir: &TempDir, extra: &str) -> Broker {
+    pki::seed003(dir.path(), "localhost");
+    Broker::start(&format!(
+        "listener 0 127.0.0.1\n{}{extra}",
+        pki::tls_lines(dir.path())
+    ))
+}
+
+#[test]
+fn seed003_walkthrough_works_with_the_mosquitto_clients() {
+    let dir = TempDir::new("tls-seed003");
+    let b = seed003_broker(&dir, "");
+    b.wait_for_log("the certificate is for CN=localhost", TIMEOUT);
+    let ca = dir.path().join("mqtt_ca.crt");
+    let ca = ca.to_str().unwrap();
+    // A retained message over TLS, read back over TLS.
+    ok(&publish(
+        "localhost",
+        b.port,
+        &[
+            "--cafile", ca, "-t", "seed/003", "-m", "hello", "-r", "-q", "1",
+        ],
+    ));
+    let mut sub = subscribe_one("localhost", b.port, &["--cafile", ca, "-t", "seed/003"]);
+    sub.wait_line("hello", TIMEOUT);
+    sub.wait_exit(TIMEOUT);
+    // 127.0.0.1 is not the certificate's name: refused, unless --insecure.
+    let f = publish("127.0.0.1", b.port, &["--cafile", ca, "-t", "x", "-m", "y"]);
+    assert!(!f.status.success(), "a name mismatch was accepted");
+    ok(&publish(
+        "127.0.0.1",
+        b.port,
+        &[
+            "--cafile",
+            ca,
+            "--insecure",
+            "-t",
+            "seed/003",
+            "-m",
+            "insecure",
+            "-r",
+        ],
+    ));
+    let mut sub = subscribe_one("localhost", b.port, &["--cafile", ca, "-t", "seed/003"]);
+    sub.wait_line("insecure", TIMEOUT);
+    sub.wait_exit(TIMEOUT);
+}
+
+/// Seed 004's layout: a plain listener, then a TLS one. Returns the
+/// broker and both ports.
+fn seed004_broker(dir: &TempDir) -> (Broker, u16, u16) {
+    pki::seed003(dir.path(), "localhost");
+    let b = Broker::start(&format!(
+        "listener 0 127.0.0.1\nlistener 0 127.0.0.1\n{}allow_anonymous true\n",
+        pki::tls_lines(dir.path())
+    ));
+    wait_until("two listeners", TIMEOUT, || b.ipv4_ports().len() >= 2);
+    let (plain, tls) = (b.ipv4_ports()[0], b.ipv4_ports()[1]);
+    (b, plain, tls)
+}
+
+#[test]
+fn seed004_plain_and_tls_listeners_work_at_once() {
+    let dir = TempDir::new("tls-seed004");
+    let (b, plain, tls) = seed004_broker(&dir);
+    let ca = dir.path().join("mqtt_ca.crt");
+    let ca = ca.to_str().unwrap();
+    // A raw plain subscriber sees what a TLS client publishes, and back.
+    let mut raw = RawClient::connect(on(plain), "plain-sub");
+    raw.subscribe(1, &[("both/#", 0)]);
+    ok(&publish(
+        "localhost",
+        tls,
+        &["--cafile", ca, "-t", "both/tls", "-m", "from tls"],
+    ));
+    raw.expect_publish_eq("both/tls", b"from tls", 0, false);
+    let sub = Proc::spawn(
+        client(
+            MOSQUITTO_SUB,
+            "localhost",
+            tls,
+            &["--cafile", ca, "-v", "-t", "both/plain", "-t", "both/probe"],
+        ),
+        "mosquitto_sub",
+        false,
+    );
+    tools::wait_until_subscribed(&b, &sub, "both/probe");
+    raw.publish("both/plain", b"from plain", 0, false, 0);
+    sub.wait_line("both/plain from plain", TIMEOUT);
+}
+
+#[test]
+fn paho_connects_with_tls_set() {
+    let dir = TempDir::new("tls-paho");
+    let b = seed003_broker(&dir, "");
+    let ca = dir.path().join("mqtt_ca.crt");
+    let out = tools::run_py(
+        "paho_tls.py",
+        &[
+            &b.port.to_string(),
+            "localhost",
+            ca.to_str().unwrap(),
+            "",
+            "",
+        ],
+    );
+    assert!(out.contains("MSG paho/tls q1 r0 hello"), "{out}");
+}
+
+#[test]
+fn wrong_protocol_on_either_port_closes_that_connection_with_one_line() {
+    let dir = TempDir::new("tls-mixed");
+    let (b, plain, tls) = seed004_broker(&dir);
+    // A plain MQTT client on the TLS port.
+    let mut c = RawClient::open(on(tls));
+    c.send(&common::packets::connect("plain-on-tls"));
+    c.expect_closed();
+    b.wait_for_log(
+        "does not speak TLS (a plain MQTT client on a TLS port?)",
+        TIMEOUT,
+    );
+    // A TLS client on the plain port.
+    let ca = dir.path().join("mqtt_ca.crt");
+    let f = publish(
+        "localhost",
+        plain,
+        &["--cafile", ca.to_str().unwrap(), "-t", "x", "-m", "y"],
+    );
+    assert!(!f.status.success());
+    b.wait_for_log(
+        &format!("sent a TLS handshake to port {plain}, which is not a TLS listener"),
+        TIMEOUT,
+    );
+    // Everyone else is unaffected.
+    let mut ok_client = RawClient::connect(on(plain), "fine");
+    ok_client.subscribe(1, &[("a", 0)]);
+    assert_eq!(b.count_log("does not speak TLS"), 1);
+}
+
+#[test]
+fn a_handshake_that_does_not_finish_is_closed_at_connect_timeout() {
+    let dir = TempDir::new("tls-slow");
+    let b = seed003_broker(&dir, "connect_timeout 1\n");
+    let mut c = RawClient::open(b.addr());
+    c.expect_closed_within(scaled(TIMEOUT));
+    b.wait_for_log("TLS handshake not finished in time", TIMEOUT);
+}
+
+/// A CA, the broker's seed-made files, and client certificates.
+fn client_cert_broker(dir: &TempDir, extra: &str) -> (Broker, Ca) {
+    let ca = pki::seed003(dir.path(), "localhost");
+    let b = Broker::start(&format!(
+        "listener 0 127.0.0.1\n{}require_certificate true\n{extra}",
+        pki::tls_lines(dir.path())
+    ));
+    (b, ca)
+}
+
+fn with_cert(crt: &Path, key: &Path) -> Vec<String> {
+    vec![
+        "--cert".into(),
+        crt.display().to_string(),
+        "--key".into(),
+        key.display().to_string(),
+    ]
+}
+
+#[test]
+fn require_certificate_accepts_the_cas_clients_only() {
+    let dir = TempDir::new("tls-clients");
+    let (b, ca) = client_cert_broker(&dir, "");
+    let cafile = ca.crt().display().to_string();
+    let pub_with = |extra: &[String]| {
+        let mut args: Vec<&str> = vec!["--cafile", &cafile, "-t", "c", "-m", "m"];
+        args.extend(extra.iter().map(String::as_str));
+        publish("localhost", b.port, &args)
+    };
+    let (crt, key) = ca.issue("sensor1", "sensor1", Some(CLIENT_V3), "365");
+    ok(&pub_with(&with_cert(&crt, &key)));
+    // No certificate.
+    assert!(!pub_with(&[]).status.success());
+    // A certificate from another CA.
+    let other_dir = TempDir::new("tls-other-ca");
+    let other = Ca::new(other_dir.path(), "other", "Other CA");
+    let (crt2, key2) = other.issue("intruder", "intruder", Some(CLIENT_V3), "365");
+    assert!(!pub_with(&with_cert(&crt2, &key2)).status.success());
+    b.wait_for_log("TLS handshake failed", TIMEOUT);
+}
+
+#[test]
+fn crlfile_refuses_a_revoked_client() {
+    let dir = TempDir::new("tls-crl");
+    let ca = pki::seed003(dir.path(), "localhost");
+    let (good_crt, good_key) = ca.issue("good", "good", Some(CLIENT_V3), "365");
+    let (bad_crt, bad_key) = ca.issue("bad", "bad", Some(CLIENT_V3), "365");
+    let crl = ca.revoke(&bad_crt);
+    let b = Broker::start(&format!(
+        "listener 0 127.0.0.1\n{}require_certificate true\ncrlfile {}\n",
+        pki::tls_lines(dir.path()),
+        crl.display()
+    ));
+    let cafile = ca.crt().display().to_string();
+    let run = |crt: &Path, key: &Path| {
+        let mut args: Vec<String> = vec![
+            "--cafile".into(),
+            cafile.clone(),
+            "-t".into(),
+            "c".into(),
+            "-m".into(),
+            "m".into(),
+        ];
+        args.extend(with_cert(crt, key));
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        publish("localhost", b.port, &a)
+    };
+    ok(&run(&good_crt, &good_key));
+    assert!(!run(&bad_crt, &bad_key).status.success());
+    b.wait_for_log("TLS handshake failed", TIMEOUT);
+}
+
+/// Connects as client id `id` with a certificate for CN=`cn` to a
+/// listener with `option true`; returns the broker's log line for it.
+fn connect_with_identity(option: &str, cn: &str, id: &str) -> String {
+    let dir = TempDir::new("tls-identity");
+    let (b, ca) = client_cert_broker(&dir, &format!("{option} true\nallow_anonymous false\n"));
+    let (crt, key) = ca.issue(cn, cn, Some(CLIENT_V3), "365");
+    let mut args = vec![
+        "--cafile".to_string(),
+        ca.crt().display().to_string(),
+        "-i".into(),
+        id.into(),
+    ];
+    args.extend(["-t", "c", "-m", "m"].map(String::from));
+    args.extend(with_cert(&crt, &key));
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    ok(&publish("localhost", b.port, &a));
+    b.wait_for_log(&format!("as {id} (p2, c1, k60, u'"), TIMEOUT)
+}
+
+#[test]
+fn use_identity_as_username_takes_the_common_name() {
+    let line = connect_with_identity("use_identity_as_username", "sensor7", "dev7");
+    assert!(line.ends_with("u'sensor7')."), "{line}");
+}
+
+#[test]
+fn use_subject_as_username_takes_the_whole_subject() {
+    let line = connect_with_identity("use_subject_as_username", "sensor8", "dev8");
+    assert!(
+        line.ends_with(
+            "u'emailAddress=sensor8@example.com,CN=sensor8,OU=Development,O=FicusOnline,L=Tokyo,ST=Tokyo,C=JP')."
+        ),
+        "{line}"
+    );
+}
+
+#[test]
+fn sighup_rereads_the_files_and_keeps_them_when_a_new_one_is_bad() {
+    let dir = TempDir::new("tls-hup");
+    let b = seed003_broker(&dir, "");
+    let ca = dir.path().join("mqtt_ca.crt");
+    let ca = ca.to_str().unwrap();
+    let srv_key = dir.path().join("mqtt_srv.key");
+    // Readable after midge dropped its privileges (to nobody, here).
+    let open_to_all = |p: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644)).unwrap()
+    };
+    open_to_all(&srv_key);
+    let good = std::fs::read(&srv_key).unwrap();
+    std::fs::write(&srv_key, "not a key\n").unwrap();
+    let from = b.log_len();
+    b.signal(libc::SIGHUP);
+    b.wait_for_log_from(from, "no private key in the file", TIMEOUT);
+    b.wait_for_log_from(from, "keeping the previous certificate and key", TIMEOUT);
+    ok(&publish(
+        "localhost",
+        b.port,
+        &["--cafile", ca, "-t", "x", "-m", "still"],
+    ));
+    // A new certificate and key take effect for new connections.
+    std::fs::write(&srv_key, good).unwrap();
+    let ca2 = Ca::new(dir.path(), "mqtt_ca", "FicusOnline CA 2");
+    ca2.issue("mqtt_srv", "localhost", None, "3650");
+    open_to_all(&srv_key);
+    let from = b.log_len();
+    b.signal(libc::SIGHUP);
+    b.wait_for_log_from(from, "the certificate is for CN=localhost", TIMEOUT);
+    ok(&publish(
+        "localhost",
+        b.port,
+        &["--cafile", ca, "-t", "x", "-m", "new"],
+    ));
+}
