@@ -46,8 +46,8 @@ ARMV7_ENV := $(DEB_ENV) \
 QEMU_SKIP := a_thousand_clients
 
 # Client tools installed as symbolic links to the broker binary, which
-# will pick its role from argv[0]. None exists yet.
-TOOLS :=
+# will pick its role from argv[0].
+TOOLS := midge_pub midge_sub
 
 # The steps of `make test`, in order; tests/ci.sh times each one.
 CI_STEPS := test-deps setup test-amd64 msrv armv7 qemu-test deb deb-armhf lint deb-install-test

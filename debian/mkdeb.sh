@@ -6,7 +6,7 @@
 #   debian/mkdeb.sh amd64 target/release/midge
 #   debian/mkdeb.sh armhf target/armv7-unknown-linux-gnueabihf/release/midge
 #
-# TOOLS (space-separated, empty today) names client tools to install as
+# TOOLS (space-separated: midge_pub midge_sub) names client tools to install as
 # /usr/bin/<tool> -> ../sbin/midge: one binary that picks its role from
 # argv[0].
 set -euo pipefail
@@ -36,8 +36,9 @@ mkdir -p "$R/DEBIAN"
 
 install -D -m 0755 "$bin" "$R/usr/sbin/midge"
 for tool in $TOOLS; do
-    mkdir -p "$R/usr/bin"
+    mkdir -p "$R/usr/bin" "$R/usr/share/man/man1"
     ln -s ../sbin/midge "$R/usr/bin/$tool"
+    gzip -9n <"debian/$tool.1" >"$R/usr/share/man/man1/$tool.1.gz"
 done
 install -D -m 0644 etc/midge/midge.conf "$R/etc/midge/midge.conf"
 install -D -m 0644 etc/midge/conf.d/README "$R/etc/midge/conf.d/README"
@@ -46,6 +47,7 @@ install -D -m 0644 debian/copyright "$R/usr/share/doc/midge/copyright"
 mkdir -p "$R/usr/share/man/man8" "$R/usr/share/man/man5"
 gzip -9n <debian/changelog >"$R/usr/share/doc/midge/changelog.Debian.gz"
 gzip -9n <docs/CONFIG.md >"$R/usr/share/doc/midge/CONFIG.md.gz"
+gzip -9n <docs/TOOLS.md >"$R/usr/share/doc/midge/TOOLS.md.gz"
 gzip -9n <debian/midge.8 >"$R/usr/share/man/man8/midge.8.gz"
 gzip -9n <debian/midge.conf.5 >"$R/usr/share/man/man5/midge.conf.5.gz"
 install -D -m 0644 debian/lintian-overrides "$R/usr/share/lintian/overrides/midge"
