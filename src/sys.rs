@@ -165,13 +165,8 @@ pub fn bind_to_device(fd: RawFd, name: &str) -> io::Result<()> {
     Ok(())
 }
 
-/// bind(2) and listen(2) on a socket created by the caller, so options such
-/// as IPV6_V6ONLY can be set before binding (std cannot).
-pub fn bind_listen(
-    sock: &impl AsRawFd,
-    addr: std::net::SocketAddr,
-    backlog: i32,
-) -> io::Result<()> {
+/// `addr` as a C socket address and its length.
+fn sockaddr(addr: std::net::SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: sockaddr_storage is plain data; zeroed is a valid value.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let len = match addr {
@@ -203,23 +198,62 @@ pub fn bind_listen(
             std::mem::size_of::<libc::sockaddr_in6>()
         }
     };
-    let fd = sock.as_raw_fd();
+    (storage, len as libc::socklen_t)
+}
+
+/// bind(2) of `sock` to `addr`.
+fn bind(sock: &impl AsRawFd, addr: std::net::SocketAddr) -> io::Result<()> {
+    let (storage, len) = sockaddr(addr);
     // SAFETY: storage holds a valid address of `len` bytes.
     if unsafe {
         libc::bind(
-            fd,
+            sock.as_raw_fd(),
             (&storage as *const libc::sockaddr_storage).cast(),
-            len as libc::socklen_t,
+            len,
         )
     } < 0
     {
         return Err(io::Error::last_os_error());
     }
+    Ok(())
+}
+
+/// bind(2) and listen(2) on a socket created by the caller, so options such
+/// as IPV6_V6ONLY can be set before binding (std cannot).
+pub fn bind_listen(
+    sock: &impl AsRawFd,
+    addr: std::net::SocketAddr,
+    backlog: i32,
+) -> io::Result<()> {
+    bind(sock, addr)?;
     // SAFETY: listen(2) on our own descriptor.
-    if unsafe { libc::listen(fd, backlog) } < 0 {
+    if unsafe { libc::listen(sock.as_raw_fd(), backlog) } < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// A TCP connection to `remote` from the local address `local` (the client
+/// tools' `-A`; std cannot bind before connecting).
+pub fn connect_from(
+    local: std::net::SocketAddr,
+    remote: std::net::SocketAddr,
+) -> io::Result<std::net::TcpStream> {
+    let sock = tcp_socket(remote.is_ipv6())?;
+    bind(&sock, local)?;
+    let (storage, len) = sockaddr(remote);
+    // SAFETY: storage holds a valid address of `len` bytes.
+    let r = unsafe {
+        libc::connect(
+            sock.as_raw_fd(),
+            (&storage as *const libc::sockaddr_storage).cast(),
+            len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(std::net::TcpStream::from(sock))
 }
 
 /// Puts the process in the background (`-d`): the parent exits, the child

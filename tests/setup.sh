@@ -3,7 +3,8 @@
 #   - Debian's mosquitto (the reference broker for comparison tests) and
 #     mosquitto-clients (mosquitto_pub/mosquitto_sub), without letting the
 #     package start a system mosquitto on port 1883;
-#   - .venv with paho-mqtt 2.1.0, for the Python client tests.
+#   - .venv with paho-mqtt 2.1.0, for the Python client tests, and
+#     python-ecdsa 0.19.1, for the signed-message interop tests.
 #
 # Idempotent: a second run installs nothing. Runs as root (or with
 # passwordless sudo) on Debian 12, with no standard input (CI=true).
@@ -12,6 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PAHO_VERSION=2.1.0
+ECDSA_VERSION=0.19.1
 PYTHON=${PYTHON:-python3}
 export DEBIAN_FRONTEND=noninteractive
 
@@ -100,7 +102,7 @@ done
 
 venv_ok() {
     [ -x .venv/bin/python ] &&
-        .venv/bin/python -c "import sys, paho.mqtt; sys.exit(paho.mqtt.__version__ != '$PAHO_VERSION')" \
+        .venv/bin/python -c "import sys, paho.mqtt, ecdsa; sys.exit(paho.mqtt.__version__ != '$PAHO_VERSION' or ecdsa.__version__ != '$ECDSA_VERSION')" \
             >/dev/null 2>&1
 }
 
@@ -110,13 +112,13 @@ if ! venv_ok; then
         rm -rf .venv
         "$PYTHON" -m venv .venv
     fi
-    log "installing paho-mqtt==$PAHO_VERSION into .venv"
+    log "installing paho-mqtt==$PAHO_VERSION and ecdsa==$ECDSA_VERSION into .venv"
     .venv/bin/python -m pip install --quiet --disable-pip-version-check \
-        --no-input "paho-mqtt==$PAHO_VERSION"
+        --no-input "paho-mqtt==$PAHO_VERSION" "ecdsa==$ECDSA_VERSION"
     if ! venv_ok; then
-        log ".venv does not import paho-mqtt $PAHO_VERSION after the install" >&2
+        log ".venv does not import paho-mqtt $PAHO_VERSION and ecdsa $ECDSA_VERSION after the install" >&2
         exit 1
     fi
 fi
 
-log "ready: $(/usr/sbin/mosquitto -h 2>/dev/null | head -n 1 || true); paho-mqtt $PAHO_VERSION in .venv"
+log "ready: $(/usr/sbin/mosquitto -h 2>/dev/null | head -n 1 || true); paho-mqtt $PAHO_VERSION and ecdsa $ECDSA_VERSION in .venv"

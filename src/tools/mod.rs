@@ -2,19 +2,42 @@
 //! binary: one executable, installed once, with a symbolic link per tool.
 //! `main` looks at the name it was started under and runs the tool of that
 //! name. On a board this keeps rustls, ring and the codec on disk once.
+//!
+//! `midge_pub` and `midge_sub` are Mosquitto's `mosquitto_pub` and
+//! `mosquitto_sub`: the same options, output, messages and exit codes.
+//! [`args`] reads their command line, [`client`] holds the connection,
+//! [`format`] prints `-F` formats and [`sign`] signs and verifies payloads.
+
+pub mod args;
+pub mod client;
+pub mod format;
+mod json;
+mod r#pub;
+pub mod sign;
+mod sub;
 
 pub mod cert;
 pub mod passwd;
 
 use std::ffi::{OsStr, OsString};
+use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
+
+use crate::VERSION;
+use args::{Config, Kind, Stop};
+use client::Exit;
 
 /// A tool's entry point: its arguments without the program name.
 pub type Main = fn(Vec<OsString>) -> ExitCode;
 
 /// Every tool, by the name it is installed under.
-const TOOLS: &[(&str, Main)] = &[("midge_passwd", passwd::main), ("midge_cert", cert::main)];
+const TOOLS: &[(&str, Main)] = &[
+    ("midge_passwd", passwd::main),
+    ("midge_cert", cert::main),
+    ("midge_pub", r#pub::main),
+    ("midge_sub", sub::main),
+];
 
 /// The tool `argv0` names (by its file name), or `None` for the broker.
 pub fn by_name(argv0: &OsStr) -> Option<Main> {
@@ -25,4 +48,33 @@ pub fn by_name(argv0: &OsStr) -> Option<Main> {
 /// The names of every tool, for packaging and tests.
 pub fn names() -> impl Iterator<Item = &'static str> {
     TOOLS.iter().map(|(n, _)| *n)
+}
+
+/// Reads the command line as Mosquitto's tools do, printing help, the
+/// version or the error and the "Use ... --help" line; `Err` is the exit.
+fn load(kind: Kind, args: &[OsString], usage: &str) -> Result<Config, ExitCode> {
+    match Config::load(kind, args) {
+        Ok(c) => Ok(c),
+        Err(Stop::Help) => {
+            print!("{usage}");
+            Err(ExitCode::from(1))
+        }
+        Err(Stop::Version) => {
+            println!("{} version {VERSION}.", kind.name());
+            Err(ExitCode::from(1))
+        }
+        Err(Stop::Error(msg)) => {
+            eprint!("{msg}\nUse '{} --help' to see usage.\n", kind.name());
+            Err(ExitCode::from(1))
+        }
+    }
+}
+
+/// Prints `e`'s message unless `--quiet`, and gives its exit code.
+fn finish(cfg: &Config, e: Exit) -> ExitCode {
+    if !cfg.quiet && !e.msg.is_empty() {
+        eprint!("{}", e.msg);
+    }
+    let _ = std::io::stdout().flush();
+    ExitCode::from(e.code)
 }
