@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::pki::{self, CLIENT_V3, Ca};
-use common::tools::{self, Finished, MOSQUITTO_PUB, MOSQUITTO_SUB, Proc, TOOL_TIMEOUT};
+use common::tools::{self, Finished, MOSQUITTO_PUB, MOSQUITTO_SUB, Proc, TOOL_TIMEOUT, ok};
 use common::*;
 
 fn on(port: u16) -> SocketAddr {
@@ -41,10 +41,6 @@ fn subscribe_one(host: &str, port: u16, args: &[&str]) -> Proc {
         "mosquitto_sub",
         false,
     )
-}
-
-fn ok(f: &Finished) {
-    assert!(f.status.success(), "failed: {}\n{}", f.stdout, f.stderr);
 }
 
 /// The seed 003 listener on an ephemeral port, with the PKI in `dir`.

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use common::broker::tool_command;
-use common::tools::{self, Finished, MOSQUITTO_SUB, Proc, mosquitto_pub, mosquitto_sub, run};
+use common::tools::{self, Finished, MOSQUITTO_SUB, Proc, mosquitto_pub, mosquitto_sub, ok, run};
 use common::*;
 
 /// `midge_sub -h 127.0.0.1 -p PORT ARGS...`, running until dropped.
@@ -51,16 +51,6 @@ fn mosquitto_tool(path: &str, args: &[&str]) -> Finished {
         &format!("{path} {}", args.join(" ")),
         tools::TOOL_TIMEOUT,
     )
-}
-
-fn ok(f: &Finished) {
-    assert!(
-        f.status.success(),
-        "failed ({}):\n{}\n{}",
-        f.status,
-        f.stdout,
-        f.stderr
-    );
 }
 
 /// Waits until a `-v` subscriber prints the probe, so it is subscribed.

@@ -538,6 +538,24 @@ impl ServerVerifier {
     }
 }
 
+impl ServerVerifier {
+    /// A verifier over a ready root store (the system's roots of
+    /// webpki-roots), with no legacy anchors.
+    pub fn with_roots(roots: RootCertStore, insecure: bool) -> Result<Arc<ServerVerifier>, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let algs = provider.signature_verification_algorithms;
+        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Arc::new(ServerVerifier {
+            webpki,
+            legacy: Legacy::new(Vec::new(), Vec::new()),
+            algs,
+            insecure,
+        }))
+    }
+}
+
 fn is_name_error(e: &Error) -> bool {
     matches!(
         e,

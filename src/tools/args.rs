@@ -95,6 +95,8 @@ pub struct Config {
     pub sign_key: Option<PathBuf>,
     pub verify_key: Option<PathBuf>,
     pub digest: Digest,
+    /// `--cafile`, `--insecure`, ...: TLS when a CA is given.
+    pub tls: super::tls::Options,
 }
 
 /// Why parsing stopped short of a config.
@@ -145,22 +147,9 @@ pub fn atof(s: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Options of TLS and of MQTT 5 that are not available yet.
-const NOT_YET_TLS: &[&str] = &[
-    "--cafile",
-    "--capath",
-    "--cert",
-    "--key",
-    "--keyform",
-    "--ciphers",
-    "--tls-version",
-    "--tls-alpn",
-    "--tls-engine",
-    "--tls-engine-kpass-sha1",
-    "--psk",
-    "--psk-identity",
-];
-const NOT_YET_TLS_FLAGS: &[&str] = &["--insecure", "--tls-use-os-certs"];
+/// TLS options of Mosquitto's tools that rustls cannot offer.
+const NO_TLS_ENGINE: &[&str] = &["--keyform", "--tls-engine", "--tls-engine-kpass-sha1"];
+const NO_PSK: &[&str] = &["--psk", "--psk-identity"];
 
 impl Config {
     fn new(kind: Kind) -> Config {
@@ -208,6 +197,7 @@ impl Config {
             sign_key: None,
             verify_key: None,
             digest: Digest::Sha256,
+            tls: super::tls::Options::default(),
         }
     }
 
@@ -275,6 +265,9 @@ impl Config {
         }
         if self.kind == Kind::Sub && self.topics.is_empty() {
             return err("Error: You must specify a topic to subscribe to.\n");
+        }
+        if let Err(e) = self.tls.check() {
+            return err(e);
         }
         if self.sign_key.is_some() && self.kind == Kind::Sub {
             return err("Error: Unknown option '--sign-key'.\n");
@@ -517,9 +510,24 @@ impl Config {
                         }
                     };
                 }
-                o if NOT_YET_TLS.contains(&o) || NOT_YET_TLS_FLAGS.contains(&o) => {
+                "--cafile" => self.tls.cafile = Some(PathBuf::from(value("cafile")?)),
+                "--capath" => self.tls.capath = Some(PathBuf::from(value("capath")?)),
+                "--cert" => self.tls.cert = Some(PathBuf::from(value("cert")?)),
+                "--key" => self.tls.key = Some(PathBuf::from(value("key")?)),
+                "--ciphers" => self.tls.ciphers = Some(value("ciphers")?),
+                "--tls-version" => self.tls.version = Some(value("TLS version")?),
+                "--tls-alpn" => self.tls.alpn = Some(value("TLS ALPN protocol")?),
+                "--insecure" => self.tls.insecure = true,
+                "--tls-use-os-certs" => self.tls.os_certs = true,
+                o if NO_TLS_ENGINE.contains(&o) => {
                     return err(format!(
-                        "Error: {o}: TLS is not supported by {} yet.\n",
+                        "Error: {o}: OpenSSL engines do not exist in rustls, the TLS library of {}.\n",
+                        self.kind.name()
+                    ));
+                }
+                o if NO_PSK.contains(&o) => {
+                    return err(format!(
+                        "Error: {o}: rustls, the TLS library of {}, has no TLS-PSK; use certificates.\n",
                         self.kind.name()
                     ));
                 }
@@ -573,10 +581,11 @@ impl Config {
             self.port = Some(1883);
             &url[7..]
         } else if lower.starts_with("mqtts://") {
-            return err(format!(
-                "Error: -L mqtts://: TLS is not supported by {} yet.\n",
-                self.kind.name()
-            ));
+            // libmosquitto: port 8883, and the system's roots unless a CA
+            // file or directory is given.
+            self.port = Some(8883);
+            self.tls.os_certs = true;
+            &url[8..]
         } else {
             return err("Error: Unsupported URL scheme.\n\n");
         };
@@ -669,9 +678,15 @@ mod tests {
             load(Kind::Pub, &["-t", "a", "-v"]).unwrap_err(),
             Stop::Error("Error: Unknown option '-v'.\n".into())
         );
+        assert_eq!(
+            load(Kind::Pub, &["-t", "a", "--cert", "c"]).unwrap_err(),
+            Stop::Error(
+                "Error: Both certfile and keyfile must be provided if one of them is set.\n".into()
+            )
+        );
         assert!(matches!(
-            load(Kind::Sub, &["-t", "a", "--cafile", "x"]),
-            Err(Stop::Error(e)) if e.contains("TLS is not supported")
+            load(Kind::Sub, &["-t", "a", "--cafile", "/nonexistent/ca.crt"]),
+            Err(Stop::Error(e)) if e == "Error: Problem setting TLS options: File not found.\n"
         ));
     }
 }

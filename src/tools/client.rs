@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::args::Config;
+use super::tls::TlsStream;
 use crate::codec::{
     self, Connect, DecodeError, Level, MAX_REMAINING, Packet, Publish, QoS, SubAck, Subscribe,
     SubscribeFilter, Unsubscribe, Will,
@@ -74,6 +75,7 @@ pub fn strerror(e: &io::Error) -> String {
 pub enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    Tls(Box<TlsStream>),
 }
 
 impl Stream {
@@ -81,14 +83,32 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.as_raw_fd(),
             Stream::Unix(s) => s.as_raw_fd(),
+            Stream::Tls(s) => s.sock.as_raw_fd(),
         }
     }
 
-    fn shutdown(&self) {
+    fn shutdown(&mut self) {
         let _ = match self {
             Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
             Stream::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+            Stream::Tls(s) => {
+                s.conn.send_close_notify();
+                let _ = s.conn.complete_io(&mut s.sock);
+                s.sock.shutdown(std::net::Shutdown::Both)
+            }
         };
+    }
+
+    /// Whether bytes were already decrypted and wait to be read (poll(2)
+    /// on the socket cannot see them).
+    fn buffered(&mut self) -> bool {
+        match self {
+            Stream::Tls(s) => s
+                .conn
+                .process_new_packets()
+                .is_ok_and(|st| st.plaintext_bytes_to_read() > 0),
+            _ => false,
+        }
     }
 }
 
@@ -97,6 +117,7 @@ impl Read for Stream {
         match self {
             Stream::Tcp(s) => s.read(buf),
             Stream::Unix(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
         }
     }
 }
@@ -106,11 +127,15 @@ impl Write for Stream {
         match self {
             Stream::Tcp(s) => s.write(buf),
             Stream::Unix(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        match self {
+            Stream::Tls(s) => s.flush(),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -123,7 +148,18 @@ pub fn open(cfg: &Config) -> Result<Stream, Exit> {
             .map_err(|e| Exit::new(1, format!("Error: {}\n", strerror(&e))));
     }
     let host = cfg.host.as_deref().unwrap_or("localhost");
-    let port = cfg.port.unwrap_or(1883);
+    // Certificates and keys are read before connecting, so that a bad
+    // file is reported as such.
+    let tls = match cfg.tls.enabled() {
+        true => Some(
+            cfg.tls
+                .client_config()
+                .map_err(|e| Exit::new(1, format!("{e}\n")))?,
+        ),
+        false => None,
+    };
+    // Mosquitto's tools: 8883 when TLS is asked for.
+    let port = cfg.port.unwrap_or(if tls.is_some() { 8883 } else { 1883 });
     let lookup = || Exit::new(1, "Unable to connect (Lookup error.).\n");
     let addrs: Vec<SocketAddr> = (host, port)
         .to_socket_addrs()
@@ -152,7 +188,12 @@ pub fn open(cfg: &Config) -> Result<Stream, Exit> {
                 if cfg.nodelay {
                     let _ = s.set_nodelay(true);
                 }
-                return Ok(Stream::Tcp(s));
+                let Some(config) = tls else {
+                    return Ok(Stream::Tcp(s));
+                };
+                return super::tls::connect(config, host, s)
+                    .map(|t| Stream::Tls(Box::new(t)))
+                    .map_err(|e| Exit::new(1, format!("{e}\n")));
             }
             Err(e) => last = e,
         }
@@ -499,13 +540,16 @@ impl Client {
                     wake = earliest(wake, due);
                 }
             }
+            let ready = self.stream.buffered();
             let mut fds = vec![PollFd::new(self.stream.fd(), libc::POLLIN)];
             if let Some(fd) = extra {
                 fds.push(PollFd::new(fd, libc::POLLIN));
             }
             let timeout = wake.map(|w| w.saturating_duration_since(now));
-            sys::poll(&mut fds, timeout).map_err(|_| Broken::Lost)?;
-            if fds[0].revents() != 0 {
+            if !ready {
+                sys::poll(&mut fds, timeout).map_err(|_| Broken::Lost)?;
+            }
+            if ready || fds[0].revents() != 0 {
                 if self.pos > 0 {
                     self.buf.drain(..self.pos);
                     self.pos = 0;

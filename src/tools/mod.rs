@@ -15,6 +15,7 @@ mod json;
 mod r#pub;
 pub mod sign;
 mod sub;
+pub mod tls;
 
 pub mod cert;
 pub mod passwd;
@@ -56,7 +57,7 @@ fn load(kind: Kind, args: &[OsString], usage: &str) -> Result<Config, ExitCode> 
     match Config::load(kind, args) {
         Ok(c) => Ok(c),
         Err(Stop::Help) => {
-            print!("{usage}");
+            print!("{usage}{}", tls::HELP);
             Err(ExitCode::from(1))
         }
         Err(Stop::Version) => {

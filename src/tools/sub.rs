@@ -95,11 +95,6 @@ Usage: midge_sub {[-h host] [--unix path] [-p port] [-u username] [-P password] 
  --will-qos : QoS level for the client Will.
  --will-retain : if given, make the client Will retained.
  --will-topic : the topic on which to publish the client Will.
-
-Not yet available: TLS (--cafile, --capath, --cert, --key, --insecure, --tls-version,
---ciphers, --tls-alpn, --tls-use-os-certs, mqtts://) and MQTT v5 (-V mqttv5, -D).
-
-See docs/TOOLS.md of midge for more information.
 ";
 
 /// How long to wait before connecting again, as libmosquitto's default.

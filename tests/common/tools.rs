@@ -190,6 +190,17 @@ pub struct Finished {
     pub stderr: String,
 }
 
+/// Panics unless the command succeeded, showing its output.
+pub fn ok(f: &Finished) {
+    assert!(
+        f.status.success(),
+        "failed ({}):\n{}\n{}",
+        f.status,
+        f.stdout,
+        f.stderr
+    );
+}
+
 /// Runs `cmd` to its end, within `timeout` (killed and a panic after).
 pub fn run(cmd: Command, what: &str, timeout: Duration) -> Finished {
     let mut p = Proc::spawn(cmd, what, false);
@@ -219,13 +230,7 @@ pub fn mosquitto_pub(port: u16, args: &[&str]) -> Finished {
         .args(args);
     let what = format!("mosquitto_pub {}", args.join(" "));
     let f = run(cmd, &what, TOOL_TIMEOUT);
-    assert!(
-        f.status.success(),
-        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        f.status,
-        f.stdout,
-        f.stderr
-    );
+    ok(&f);
     f
 }
 
