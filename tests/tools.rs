@@ -479,11 +479,7 @@ fn errors_and_help_read_as_mosquitto_s() {
         );
     }
     // Not there yet: said plainly, exit 1.
-    for args in [
-        &["-t", "a", "--cafile", "ca.crt"][..],
-        &["-t", "a", "-V", "mqttv5"],
-        &["-L", "mqtts://h/t"],
-    ] {
+    for args in [&["-t", "a", "-V", "mqttv5"][..]] {
         let m = tool("midge_sub", args);
         assert_eq!(m.status.code(), Some(1));
         assert!(
@@ -495,6 +491,7 @@ fn errors_and_help_read_as_mosquitto_s() {
     let h = tool("midge_sub", &["--help"]);
     assert_eq!(h.status.code(), Some(1));
     assert!(h.stdout.contains("--retained-only") && h.stdout.contains("--verify-key"));
+    assert!(h.stdout.contains("--cafile") && h.stdout.contains("--insecure"));
     // Nothing listening: strerror, exit 1.
     let port = free_port().to_string();
     for name in ["midge_sub", "midge_pub"] {
