@@ -273,6 +273,8 @@ fn a_failing_save_is_logged_once_and_the_broker_keeps_serving() {
         loc.display()
     );
     let b = Broker::start(&conf);
+    // The file is looked for after the listeners open: wait for that.
+    b.wait_for_log("No persistence file", TIMEOUT);
     // The directory disappears and a file takes its name: every save fails.
     fs::remove_dir(&loc).expect("rmdir");
     fs::write(&loc, b"").expect("write");

@@ -477,7 +477,10 @@ impl Router {
         // disconnected first); wills with retain set are sent unretained.
         if p.retain && self.config.retain_available {
             self.retained.set(p.clone(), source);
-            self.changed();
+            // `$SYS` is published again after a restart, never saved.
+            if !p.topic.starts_with("$SYS/") {
+                self.changed();
+            }
         }
         // [MQTT-3.3.1-9]: a message sent to an established subscription
         // carries retain 0.

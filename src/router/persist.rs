@@ -253,6 +253,18 @@ mod tests {
     }
 
     #[test]
+    fn sys_topics_are_not_changes() {
+        let mut r = router();
+        let dir = std::env::temp_dir().join(format!("midge-changes-{}", std::process::id()));
+        let writer = Writer::spawn(dir.join("midge.db")).expect("spawn");
+        r.persist_with(writer, &Persistence::default());
+        r.publish(Publish::retained("$SYS/broker/uptime", b"1"), None);
+        assert_eq!(r.autosave.as_ref().map(|a| a.changes), Some(0));
+        r.publish(Publish::retained("kept", b"1"), None);
+        assert_eq!(r.autosave.as_ref().map(|a| a.changes), Some(1));
+    }
+
+    #[test]
     fn a_restored_state_snapshots_to_the_same_bytes() {
         let mut state = SessionState {
             inflight: Inflight::restore(
