@@ -303,3 +303,67 @@ fn a_failing_save_is_logged_once_and_the_broker_keeps_serving() {
     save_now(&b);
     b.wait_for_log("works again", TIMEOUT);
 }
+
+/// `kill -9` while a save may be under way: the file is always one whole
+/// snapshot, the older or the newer, never a damaged mix.
+#[test]
+fn kill_9_during_a_save_leaves_the_old_or_the_new_snapshot() {
+    const N: usize = 5;
+    const M: usize = 5;
+    let dir = TempDir::new("persist");
+    let extra = "autosave_interval 0\n";
+    let mut expected_before: Option<Vec<String>> = None;
+    for round in 0..6u64 {
+        let mut b = Broker::start(&conf(&dir, extra));
+        assert!(!b.has_log("is damaged"), "round {round}");
+        let mut s = persistent(&b, "crash-sub", round > 0);
+        let got: Vec<String> = s
+            .read_for(QUIET)
+            .into_iter()
+            .filter(|p| p.kind() == PUBLISH)
+            .map(|p| {
+                let m = p.publish();
+                s.ack(&m);
+                m.payload_str()
+            })
+            .collect();
+        if let Some(first) = expected_before.take() {
+            // Either snapshot: the first N of the last round, or all N + M.
+            let all: Vec<String> = (0..N + M).map(|j| format!("{}-{j}", round - 1)).collect();
+            assert!(
+                got == first || got == all,
+                "round {round}: got {got:?}, expected {first:?} or {all:?}"
+            );
+        }
+        if round == 0 {
+            s.subscribe(1, &[("crash/#", 2)]);
+        }
+        s.ping();
+        s.disconnect();
+        b.wait_for_log("Client crash-sub disconnected.", TIMEOUT);
+        let mut p = b.client("crash-pub");
+        let mut id = 1;
+        let mut send = |p: &mut RawClient, j: usize| {
+            p.publish(
+                "crash/x",
+                format!("{round}-{j}").as_bytes(),
+                1 + (j % 2) as u8,
+                false,
+                id,
+            );
+            id += 1;
+        };
+        for j in 0..N {
+            send(&mut p, j);
+        }
+        save_now(&b);
+        for j in N..N + M {
+            send(&mut p, j);
+        }
+        b.signal(libc::SIGUSR1);
+        // Somewhere in or around the second save.
+        std::thread::sleep(std::time::Duration::from_micros(round * 700));
+        b.stop(libc::SIGKILL);
+        expected_before = Some((0..N).map(|j| format!("{round}-{j}")).collect());
+    }
+}
