@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use crate::client::inflight::OutState;
 use crate::codec::{Publish, QoS};
+use crate::topic;
 
 pub const MAGIC: &[u8; 8] = b"MIDGEDB\0";
 /// Bumped on any change a reader of the previous version would misread.
@@ -372,7 +373,8 @@ impl<'a> Reader<'a> {
         let qos = self.qos()?;
         let flags = self.u8()?;
         let pkid = self.u16()?;
-        let topic = self.string()?;
+        // Checked as from the network: the router's trees rely on it.
+        let topic = self.string().filter(|t| topic::valid_name(t))?;
         let n = self.u32()? as usize;
         let payload = self.take(n)?;
         Some(Publish {
@@ -410,7 +412,7 @@ fn decode_body(kind: u8, body: &[u8]) -> Option<Record> {
         },
         SUBSCRIPTION => Record::Subscription {
             client_id: r.string()?,
-            filter: r.string()?,
+            filter: r.string().filter(|f| topic::valid_filter(f))?,
             qos: r.qos()?,
         },
         QUEUED => Record::Queued {

@@ -169,3 +169,18 @@ proptest! {
         let _ = decode(&b);
     }
 }
+
+#[test]
+fn a_well_formed_record_with_a_wildcard_topic_is_refused() {
+    let mut e = Encoder::new();
+    e.record(&Record::Retained {
+        publish: publish("a/+/b", b"x", QoS::AtMostOnce, 0),
+        source: None,
+    });
+    let d = decode(&e.finish());
+    assert!(d.records.is_empty());
+    assert_eq!(
+        d.damage.map(|x| x.reason),
+        Some("record that does not parse")
+    );
+}
