@@ -26,6 +26,7 @@ pub mod listener;
 pub mod logging;
 pub mod notify;
 pub mod outbox;
+pub mod persist;
 pub mod router;
 pub mod sys;
 pub mod tls;

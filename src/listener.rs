@@ -157,12 +157,13 @@ pub enum Stop {
     Terminate,
 }
 
-/// Accepts connections until SIGINT or SIGTERM. `on_hup` runs for SIGHUP.
+/// Accepts connections until SIGINT or SIGTERM. `on_signal` runs for
+/// SIGHUP and SIGUSR1, with the signal's number.
 pub fn accept_loop(
     sockets: &[Bound],
     signals: &Signals,
     shared: &Arc<Shared>,
-    mut on_hup: impl FnMut(),
+    mut on_signal: impl FnMut(i32),
 ) -> io::Result<Stop> {
     let mut fds: Vec<PollFd> = sockets
         .iter()
@@ -177,7 +178,7 @@ pub fn accept_loop(
         while let Some(sig) = signals.next() {
             match sig {
                 sys::SIGINT | sys::SIGTERM => return Ok(Stop::Terminate),
-                sys::SIGHUP => on_hup(),
+                sys::SIGHUP | sys::SIGUSR1 => on_signal(sig),
                 _ => {}
             }
         }

@@ -479,8 +479,8 @@ fn errors_and_help_read_as_mosquitto_s() {
         );
     }
     // Not there yet: said plainly, exit 1.
-    for args in [&["-t", "a", "-V", "mqttv5"][..]] {
-        let m = tool("midge_sub", args);
+    {
+        let m = tool("midge_sub", &["-t", "a", "-V", "mqttv5"]);
         assert_eq!(m.status.code(), Some(1));
         assert!(
             m.stderr.contains("not supported by midge_sub yet"),

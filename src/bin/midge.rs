@@ -9,6 +9,7 @@ use log::{debug, error, info, warn};
 use midge::auth::Auth;
 use midge::client::Shared;
 use midge::config::{Config, Listener, local_only_listeners};
+use midge::persist::{self, writer::Writer};
 use midge::router::{Event, Metrics, Router};
 use midge::tls::ServerTls;
 use midge::{VERSION, listener, logging, notify, sys};
@@ -166,7 +167,16 @@ fn run() -> Result<ExitCode, String> {
     if users > 0 || acls > 0 {
         info!("Loaded {users} user(s) and {acls} ACL file(s).");
     }
-    let router = Router::new(config.clone(), metrics.clone(), auth.clone());
+    let mut router = Router::new(config.clone(), metrics.clone(), auth.clone());
+    if config.persistence.enabled {
+        // Restored before any listener accepts: the first client finds its
+        // session.
+        let path = persist::file_path(&config.persistence);
+        router.restore(persist::load(&path)?);
+        let writer = Writer::spawn(path)
+            .map_err(|e| format!("unable to start the persistence thread: {e}"))?;
+        router.persist_with(writer, &config.persistence);
+    }
     let router_thread = std::thread::Builder::new()
         .name("router".into())
         .stack_size(ROUTER_STACK)
@@ -180,8 +190,13 @@ fn run() -> Result<ExitCode, String> {
     }
 
     let tls: Vec<Arc<ServerTls>> = tls.into_iter().flatten().collect();
-    let stop = listener::accept_loop(&sockets, &signals, &shared, || {
-        reload(&config, &shared, verbose, &tls)
+    let stop = listener::accept_loop(&sockets, &signals, &shared, |sig| match sig {
+        sys::SIGUSR1 if config.persistence.enabled => {
+            info!("Saving in-memory database (SIGUSR1).");
+            let _ = tx.send(Event::Save);
+        }
+        sys::SIGUSR1 => debug!("SIGUSR1 ignored: persistence is off."),
+        _ => reload(&config, &shared, verbose, &tls),
     })
     .map_err(|e| format!("accept loop failed: {e}"))?;
     info!("midge version {VERSION} terminating ({stop:?})");
@@ -190,8 +205,15 @@ fn run() -> Result<ExitCode, String> {
     }
     drop(sockets);
     let _ = tx.send(Event::Shutdown);
-    // Give client threads a moment to flush and hand back their state.
-    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    // Give client threads a moment to flush and hand back their state;
+    // with persistence the router then saves, and a slow SD card may need
+    // longer than the flush.
+    let wait = if config.persistence.enabled {
+        Duration::from_secs(60)
+    } else {
+        Duration::from_secs(2)
+    };
+    let deadline = std::time::Instant::now() + wait;
     while !router_thread.is_finished() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }

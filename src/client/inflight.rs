@@ -164,6 +164,39 @@ impl Inflight {
     pub fn release_qos2(&mut self, pkid: u16) {
         self.in_qos2.retain(|&id| id != pkid);
     }
+
+    /// Rebuilds saved state (persistence): outgoing entries in send order,
+    /// incoming QoS 2 ids awaiting PUBREL, and the last packet id handed out.
+    pub fn restore(out: Vec<OutState>, in_qos2: Vec<u16>, last_id: u16) -> Inflight {
+        let bytes = out
+            .iter()
+            .map(|s| match s {
+                OutState::Sent(p) => p.payload.len(),
+                OutState::Released(_) => 0,
+            })
+            .sum();
+        Inflight {
+            out: out.into(),
+            last_id,
+            in_qos2,
+            bytes,
+        }
+    }
+
+    /// Outgoing entries in send order (for persistence).
+    pub fn outgoing(&self) -> impl Iterator<Item = &OutState> {
+        self.out.iter()
+    }
+
+    /// Incoming QoS 2 ids awaiting PUBREL (for persistence).
+    pub fn incoming_qos2(&self) -> &[u16] {
+        &self.in_qos2
+    }
+
+    /// The last packet id handed out (for persistence).
+    pub fn last_id(&self) -> u16 {
+        self.last_id
+    }
 }
 
 /// One item of [`Inflight::resend`].

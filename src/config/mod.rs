@@ -215,7 +215,7 @@ impl Default for Logging {
     }
 }
 
-/// Persistence options: read and checked now, acted on by the persistence layer.
+/// Persistence options, acted on by `crate::persist` (docs/PERSISTENCE.md).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Persistence {
     pub enabled: bool,

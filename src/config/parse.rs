@@ -564,13 +564,6 @@ impl Parser {
             listeners
         };
         c.number_listeners();
-        if c.persistence.enabled {
-            c.warnings.push(
-                "Warning: persistence is not implemented yet: retained messages and \
-                 sessions will not survive a restart."
-                    .into(),
-            );
-        }
         Ok(c)
     }
 }

@@ -82,6 +82,8 @@ pub enum Event {
     },
     /// Password and ACL files were read again: apply the new ACLs.
     Auth(Arc<Auth>),
+    /// SIGUSR1: save the in-memory state now (with persistence on).
+    Save,
     /// Stop: close every connection and return.
     Shutdown,
 }

@@ -7,6 +7,7 @@
 //! It stops when it receives [`Event::Shutdown`] or when every sender is gone.
 
 pub mod event;
+mod persist;
 pub mod retain;
 pub mod sys;
 pub mod trie;
@@ -104,6 +105,10 @@ pub struct Router {
     metrics: Arc<Metrics>,
     sys: SysTree,
     auth: Arc<Auth>,
+    /// Set with persistence on: where snapshots go and when.
+    autosave: Option<persist::Autosave>,
+    /// Shutting down: no new connection is attached.
+    stopping: bool,
 }
 
 impl Router {
@@ -122,6 +127,8 @@ impl Router {
             stats: Stats::default(),
             metrics,
             sys: SysTree::new(),
+            autosave: None,
+            stopping: false,
         }
     }
 
@@ -133,7 +140,11 @@ impl Router {
             self.tick();
         }
         'run: loop {
-            let first = match next_tick {
+            let wake = match (next_tick, self.autosave_deadline()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let first = match wake {
                 Some(t) => match rx.recv_deadline(t) {
                     Ok(ev) => Some(ev),
                     Err(RecvTimeoutError::Timeout) => None,
@@ -167,8 +178,10 @@ impl Router {
                     next_tick = Some(now + d);
                 }
             }
+            self.autosave_if_due();
         }
         self.shutdown();
+        self.save_at_shutdown(&rx);
     }
 
     /// How often [`Router::tick`] runs: every `sys_interval`, or every
@@ -255,6 +268,7 @@ impl Router {
             Event::Subscribe { conn, subscribe } => self.subscribe(conn, subscribe),
             Event::Unsubscribe { conn, unsubscribe } => self.unsubscribe(conn, unsubscribe),
             Event::Disconnect { conn, kind, state } => self.disconnect(conn, kind, *state),
+            Event::Save => self.save(),
             Event::Shutdown => return false,
         }
         true
@@ -265,6 +279,10 @@ impl Router {
     }
 
     fn connect(&mut self, req: Box<ConnectRequest>) {
+        if self.stopping {
+            // Dropping the reply sender closes that connection.
+            return;
+        }
         let Some(&sid) = self.by_client_id.get(&req.client_id) else {
             let sid = self.new_session(&req.client_id);
             self.attach(sid, *req, false);
@@ -334,6 +352,8 @@ impl Router {
             return;
         };
         let resumed = existed && !s.clean && !clean;
+        // A persistent session starts, or one is discarded.
+        let persistent_change = !clean || (existed && !s.clean);
         if !resumed {
             // A clean start discards any old state [MQTT-3.1.2-6].
             for filter in s.subs.keys() {
@@ -350,6 +370,9 @@ impl Router {
         let state = std::mem::take(&mut s.offline);
         s.live = Some(Live { outbox, will });
         self.by_conn.insert(conn, sid);
+        if persistent_change {
+            self.changed();
+        }
         let answer = ConnectReply {
             // MQTT 3.1 has no session-present flag.
             session_present: resumed && level >= Level::V311,
@@ -407,6 +430,7 @@ impl Router {
             s.offline_bytes = state.pending.iter().map(|p| p.payload.len()).sum();
             s.offline = state;
             s.offline_since = Some(Instant::now());
+            self.changed();
         }
         if let Some(will) = will {
             debug!("Sending will of {conn}.");
@@ -436,6 +460,9 @@ impl Router {
         }
         self.by_client_id.remove(&s.client_id);
         self.free.push(sid);
+        if !s.clean {
+            self.changed();
+        }
         // A waiting takeover starts a fresh session.
         if let Some(req) = s.takeover {
             self.connect(req);
@@ -450,6 +477,10 @@ impl Router {
         // disconnected first); wills with retain set are sent unretained.
         if p.retain && self.config.retain_available {
             self.retained.set(p.clone(), source);
+            // `$SYS` is published again after a restart, never saved.
+            if !p.topic.starts_with("$SYS/") {
+                self.changed();
+            }
         }
         // [MQTT-3.3.1-9]: a message sent to an established subscription
         // carries retain 0.
@@ -491,6 +522,7 @@ impl Router {
             p.qos.min(granted)
         };
         let len = p.payload.len();
+        let mut queued_offline = false;
         let delivered = match &s.live {
             Some(live) => live.outbox.push_publish(p, limits),
             // Offline persistent session: QoS 1/2 are queued, QoS 0 only
@@ -501,6 +533,7 @@ impl Router {
             {
                 s.offline.pending.push_back(p);
                 s.offline_bytes += len;
+                queued_offline = true;
                 true
             }
             None => false,
@@ -514,6 +547,9 @@ impl Router {
                 "Outgoing messages are being dropped for client {}.",
                 s.client_id
             );
+        }
+        if queued_offline {
+            self.changed();
         }
     }
 
@@ -534,6 +570,7 @@ impl Router {
         let Some(live) = &s.live else { return };
         let outbox = live.outbox.clone();
         let subject = s.acl.clone();
+        let persistent = !s.clean;
         let mut codes = Vec::with_capacity(sub.filters.len());
         for f in &sub.filters {
             info!(target: logging::SUBSCRIBE, "{} {} {}", s.client_id, f.qos as u8, f.filter);
@@ -545,6 +582,9 @@ impl Router {
             pkid: sub.pkid,
             codes,
         })));
+        if persistent {
+            self.changed();
+        }
         // Retained messages follow the SUBACK, with retain set [MQTT-3.3.1-8].
         let limits = self.queue_limits();
         let auth = self.auth.clone();
@@ -587,6 +627,9 @@ impl Router {
         }
         live.outbox
             .push(Outgoing::Packet(Packet::UnsubAck(unsub.pkid)));
+        if !s.clean {
+            self.changed();
+        }
     }
 
     /// The compiled ACL of a client, or None when its scope has none.

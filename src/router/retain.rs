@@ -66,6 +66,11 @@ impl Retained {
         self.count == 0
     }
 
+    /// Calls `f` for every retained message (for persistence).
+    pub fn for_each(&self, mut f: impl FnMut(&Stored)) {
+        all_below(&self.root, &mut f);
+    }
+
     /// Calls `f` for each retained message whose topic matches `filter`.
     pub fn for_each_match(&self, filter: &str, mut f: impl FnMut(&Stored)) {
         match_in(&self.root, filter, true, &mut f);

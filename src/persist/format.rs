@@ -1,0 +1,475 @@
+//! The persistence file format: midge's own, versioned, one checksummed
+//! record per saved item.
+//!
+//! ```text
+//! header   "MIDGEDB\0" | version u16 | flags u16 (0) | crc32 of the 12 bytes before
+//! record   kind u8 | length u32 | body (length bytes) | crc32 of kind, length and body
+//! ...
+//! end      a record of kind END whose body is the number of records before it (u64)
+//! ```
+//!
+//! Integers are big-endian. Strings are a u16 length and UTF-8 bytes (a
+//! topic or client id never exceeds 65,535 bytes [MQTT-1.5.3]); payloads a
+//! u32 length and the bytes. A record refers to its session by client id, so
+//! a session's record comes before its subscriptions and messages.
+//!
+//! Decoding never panics and stops at the first damage (bad checksum,
+//! truncation, a body that does not parse): what came before it is intact
+//! and is returned with the offset and reason of the damage. The end record
+//! tells a file cut exactly between two records from a whole one.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::client::inflight::OutState;
+use crate::codec::{Publish, QoS};
+use crate::topic;
+
+pub const MAGIC: &[u8; 8] = b"MIDGEDB\0";
+/// Bumped on any change a reader of the previous version would misread.
+pub const VERSION: u16 = 1;
+pub const HEADER_LEN: usize = 16;
+
+const RETAINED: u8 = 1;
+const SESSION: u8 = 2;
+const SUBSCRIPTION: u8 = 3;
+const QUEUED: u8 = 4;
+const OUT_SENT: u8 = 5;
+const OUT_RELEASED: u8 = 6;
+const IN_QOS2: u8 = 7;
+const END: u8 = 0xff;
+
+/// Who published a retained message (`check_retain_source`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SavedSource {
+    pub client_id: String,
+    pub username: Option<String>,
+    pub scope: u32,
+}
+
+/// One item of a saved state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    Retained {
+        publish: Publish,
+        source: Option<SavedSource>,
+    },
+    /// A persistent session; `last_id` is the last packet id it handed out.
+    Session {
+        client_id: String,
+        username: Option<String>,
+        scope: u32,
+        last_id: u16,
+    },
+    Subscription {
+        client_id: String,
+        filter: String,
+        qos: QoS,
+    },
+    /// A message waiting to be sent to an offline session.
+    Queued { client_id: String, publish: Publish },
+    /// An outgoing QoS 1/2 message awaiting PUBACK/PUBREC, or a released
+    /// QoS 2 id awaiting PUBCOMP.
+    Outgoing { client_id: String, state: OutState },
+    /// An incoming QoS 2 packet id awaiting PUBREL.
+    IncomingQos2 { client_id: String, pkid: u16 },
+}
+
+/// Where and why decoding stopped early.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Damage {
+    /// Byte offset of the first byte not restored.
+    pub offset: usize,
+    pub reason: &'static str,
+}
+
+impl fmt::Display for Damage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} at byte {}", self.reason, self.offset)
+    }
+}
+
+/// What a file held: every intact record, and the damage if any.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    pub records: Vec<Record>,
+    pub damage: Option<Damage>,
+}
+
+/// Builds a file: the header, then records, then [`Encoder::finish`].
+pub struct Encoder {
+    out: Vec<u8>,
+    count: u64,
+}
+
+impl Default for Encoder {
+    fn default() -> Self {
+        Encoder::new()
+    }
+}
+
+impl Encoder {
+    pub fn new() -> Encoder {
+        let mut out = Vec::with_capacity(4096);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&VERSION.to_be_bytes());
+        out.extend_from_slice(&0u16.to_be_bytes());
+        let crc = crc32(&out);
+        out.extend_from_slice(&crc.to_be_bytes());
+        Encoder { out, count: 0 }
+    }
+
+    pub fn record(&mut self, r: &Record) {
+        let start = self.out.len();
+        self.out.extend_from_slice(&[0; 5]);
+        let kind = encode_body(r, &mut self.out);
+        self.finish_record(start, kind);
+        self.count += 1;
+    }
+
+    fn finish_record(&mut self, start: usize, kind: u8) {
+        let len = (self.out.len() - start - 5) as u32;
+        self.out[start] = kind;
+        self.out[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
+        let crc = crc32(&self.out[start..]);
+        self.out.extend_from_slice(&crc.to_be_bytes());
+    }
+
+    /// Number of records so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    pub fn finish(mut self) -> Vec<u8> {
+        let start = self.out.len();
+        self.out.extend_from_slice(&[0; 5]);
+        self.out.extend_from_slice(&self.count.to_be_bytes());
+        self.finish_record(start, END);
+        self.out
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    // Longer strings cannot come from the network; cut rather than corrupt.
+    let b = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
+    out.extend_from_slice(&(b.len() as u16).to_be_bytes());
+    out.extend_from_slice(b);
+}
+
+fn put_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => {
+            out.push(1);
+            put_str(out, s);
+        }
+        None => out.push(0),
+    }
+}
+
+/// qos | flags (dup 1, retain 2) | pkid u16 | topic | payload.
+fn put_publish(out: &mut Vec<u8>, p: &Publish) {
+    out.push(p.qos as u8);
+    out.push(u8::from(p.dup) | (u8::from(p.retain) << 1));
+    out.extend_from_slice(&p.pkid.to_be_bytes());
+    put_str(out, &p.topic);
+    out.extend_from_slice(&(p.payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(&p.payload);
+}
+
+fn encode_body(r: &Record, out: &mut Vec<u8>) -> u8 {
+    match r {
+        Record::Retained { publish, source } => {
+            put_publish(out, publish);
+            match source {
+                Some(s) => {
+                    out.push(1);
+                    put_str(out, &s.client_id);
+                    put_opt_str(out, s.username.as_deref());
+                    out.extend_from_slice(&s.scope.to_be_bytes());
+                }
+                None => out.push(0),
+            }
+            RETAINED
+        }
+        Record::Session {
+            client_id,
+            username,
+            scope,
+            last_id,
+        } => {
+            put_str(out, client_id);
+            put_opt_str(out, username.as_deref());
+            out.extend_from_slice(&scope.to_be_bytes());
+            out.extend_from_slice(&last_id.to_be_bytes());
+            SESSION
+        }
+        Record::Subscription {
+            client_id,
+            filter,
+            qos,
+        } => {
+            put_str(out, client_id);
+            put_str(out, filter);
+            out.push(*qos as u8);
+            SUBSCRIPTION
+        }
+        Record::Queued { client_id, publish } => {
+            put_str(out, client_id);
+            put_publish(out, publish);
+            QUEUED
+        }
+        Record::Outgoing { client_id, state } => {
+            put_str(out, client_id);
+            match state {
+                OutState::Sent(p) => {
+                    put_publish(out, p);
+                    OUT_SENT
+                }
+                OutState::Released(id) => {
+                    out.extend_from_slice(&id.to_be_bytes());
+                    OUT_RELEASED
+                }
+            }
+        }
+        Record::IncomingQos2 { client_id, pkid } => {
+            put_str(out, client_id);
+            out.extend_from_slice(&pkid.to_be_bytes());
+            IN_QOS2
+        }
+    }
+}
+
+/// Reads a whole file's bytes. Never panics.
+pub fn decode(bytes: &[u8]) -> Decoded {
+    let mut d = Decoded::default();
+    if bytes.len() < HEADER_LEN {
+        d.damage = Some(Damage {
+            offset: 0,
+            reason: "file shorter than its header",
+        });
+        return d;
+    }
+    let (head, crc) = (&bytes[..12], &bytes[12..16]);
+    if &head[..8] != MAGIC {
+        d.damage = Some(Damage {
+            offset: 0,
+            reason: "not a midge persistence file",
+        });
+        return d;
+    }
+    if crc32(head).to_be_bytes() != crc {
+        d.damage = Some(Damage {
+            offset: 0,
+            reason: "header checksum mismatch",
+        });
+        return d;
+    }
+    if u16::from_be_bytes([head[8], head[9]]) != VERSION {
+        d.damage = Some(Damage {
+            offset: 8,
+            reason: "unsupported file format version",
+        });
+        return d;
+    }
+    let mut pos = HEADER_LEN;
+    let damage = |offset, reason| Some(Damage { offset, reason });
+    loop {
+        // pos <= bytes.len()
+        let rest = &bytes[pos..];
+        if rest.is_empty() {
+            d.damage = damage(pos, "file ends without its end record");
+            return d;
+        }
+        if rest.len() < 9 {
+            d.damage = damage(pos, "truncated record");
+            return d;
+        }
+        let kind = rest[0];
+        let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+        if rest.len() - 9 < len {
+            d.damage = damage(pos, "truncated record");
+            return d;
+        }
+        let body = &rest[5..5 + len];
+        let crc = &rest[5 + len..9 + len];
+        if crc32(&rest[..5 + len]).to_be_bytes() != crc {
+            d.damage = damage(pos, "record checksum mismatch");
+            return d;
+        }
+        if kind == END {
+            let mut r = Reader(body);
+            let count = r.u64();
+            if count != Some(d.records.len() as u64) || !r.0.is_empty() {
+                d.damage = damage(pos, "end record does not match the records before it");
+            } else if pos + 9 + len != bytes.len() {
+                d.damage = damage(pos + 9 + len, "bytes after the end record");
+            }
+            return d;
+        }
+        match decode_body(kind, body) {
+            Some(r) => d.records.push(r),
+            None => {
+                d.damage = damage(pos, "record that does not parse");
+                return d;
+            }
+        }
+        pos += 9 + len;
+    }
+}
+
+/// A cursor over a record body; every read is checked.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Some(a)
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Option<u16> {
+        let b = self.take(2)?;
+        Some(u16::from_be_bytes([b[0], b[1]]))
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        let b = self.take(4)?;
+        Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        let b = self.take(8)?;
+        let mut a = [0; 8];
+        a.copy_from_slice(b);
+        Some(u64::from_be_bytes(a))
+    }
+
+    fn string(&mut self) -> Option<String> {
+        let n = self.u16()? as usize;
+        let b = self.take(n)?;
+        std::str::from_utf8(b).ok().map(str::to_string)
+    }
+
+    fn opt_string(&mut self) -> Option<Option<String>> {
+        match self.u8()? {
+            0 => Some(None),
+            1 => Some(Some(self.string()?)),
+            _ => None,
+        }
+    }
+
+    fn qos(&mut self) -> Option<QoS> {
+        QoS::from_u8(self.u8()?)
+    }
+
+    fn publish(&mut self) -> Option<Publish> {
+        let qos = self.qos()?;
+        let flags = self.u8()?;
+        let pkid = self.u16()?;
+        // Checked as from the network: the router's trees rely on it.
+        let topic = self.string().filter(|t| topic::valid_name(t))?;
+        let n = self.u32()? as usize;
+        let payload = self.take(n)?;
+        Some(Publish {
+            dup: flags & 1 != 0,
+            qos,
+            retain: flags & 2 != 0,
+            topic: Arc::from(topic),
+            pkid,
+            payload: Arc::from(payload),
+        })
+    }
+}
+
+fn decode_body(kind: u8, body: &[u8]) -> Option<Record> {
+    let mut r = Reader(body);
+    let rec = match kind {
+        RETAINED => {
+            let publish = r.publish()?;
+            let source = match r.u8()? {
+                0 => None,
+                1 => Some(SavedSource {
+                    client_id: r.string()?,
+                    username: r.opt_string()?,
+                    scope: r.u32()?,
+                }),
+                _ => return None,
+            };
+            Record::Retained { publish, source }
+        }
+        SESSION => Record::Session {
+            client_id: r.string()?,
+            username: r.opt_string()?,
+            scope: r.u32()?,
+            last_id: r.u16()?,
+        },
+        SUBSCRIPTION => Record::Subscription {
+            client_id: r.string()?,
+            filter: r.string().filter(|f| topic::valid_filter(f))?,
+            qos: r.qos()?,
+        },
+        QUEUED => Record::Queued {
+            client_id: r.string()?,
+            publish: r.publish()?,
+        },
+        OUT_SENT => {
+            let client_id = r.string()?;
+            let p = r.publish()?;
+            if p.qos == QoS::AtMostOnce || p.pkid == 0 {
+                return None;
+            }
+            Record::Outgoing {
+                client_id,
+                state: OutState::Sent(p),
+            }
+        }
+        OUT_RELEASED => Record::Outgoing {
+            client_id: r.string()?,
+            state: OutState::Released(r.u16()?),
+        },
+        IN_QOS2 => Record::IncomingQos2 {
+            client_id: r.string()?,
+            pkid: r.u16()?,
+        },
+        _ => return None,
+    };
+    r.0.is_empty().then_some(rec)
+}
+
+/// CRC-32 (IEEE 802.3, as zlib and PNG), table-driven.
+pub fn crc32(data: &[u8]) -> u32 {
+    const TABLE: [u32; 256] = {
+        let mut t = [0u32; 256];
+        let mut i = 0;
+        while i < 256 {
+            let mut c = i as u32;
+            let mut k = 0;
+            while k < 8 {
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+                k += 1;
+            }
+            t[i] = c;
+            i += 1;
+        }
+        t
+    };
+    let mut c = !0u32;
+    for &b in data {
+        c = TABLE[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8);
+    }
+    !c
+}
+
+#[cfg(test)]
+mod tests;

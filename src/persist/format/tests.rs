@@ -1,0 +1,186 @@
+//! Damaged files: cut at every byte, zero-filled from every byte, random
+//! bytes. Decoding never panics and returns exactly the intact prefix.
+
+use super::*;
+use proptest::prelude::*;
+
+fn publish(topic: &str, payload: &[u8], qos: QoS, pkid: u16) -> Publish {
+    Publish {
+        dup: false,
+        qos,
+        retain: false,
+        topic: Arc::from(topic),
+        pkid,
+        payload: Arc::from(payload),
+    }
+}
+
+/// A small state with one record of every kind.
+fn sample() -> Vec<Record> {
+    let mut retained = publish("r/1", b"kept", QoS::AtLeastOnce, 0);
+    retained.retain = true;
+    vec![
+        Record::Retained {
+            publish: retained.clone(),
+            source: None,
+        },
+        Record::Retained {
+            publish: publish("r/2", b"with source", QoS::AtMostOnce, 0),
+            source: Some(SavedSource {
+                client_id: "pub".into(),
+                username: Some("u".into()),
+                scope: 3,
+            }),
+        },
+        Record::Session {
+            client_id: "s1".into(),
+            username: None,
+            scope: 0,
+            last_id: 7,
+        },
+        Record::Subscription {
+            client_id: "s1".into(),
+            filter: "a/#".into(),
+            qos: QoS::ExactlyOnce,
+        },
+        Record::Queued {
+            client_id: "s1".into(),
+            publish: publish("a/q", b"queued", QoS::AtLeastOnce, 0),
+        },
+        Record::Outgoing {
+            client_id: "s1".into(),
+            state: OutState::Sent(publish("a/s", b"sent", QoS::ExactlyOnce, 5)),
+        },
+        Record::Outgoing {
+            client_id: "s1".into(),
+            state: OutState::Released(6),
+        },
+        Record::IncomingQos2 {
+            client_id: "s1".into(),
+            pkid: 9,
+        },
+    ]
+}
+
+fn encode(records: &[Record]) -> (Vec<u8>, Vec<usize>) {
+    let mut e = Encoder::new();
+    // Where each record ends: a prefix up to it holds it whole.
+    let mut ends = Vec::new();
+    for r in records {
+        e.record(r);
+        ends.push(e.out.len());
+    }
+    (e.finish(), ends)
+}
+
+#[test]
+fn round_trip() {
+    let (bytes, _) = encode(&sample());
+    let d = decode(&bytes);
+    assert_eq!(d.damage, None);
+    assert_eq!(d.records, sample());
+}
+
+#[test]
+fn crc32_known_value() {
+    assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+}
+
+/// Damages the sample at every offset with `damage(bytes, at)` and checks
+/// that exactly the records ending at or before `at` come back, with the
+/// damage reported at or before `at`.
+fn damaged_everywhere(what: &str, damage: impl Fn(&[u8], usize) -> Vec<u8>) {
+    let records = sample();
+    let (bytes, ends) = encode(&records);
+    for at in 0..bytes.len() {
+        let d = decode(&damage(&bytes, at));
+        let whole = ends.iter().filter(|&&e| e <= at).count();
+        assert_eq!(d.records, records[..whole], "{what} at {at}");
+        let found = d
+            .damage
+            .unwrap_or_else(|| panic!("{what} at {at} not noticed"));
+        assert!(found.offset <= at, "{what} at {at}: {found}");
+    }
+}
+
+#[test]
+fn cut_at_every_offset_keeps_the_whole_records_before_the_cut() {
+    damaged_everywhere("cut", |b, at| b[..at].to_vec());
+}
+
+#[test]
+fn zeros_from_every_offset_keep_the_whole_records_before_them() {
+    damaged_everywhere("zeros", |b, at| {
+        let mut b = b.to_vec();
+        b[at..].fill(0);
+        b
+    });
+}
+
+#[test]
+fn a_flipped_bit_anywhere_is_noticed() {
+    damaged_everywhere("flipped bit", |b, at| {
+        let mut b = b.to_vec();
+        b[at] ^= 0x10;
+        b
+    });
+}
+
+#[test]
+fn other_versions_and_files_are_refused_whole() {
+    let (mut bytes, _) = encode(&sample());
+    bytes[9] = 2;
+    let crc = crc32(&bytes[..12]);
+    bytes[12..16].copy_from_slice(&crc.to_be_bytes());
+    let d = decode(&bytes);
+    assert!(d.records.is_empty());
+    assert_eq!(
+        d.damage.map(|x| x.reason),
+        Some("unsupported file format version")
+    );
+    let d = decode(b"SQLite format 3\0 and the rest of some other file");
+    assert_eq!(
+        d.damage.map(|x| x.reason),
+        Some("not a midge persistence file")
+    );
+}
+
+#[test]
+fn bytes_after_the_end_are_noticed_but_everything_is_restored() {
+    let (mut bytes, _) = encode(&sample());
+    bytes.extend_from_slice(b"junk");
+    let d = decode(&bytes);
+    assert_eq!(d.records, sample());
+    assert!(d.damage.is_some());
+}
+
+proptest! {
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = decode(&bytes);
+    }
+
+    #[test]
+    fn random_bytes_after_a_valid_header_never_panic(
+        tail in proptest::collection::vec(any::<u8>(), 0..512),
+    ) {
+        let mut b = Encoder::new().out;
+        b.extend_from_slice(&tail);
+        let _ = decode(&b);
+    }
+}
+
+#[test]
+fn a_well_formed_record_with_a_wildcard_topic_is_refused() {
+    let mut e = Encoder::new();
+    e.record(&Record::Retained {
+        publish: publish("a/+/b", b"x", QoS::AtMostOnce, 0),
+        source: None,
+    });
+    let d = decode(&e.finish());
+    assert!(d.records.is_empty());
+    assert_eq!(
+        d.damage.map(|x| x.reason),
+        Some("record that does not parse")
+    );
+}

@@ -1,0 +1,369 @@
+//! Persistence (`persistence true`): what a restart gives back after a
+//! clean stop, a SIGUSR1 or an autosave followed by `kill -9`, and start-up
+//! with a damaged file. Each test keeps the persistence directory in its
+//! own temp dir and starts a second broker on it.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::packets::{Connect, PUBLISH, publish, pubrel};
+use common::*;
+
+/// Writable by anyone: started as root, the broker runs as `nobody`.
+fn open_to_all(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o777)).expect("chmod");
+}
+
+fn conf(dir: &TempDir, extra: &str) -> String {
+    open_to_all(dir.path());
+    format!(
+        "persistence true\npersistence_location {}/\n{extra}",
+        dir.path().display()
+    )
+}
+
+fn db(dir: &TempDir) -> PathBuf {
+    dir.path().join("midge.db")
+}
+
+fn persistent(b: &Broker, id: &str, session_present: bool) -> RawClient {
+    RawClient::connect_with(b.addr(), &Connect::new(id).clean(false), session_present).named(id)
+}
+
+/// Files in `dir` whose name starts with `midge.db.corrupt-`.
+fn set_aside(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .expect("read dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("midge.db.corrupt-"))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn save_now(b: &Broker) {
+    let from = b.log_len();
+    b.signal(libc::SIGUSR1);
+    b.wait_for_log_from(from, "Saved in-memory database", TIMEOUT);
+}
+
+/// The retained messages a fresh subscriber to `#` gets, sorted.
+fn retained_topics(b: &Broker) -> Vec<String> {
+    let mut c = b.client("peek");
+    c.subscribe(1, &[("#", 0)]);
+    let mut topics = Vec::new();
+    for p in c.read_for(QUIET) {
+        if p.kind() == PUBLISH {
+            topics.push(p.publish().topic);
+        }
+    }
+    topics.sort();
+    topics
+}
+
+#[test]
+fn sigterm_then_restart_restores_retained_sessions_and_queued_messages() {
+    let dir = TempDir::new("persist");
+    let mut b = Broker::start(&conf(&dir, ""));
+    let mut s = persistent(&b, "sub", false);
+    s.subscribe(1, &[("q/#", 2)]);
+    s.disconnect();
+    b.wait_for_log("Client sub disconnected.", TIMEOUT);
+    let mut p = b.client("pub");
+    p.publish("r/1", b"retained", 1, true, 1);
+    p.publish("q/1", b"one", 1, false, 2);
+    p.publish("q/2", b"two", 2, false, 3);
+    // An inbound QoS 2 message whose PUBREL has not come: PUBREC sent.
+    let mut half = persistent(&b, "half", false);
+    half.send(&publish("q/3", b"three", 2, false, false, 9));
+    half.expect_pubrec(9);
+    half.drop_connection();
+    b.wait_for_log("Client half closed its connection.", TIMEOUT);
+    b.stop(libc::SIGTERM);
+    assert!(db(&dir).exists(), "no file after SIGTERM");
+
+    let b = Broker::start(&conf(&dir, ""));
+    b.wait_for_log(
+        "Restored 1 retained message(s) and 2 persistent session(s).",
+        TIMEOUT,
+    );
+    let mut s = persistent(&b, "sub", true);
+    for (t, pl, q) in [("q/1", "one", 1), ("q/2", "two", 2), ("q/3", "three", 2)] {
+        let m = s.expect_publish_eq(t, pl.as_bytes(), q, false);
+        s.ack(&m);
+    }
+    // The QoS 2 sender repeats its PUBLISH: only PUBREC again, no second
+    // copy (exactly once across the restart), then PUBREL completes it.
+    let mut half = persistent(&b, "half", true);
+    half.send(&publish("q/3", b"three", 2, false, true, 9));
+    half.expect_pubrec(9);
+    half.send(&pubrel(9));
+    half.expect_pubcomp(9);
+    s.expect_nothing(QUIET);
+    assert_eq!(retained_topics(&b), vec!["r/1".to_string()]);
+}
+
+#[test]
+fn unacknowledged_messages_of_an_offline_session_survive_a_restart() {
+    let dir = TempDir::new("persist");
+    let mut b = Broker::start(&conf(&dir, ""));
+    let mut s = persistent(&b, "flaky", false);
+    s.subscribe(1, &[("f/#", 1)]);
+    let mut p = b.client("pub");
+    p.publish("f/1", b"unacked", 1, false, 1);
+    let first = s.expect_publish_eq("f/1", b"unacked", 1, false);
+    s.drop_connection();
+    b.wait_for_log("Client flaky closed its connection.", TIMEOUT);
+    b.stop(libc::SIGTERM);
+
+    let b = Broker::start(&conf(&dir, ""));
+    let mut s = persistent(&b, "flaky", true);
+    let again = s.expect_publish_eq("f/1", b"unacked", 1, false);
+    assert!(again.dup, "a redelivery carries DUP: {again:?}");
+    assert_eq!(again.pkid, first.pkid, "same packet id after the restart");
+    s.ack(&again);
+    s.expect_nothing(QUIET);
+}
+
+#[test]
+fn a_connected_client_is_saved_with_its_state_on_sigterm() {
+    let dir = TempDir::new("persist");
+    let mut b = Broker::start(&conf(&dir, ""));
+    let mut s = persistent(&b, "online", false);
+    s.subscribe(1, &[("o/#", 1)]);
+    let mut p = b.client("pub");
+    p.publish("o/1", b"in flight", 1, false, 1);
+    s.expect_publish_eq("o/1", b"in flight", 1, false);
+    // Still connected, PUBACK never sent, when the broker stops.
+    b.stop(libc::SIGTERM);
+
+    let b = Broker::start(&conf(&dir, ""));
+    let mut s = persistent(&b, "online", true);
+    let m = s.expect_publish_eq("o/1", b"in flight", 1, false);
+    assert!(m.dup);
+    s.ack(&m);
+}
+
+#[test]
+fn sigusr1_saves_and_kill_9_keeps_what_was_saved() {
+    let dir = TempDir::new("persist");
+    let mut b = Broker::start(&conf(&dir, "autosave_interval 0\n"));
+    let mut p = b.client("pub");
+    p.publish("saved", b"1", 1, true, 1);
+    save_now(&b);
+    p.publish("not/saved", b"2", 1, true, 2);
+    b.stop(libc::SIGKILL);
+
+    let b = Broker::start(&conf(&dir, ""));
+    assert_eq!(retained_topics(&b), vec!["saved".to_string()]);
+}
+
+#[test]
+fn autosave_interval_saves_changes_without_a_signal() {
+    let dir = TempDir::new("persist");
+    let mut b = Broker::start(&conf(&dir, "autosave_interval 1\n"));
+    let mut p = b.client("pub");
+    p.publish("auto", b"1", 1, true, 1);
+    b.wait_for_log("Saved in-memory database", TIMEOUT);
+    b.stop(libc::SIGKILL);
+    let b = Broker::start(&conf(&dir, ""));
+    assert_eq!(retained_topics(&b), vec!["auto".to_string()]);
+}
+
+#[test]
+fn autosave_on_changes_saves_after_that_many_changes() {
+    let dir = TempDir::new("persist");
+    let b = Broker::start(&conf(
+        &dir,
+        "autosave_interval 3\nautosave_on_changes true\n",
+    ));
+    let mut p = b.client("pub");
+    p.publish("c/1", b"1", 1, true, 1);
+    p.publish("c/2", b"2", 1, true, 2);
+    p.ping();
+    assert!(
+        !b.has_log("Saved in-memory database"),
+        "saved after 2 changes"
+    );
+    p.publish("c/3", b"3", 1, true, 3);
+    b.wait_for_log("Saved in-memory database", TIMEOUT);
+}
+
+/// Saves two retained messages, stops, damages the file with `damage`,
+/// restarts; returns the new broker and the file's bytes before the
+/// restart.
+fn restart_with_damage(dir: &TempDir, damage: impl FnOnce(&mut Vec<u8>)) -> (Broker, Vec<u8>) {
+    let mut b = Broker::start(&conf(dir, ""));
+    let mut p = b.client("pub");
+    p.publish("d/1", b"first", 1, true, 1);
+    p.publish("d/2", b"second", 1, true, 2);
+    b.stop(libc::SIGTERM);
+    let mut bytes = fs::read(db(dir)).expect("read the saved file");
+    damage(&mut bytes);
+    fs::write(db(dir), &bytes).expect("write the damaged file");
+    (Broker::start(&conf(dir, "")), bytes)
+}
+
+#[test]
+fn a_truncated_file_gives_back_its_intact_records_and_is_moved_aside() {
+    let dir = TempDir::new("persist");
+    // Cut in the middle of the second record: the end record is 17 bytes.
+    let (b, damaged) = restart_with_damage(&dir, |b| b.truncate(b.len() - 20));
+    b.wait_for_log("is damaged (truncated record at byte", TIMEOUT);
+    b.wait_for_log("moved the damaged file to", TIMEOUT);
+    assert_eq!(retained_topics(&b).len(), 1, "the intact first record");
+    let aside = set_aside(dir.path());
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_eq!(
+        fs::read(&aside[0]).expect("read"),
+        damaged,
+        "kept as it was"
+    );
+}
+
+#[test]
+fn zeros_random_bytes_and_other_versions_do_not_stop_the_start() {
+    type Damage = fn(&mut Vec<u8>);
+    let cases: [(&str, Damage); 3] = [
+        ("zeros", |b| {
+            let n = b.len();
+            b[20..n].fill(0);
+        }),
+        ("random", |b| {
+            let mut x: u32 = 0x1234_5678;
+            for byte in b.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                *byte = x as u8;
+            }
+        }),
+        ("version", |b| b[9] = 99),
+    ];
+    for (what, damage) in cases {
+        let dir = TempDir::new("persist");
+        let (mut b, _) = restart_with_damage(&dir, damage);
+        b.wait_for_log("is damaged (", TIMEOUT);
+        assert!(retained_topics(&b).is_empty(), "{what}");
+        assert_eq!(set_aside(dir.path()).len(), 1, "{what}");
+        // And the broker saves a good file again.
+        save_now(&b);
+        b.stop(libc::SIGTERM);
+        let b = Broker::start(&conf(&dir, ""));
+        b.wait_for_log("Restored 0 retained message(s)", TIMEOUT);
+        assert!(!b.has_log("is damaged"), "{what}");
+    }
+}
+
+#[test]
+fn a_failing_save_is_logged_once_and_the_broker_keeps_serving() {
+    let dir = TempDir::new("persist");
+    let loc = dir.path().join("state");
+    fs::create_dir(&loc).expect("mkdir");
+    open_to_all(&loc);
+    let conf = format!(
+        "persistence true\npersistence_location {}/\nautosave_interval 0\n",
+        loc.display()
+    );
+    let b = Broker::start(&conf);
+    // The file is looked for after the listeners open: wait for that.
+    b.wait_for_log("No persistence file", TIMEOUT);
+    // The directory disappears and a file takes its name: every save fails.
+    fs::remove_dir(&loc).expect("rmdir");
+    fs::write(&loc, b"").expect("write");
+    for _ in 0..3 {
+        let from = b.log_len();
+        b.signal(libc::SIGUSR1);
+        b.wait_for_log_from(from, "Saving in-memory database (SIGUSR1)", TIMEOUT);
+    }
+    let mut p = b.client("still-serving");
+    p.publish("x", b"y", 1, false, 1);
+    p.ping();
+    wait_until("the save error", TIMEOUT, || {
+        b.has_log("unable to save the in-memory database")
+    });
+    // Three failures, one line; it says what is at stake.
+    wait_until("three saves tried", TIMEOUT, || {
+        b.count_log("Saving in-memory database (SIGUSR1)") == 3
+    });
+    p.ping();
+    assert_eq!(b.count_log("unable to save the in-memory database"), 1);
+    assert!(b.has_log("not durable"));
+    // Fixed: the next save works and says so.
+    fs::remove_file(&loc).expect("rm");
+    fs::create_dir(&loc).expect("mkdir");
+    open_to_all(&loc);
+    save_now(&b);
+    b.wait_for_log("works again", TIMEOUT);
+}
+
+/// `kill -9` while a save may be under way: the file is always one whole
+/// snapshot, the older or the newer, never a damaged mix.
+#[test]
+fn kill_9_during_a_save_leaves_the_old_or_the_new_snapshot() {
+    const N: usize = 5;
+    const M: usize = 5;
+    let dir = TempDir::new("persist");
+    let extra = "autosave_interval 0\n";
+    let mut expected_before: Option<Vec<String>> = None;
+    for round in 0..6u64 {
+        let mut b = Broker::start(&conf(&dir, extra));
+        assert!(!b.has_log("is damaged"), "round {round}");
+        let mut s = persistent(&b, "crash-sub", round > 0);
+        let got: Vec<String> = s
+            .read_for(QUIET)
+            .into_iter()
+            .filter(|p| p.kind() == PUBLISH)
+            .map(|p| {
+                let m = p.publish();
+                s.ack(&m);
+                m.payload_str()
+            })
+            .collect();
+        if let Some(first) = expected_before.take() {
+            // Either snapshot: the first N of the last round, or all N + M.
+            let all: Vec<String> = (0..N + M).map(|j| format!("{}-{j}", round - 1)).collect();
+            assert!(
+                got == first || got == all,
+                "round {round}: got {got:?}, expected {first:?} or {all:?}"
+            );
+        }
+        if round == 0 {
+            s.subscribe(1, &[("crash/#", 2)]);
+        }
+        s.ping();
+        s.disconnect();
+        b.wait_for_log("Client crash-sub disconnected.", TIMEOUT);
+        let mut p = b.client("crash-pub");
+        let mut id = 1;
+        let mut send = |p: &mut RawClient, j: usize| {
+            p.publish(
+                "crash/x",
+                format!("{round}-{j}").as_bytes(),
+                1 + (j % 2) as u8,
+                false,
+                id,
+            );
+            id += 1;
+        };
+        for j in 0..N {
+            send(&mut p, j);
+        }
+        save_now(&b);
+        for j in N..N + M {
+            send(&mut p, j);
+        }
+        b.signal(libc::SIGUSR1);
+        // Somewhere in or around the second save.
+        std::thread::sleep(std::time::Duration::from_micros(round * 700));
+        b.stop(libc::SIGKILL);
+        expected_before = Some((0..N).map(|j| format!("{round}-{j}")).collect());
+    }
+}
