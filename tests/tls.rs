@@ -338,3 +338,39 @@ fn sighup_rereads_the_files_and_keeps_them_when_a_new_one_is_bad() {
         &["--cafile", ca, "-t", "x", "-m", "new"],
     ));
 }
+
+#[test]
+fn use_identity_as_username_feeds_the_acl() {
+    let dir = TempDir::new("tls-identity-acl");
+    let acl = dir.write("acl", "user sensor9\ntopic readwrite sensors/9/#\n");
+    let (b, ca) = client_cert_broker(
+        &dir,
+        &format!(
+            "use_identity_as_username true\nallow_anonymous false\nacl_file {}\n",
+            acl.display()
+        ),
+    );
+    let (crt, key) = ca.issue("sensor9", "sensor9", Some(CLIENT_V3), "365");
+    let mut base = vec!["--cafile".to_string(), ca.crt().display().to_string()];
+    base.extend(with_cert(&crt, &key));
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut a = base.clone();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    // The certificate's CN is the user of the ACL: its own topics only.
+    for (topic, msg) in [("other/t", "denied"), ("sensors/9/t", "granted")] {
+        let a = args(&["-t", topic, "-m", msg, "-r", "-q", "1"]);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        ok(&publish("localhost", b.port, &a));
+    }
+    let a = args(&["-t", "#", "-v", "-C", "2", "-W", "3"]);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let f = tools::run(
+        client(MOSQUITTO_SUB, "localhost", b.port, &a),
+        "mosquitto_sub",
+        TOOL_TIMEOUT,
+    );
+    assert_eq!(f.stdout, "sensors/9/t granted", "{}", f.stderr);
+    assert_eq!(f.status.code(), Some(27), "timed out after one message");
+}
