@@ -112,7 +112,12 @@ as_midge /usr/sbin/midge -t -c /etc/midge/midge.conf | grep -qx 'configuration o
 # The installed config with a local listener in conf.d, as docs/INSTALL.md
 # says, on a free port instead of 1883, as the midge user.
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port" >"$ROOT/etc/midge/conf.d/local.conf"
+# A password file made with the packaged midge_passwd, readable by the
+# midge group, as docs/INSTALL.md says.
+in_root midge_passwd -c -b /etc/midge/passwd user1 secret || fail "midge_passwd"
+in_root chgrp midge /etc/midge/passwd && in_root chmod 0640 /etc/midge/passwd
+printf 'listener %s 127.0.0.1\nallow_anonymous false\npassword_file /etc/midge/passwd\n' \
+    "$port" >"$ROOT/etc/midge/conf.d/local.conf"
 # (chroot itself, not a function, so that $! is the broker's pid after exec.)
 chroot --userspec="$uid:$gid" "$ROOT" /usr/sbin/midge -c /etc/midge/midge.conf \
     >"$WORK/broker.log" 2>&1 &
@@ -126,12 +131,17 @@ grep -q "Opening ipv4 listen socket on port $port" "$WORK/broker.log" ||
     { cat "$WORK/broker.log"; fail "the broker did not listen on port $port"; }
 [ "$(stat -c %u "/proc/$broker_pid")" = "$uid" ] || fail "the broker does not run as uid $uid"
 
-# A retained message, then a subscriber that must get it.
-mosquitto_pub -h 127.0.0.1 -p "$port" -t install/test -r -m "hello from the package" ||
-    fail "mosquitto_pub could not publish"
-mosquitto_sub -h 127.0.0.1 -p "$port" -t install/test -C 1 -W 10 >"$WORK/sub.out" ||
-    fail "mosquitto_sub got nothing"
-[ "$(cat "$WORK/sub.out")" = "hello from the package" ] || fail "mosquitto_sub got '$(cat "$WORK/sub.out")'"
+# A retained message, then a subscriber that must get it: Debian's client
+# one way, the packaged midge_sub (run inside the root) the other.
+mosquitto_pub -h 127.0.0.1 -p "$port" -u user1 -P secret -t install/test -r \
+    -m "hello from the package" || fail "mosquitto_pub could not publish"
+in_root midge_sub -h 127.0.0.1 -p "$port" -u user1 -P secret -t install/test -C 1 -W 10 \
+    >"$WORK/sub.out" || fail "midge_sub got nothing"
+[ "$(cat "$WORK/sub.out")" = "hello from the package" ] || fail "midge_sub got '$(cat "$WORK/sub.out")'"
+rc=0
+in_root midge_pub -h 127.0.0.1 -p "$port" -t install/test -m anonymous 2>/dev/null || rc=$?
+[ "$rc" = 5 ] || fail "midge_pub without a password exited with $rc, not 5 (not authorised)"
+log "the packaged midge_passwd, midge_sub and midge_pub work against it"
 log "broker pid $broker_pid (uid $uid) served a message on 127.0.0.1:$port"
 kill -TERM "$broker_pid"
 wait "$broker_pid" || fail "the broker did not exit cleanly on SIGTERM"
@@ -148,7 +158,7 @@ log "reinstall kept the local change to midge.conf"
 
 touch "$ROOT/var/lib/midge/state.db"
 # The user's own file in conf.d is theirs to remove; dpkg keeps it.
-rm "$ROOT/etc/midge/conf.d/local.conf"
+rm "$ROOT/etc/midge/conf.d/local.conf" "$ROOT/etc/midge/passwd"
 in_root dpkg --purge midge || fail "dpkg --purge"
 for gone in /usr/sbin/midge /var/lib/midge /etc/midge /lib/systemd/system/midge.service \
     /etc/systemd/system/multi-user.target.wants/midge.service; do
