@@ -8,6 +8,7 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use common::broker::run_midge_output;
 use common::packets::{Connect, PUBLISH, publish, pubrel};
 use common::*;
 
@@ -366,4 +367,37 @@ fn kill_9_during_a_save_leaves_the_old_or_the_new_snapshot() {
         b.stop(libc::SIGKILL);
         expected_before = Some((0..N).map(|j| format!("{round}-{j}")).collect());
     }
+}
+
+#[test]
+fn check_mode_reads_the_persistence_folder_and_file() {
+    let dir = TempDir::new("persist-check");
+    let check = |text: &str| {
+        let c = dir.write("check.conf", text);
+        run_midge_output(&["-t", "-c", c.to_str().expect("utf-8")])
+    };
+    // A folder that does not exist: named, and no "configuration ok".
+    let missing = dir.path().join("nowhere");
+    let (st, out, err) = check(&format!(
+        "persistence true\npersistence_location {}/\n",
+        missing.display()
+    ));
+    assert!(!st.success() && out.is_empty(), "{out}");
+    assert!(
+        err.contains(&format!(
+            "persistence_location {}: no such directory",
+            missing.display()
+        )),
+        "{err}"
+    );
+    // A damaged file: reported, the configuration is still good (the
+    // broker restores what is intact), and the file is left alone.
+    let (b, damaged) = restart_with_damage(&dir, |b| b.truncate(b.len() - 20));
+    drop(b);
+    fs::write(db(&dir), &damaged).expect("write the damaged file");
+    let (st, out, err) = check(&conf(&dir, ""));
+    assert!(st.success(), "{err}");
+    assert_eq!(out.trim(), "configuration ok");
+    assert!(err.contains("is damaged"), "{err}");
+    assert_eq!(fs::read(db(&dir)).expect("read"), damaged, "left as it was");
 }

@@ -99,6 +99,11 @@ fn run() -> Result<ExitCode, String> {
         for n in &tls_notes {
             eprintln!("{n}");
         }
+        if config.persistence.enabled {
+            if let Some(w) = persist::check(&config.persistence)? {
+                eprintln!("{w}");
+            }
+        }
         println!("configuration ok");
         return Ok(ExitCode::SUCCESS);
     }

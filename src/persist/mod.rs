@@ -122,6 +122,35 @@ enum Item {
     In(u16),
 }
 
+/// Check mode (`midge -t`): the directory must exist and the file, when
+/// there is one, must read. Damage is reported (the broker would restore
+/// the records before it and set the file aside), not repaired.
+pub fn check(p: &Persistence) -> Result<Option<String>, String> {
+    let path = file_path(p);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.is_dir() {
+            return Err(format!(
+                "persistence_location {}: no such directory (midge saves its state there)",
+                dir.display()
+            ));
+        }
+    }
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok(format::decode(&bytes).damage.map(|d| {
+            format!(
+                "Warning: persistence file {} is damaged ({d}); at start midge restores the \
+                 records before the damage and sets the file aside.",
+                path.display()
+            )
+        })),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!(
+            "unable to read persistence file {}: {e}",
+            path.display()
+        )),
+    }
+}
+
 /// Reads the file at `path`. A missing file is an empty state. A file that
 /// exists but cannot be read is an error: starting empty would overwrite it
 /// at the next save. A damaged file gives back its intact records, is
