@@ -86,6 +86,11 @@ impl Auth {
         self.scopes.get(i).cloned().unwrap_or_default()
     }
 
+    /// Whether any scope has an ACL file (else publishes need no lookup).
+    pub fn has_acl(&self) -> bool {
+        self.scopes.iter().any(|s| s.acl.is_some())
+    }
+
     /// Number of user names and ACL files loaded, for the log.
     pub fn summary(&self) -> (usize, usize) {
         self.scopes.iter().fold((0, 0), |(u, a), s| {

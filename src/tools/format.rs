@@ -25,28 +25,21 @@ pub fn check(format: &str) -> Result<(), String> {
                 if i == len - 1 {
                     return incomplete();
                 }
+                // Flag, width and precision; the format may not end in them.
+                let step = |i: &mut usize| {
+                    *i += 1;
+                    if *i == len - 1 { incomplete() } else { Ok(()) }
+                };
                 if matches!(at(i + 1), b'0' | b'-') {
-                    i += 1;
-                    if i == len - 1 {
-                        return incomplete();
-                    }
+                    step(&mut i)?;
                 }
                 while at(i + 1).is_ascii_digit() {
-                    i += 1;
-                    if i == len - 1 {
-                        return incomplete();
-                    }
+                    step(&mut i)?;
                 }
                 if at(i + 1) == b'.' {
-                    i += 1;
-                    if i == len - 1 {
-                        return incomplete();
-                    }
+                    step(&mut i)?;
                     while at(i + 1).is_ascii_digit() {
-                        i += 1;
-                        if i == len - 1 {
-                            return incomplete();
-                        }
+                        step(&mut i)?;
                     }
                 }
                 let c = at(i + 1);
