@@ -209,6 +209,7 @@ impl Logger {
             let _ = tx.try_send(Event::Publish {
                 conn: crate::router::event::BROKER,
                 publish: Publish {
+                    props: None,
                     dup: false,
                     qos: QoS::AtMostOnce,
                     retain: false,

@@ -177,6 +177,7 @@ mod tests {
             topic: Arc::from("t"),
             pkid: 0,
             payload: Arc::from(vec![n]),
+            props: None,
         }
     }
 

@@ -11,10 +11,15 @@ pub fn valid_name(t: &str) -> bool {
     !t.is_empty() && !t.contains(['+', '#'])
 }
 
-/// Whether `f` may be subscribed to.
+/// Whether `f` may be subscribed to. A shared subscription
+/// `$share/GROUP/FILTER` needs a group name without wildcards and a valid
+/// filter after it [MQTT-4.8.2].
 pub fn valid_filter(f: &str) -> bool {
     if f.is_empty() {
         return false;
+    }
+    if f.starts_with(SHARE) {
+        return shared(f).is_some();
     }
     let mut levels = f.split('/').peekable();
     while let Some(level) = levels.next() {
@@ -27,6 +32,20 @@ pub fn valid_filter(f: &str) -> bool {
         }
     }
     true
+}
+
+const SHARE: &str = "$share/";
+
+/// The group and the filter of a shared subscription `$share/GROUP/FILTER`,
+/// or None when `f` is not a valid one.
+pub fn shared(f: &str) -> Option<(&str, &str)> {
+    let rest = f.strip_prefix(SHARE)?;
+    let (group, filter) = rest.split_once('/')?;
+    let ok = !group.is_empty()
+        && !group.contains(['+', '#'])
+        && !filter.starts_with(SHARE)
+        && valid_filter(filter);
+    ok.then_some((group, filter))
 }
 
 /// Whether the topic name `topic` matches the filter `filter`. Both must be
@@ -52,6 +71,18 @@ pub fn matches(filter: &str, topic: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_filters() {
+        assert_eq!(shared("$share/g/a/#"), Some(("g", "a/#")));
+        assert_eq!(shared("$share/g/+"), Some(("g", "+")));
+        for bad in ["$share/g", "$share//a", "$share/g+/a", "$share/#/a", "$share/g/a/#/b"] {
+            assert!(shared(bad).is_none(), "{bad}");
+            assert!(!valid_filter(bad), "{bad}");
+        }
+        assert!(valid_filter("$share/g/x"));
+        assert!(valid_filter("$sharex/g/x"), "not a shared subscription");
+    }
 
     #[test]
     fn names() {

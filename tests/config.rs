@@ -400,7 +400,7 @@ fn other_mosquitto_options_not_supported_yet() {
     for (opt, value) in [
         ("connection", "central"),
         ("http_dir", "/var/www"),
-        ("max_qos", "1"),
+        ("memory_limit", "1000000"),
     ] {
         let (_st, err, path) = Broker::start_expect_fail(&format!("{opt} {value}\n"));
         let line = one_line(&err);

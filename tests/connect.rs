@@ -46,15 +46,6 @@ fn mqtt31_connect_is_accepted_and_logged_as_p1() {
 }
 
 #[test]
-fn mqtt5_connect_is_refused_with_code_1_and_closed() {
-    let b = Broker::start("");
-    let mut c = b.raw();
-    c.send(&Connect::new("v5").level(5).build());
-    c.expect_connack(1, false);
-    c.expect_closed();
-}
-
-#[test]
 fn unknown_protocol_levels_are_refused_with_code_1() {
     let b = Broker::start("");
     for level in [0u8, 1, 2, 6, 7, 255] {

@@ -10,7 +10,8 @@ use log::info;
 
 use super::conn::{Conn, ReadError};
 use super::{Shared, wait_readable};
-use crate::codec::{ConnAck, Connect, Level, Packet, connack};
+use crate::codec::props::id;
+use crate::codec::{ConnAck, Connect, Level, Packet, Properties, Value, connack, reason};
 use crate::config::Listener;
 use crate::outbox::Outbox;
 use crate::router::{ConnId, ConnectReply, ConnectRequest, Event};
@@ -36,9 +37,40 @@ pub enum Refused {
 /// An accepted connection, ready for the session loop.
 pub struct Accepted {
     pub client_id: String,
+    /// The keepalive in force (MQTT 5: the server keep alive, if one was sent).
     pub keep_alive: u16,
     pub outbox: Arc<Outbox>,
     pub reply: ConnectReply,
+    /// What an MQTT 5 client asked for; the defaults for 3.x.
+    pub limits: ClientLimits,
+}
+
+/// The MQTT 5 CONNECT properties that bound what the broker sends.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientLimits {
+    /// QoS 1/2 messages the client takes in flight at once.
+    pub receive_maximum: u16,
+    /// The largest packet the client accepts; 0 for no limit.
+    pub max_packet: u32,
+    /// The session expiry interval it asked for (3.x: 0 with a clean
+    /// session, otherwise "never", u32::MAX).
+    pub session_expiry: u32,
+}
+
+impl ClientLimits {
+    fn of(c: &Connect) -> ClientLimits {
+        let p = &c.props;
+        let session_expiry = match c.level {
+            Level::V5 => p.int(id::SESSION_EXPIRY).unwrap_or(0),
+            _ if c.clean => 0,
+            _ => u32::MAX,
+        };
+        ClientLimits {
+            receive_maximum: p.int(id::RECEIVE_MAXIMUM).map_or(u16::MAX, |n| n as u16),
+            max_packet: p.int(id::MAXIMUM_PACKET_SIZE).unwrap_or(0),
+            session_expiry,
+        }
+    }
 }
 
 /// Waits for CONNECT, checks it, registers with the router and sends CONNACK.
@@ -63,7 +95,7 @@ pub fn handshake(
                 // An unknown protocol level or name gets its CONNACK first
                 // [MQTT-3.1.2-2], as Mosquitto does.
                 if let Some(code) = e.connack_code() {
-                    send_connack(c, 0, code, false);
+                    send_connack(c, Level::V311, code, false, Properties::default());
                 }
                 return Err(Refused::Read(ReadError::Decode(e)));
             }
@@ -97,14 +129,23 @@ pub fn handshake(
                 NoIdentity::NoCertificate => connack::BAD_USERNAME_OR_PASSWORD,
                 NoIdentity::NoCommonName => connack::NOT_AUTHORIZED,
             };
-            send_connack(c, connect.level as u8, code, false);
-            return Err(Refused::Code {
-                code,
-                client_id: connect.client_id,
-            });
+            return Err(refuse(c, connect.level, code, &connect.client_id));
         }
     };
-    let client_id = check(c, shared, listener, &connect, tls_user)?;
+    // midge offers no enhanced authentication method: Mosquitto without an
+    // auth plugin answers 0x8C.
+    if connect.props.get(id::AUTH_METHOD).is_some() {
+        let code = reason::BAD_AUTHENTICATION_METHOD;
+        return Err(refuse(c, connect.level, code, &connect.client_id));
+    }
+    let (client_id, assigned) = check(c, shared, listener, &connect, tls_user)?;
+    // MQTT 5 gets the server's keepalive instead of a refusal when it asks
+    // for none or for more than max_keepalive (Mosquitto 2.0).
+    let max_keepalive = shared.config.max_keepalive;
+    let server_keep_alive = (connect.level == Level::V5
+        && (connect.keep_alive == 0 || connect.keep_alive > max_keepalive))
+        .then_some(max_keepalive);
+    let keep_alive = server_keep_alive.unwrap_or(connect.keep_alive);
     let mut will = connect.will.clone();
     if let (Some(w), Some(mp)) = (&mut will, &listener.mount_point) {
         w.topic = Arc::from(format!("{mp}{}", w.topic));
@@ -112,20 +153,16 @@ pub fn handshake(
 
     let outbox = match Outbox::new() {
         Ok(o) => Arc::new(o),
-        Err(_) => {
-            send_connack(c, connect.level as u8, connack::SERVER_UNAVAILABLE, false);
-            return Err(Refused::Code {
-                code: connack::SERVER_UNAVAILABLE,
-                client_id,
-            });
-        }
+        Err(_) => return Err(refuse(c, connect.level, connack::SERVER_UNAVAILABLE, &client_id)),
     };
+    let limits = ClientLimits::of(&connect);
     let (tx, rx) = crossbeam_channel::bounded(1);
     let req = ConnectRequest {
         conn: conn_id,
         client_id: client_id.clone(),
         level: connect.level,
         clean: connect.clean,
+        session_expiry: limits.session_expiry,
         will,
         username: connect.username.clone(),
         scope: shared.auth().index(listener),
@@ -143,19 +180,20 @@ pub fn handshake(
             return Err(Refused::RouterGone);
         }
     };
-    send_connack(
-        c,
-        connect.level as u8,
-        connack::ACCEPTED,
-        reply.session_present,
+    let props = connack_properties(
+        shared,
+        listener,
+        server_keep_alive,
+        assigned.then_some(client_id.as_str()),
     );
+    send_connack(c, connect.level, connack::ACCEPTED, reply.session_present, props);
     let mut line = format!(
         "New client connected from {} as {} (p{}, c{}, k{}",
         shared.peer_text(c),
         client_id,
         connect.level.log_number(),
         connect.clean as u8,
-        connect.keep_alive
+        keep_alive
     );
     if let Some(u) = &connect.username {
         let _ = write!(line, ", u'{u}'");
@@ -165,36 +203,80 @@ pub fn handshake(
     }
     Ok(Accepted {
         client_id,
-        keep_alive: connect.keep_alive,
+        keep_alive,
         outbox,
         reply,
+        limits,
     })
 }
 
+/// The CONNACK properties of an accepted MQTT 5 client, in the order and
+/// with the choices of Mosquitto 2.0: what is not sent is available or
+/// unlimited.
+fn connack_properties(
+    shared: &Shared,
+    l: &Listener,
+    server_keep_alive: Option<u16>,
+    assigned_id: Option<&str>,
+) -> Properties {
+    let config = &shared.config;
+    let mut p = Properties::default();
+    if l.max_topic_alias > 0 {
+        p.push(id::TOPIC_ALIAS_MAXIMUM, Value::Two(l.max_topic_alias));
+    }
+    if let Some(k) = server_keep_alive {
+        p.push(id::SERVER_KEEP_ALIVE, Value::Two(k));
+    }
+    if let Some(a) = assigned_id {
+        p.push(id::ASSIGNED_CLIENT_ID, Value::Str(a.to_string()));
+    }
+    if !config.retain_available {
+        p.push(id::RETAIN_AVAILABLE, Value::Byte(0));
+    }
+    if config.max_packet_size != crate::config::MQTT_MAX_PACKET {
+        p.push(id::MAXIMUM_PACKET_SIZE, Value::Four(config.max_packet_size as u32));
+    }
+    if config.max_inflight_messages > 0 {
+        p.push(id::RECEIVE_MAXIMUM, Value::Two(config.max_inflight_messages));
+    }
+    if l.max_qos < 2 {
+        p.push(id::MAXIMUM_QOS, Value::Byte(l.max_qos));
+    }
+    p
+}
+
+/// Sends a refusing CONNACK and says why the connection ends. `code` is
+/// the 3.1.1 return code; MQTT 5 clients get Mosquitto's reason code for it.
+fn refuse(c: &mut Conn, level: Level, code: u8, client_id: &str) -> Refused {
+    send_connack(c, level, code, false, Properties::default());
+    Refused::Code {
+        code,
+        client_id: client_id.to_string(),
+    }
+}
+
 /// Client id, keepalive and credential checks, in Mosquitto's order.
-/// Returns the client id to use. `tls_user`: the TLS certificate gave the
-/// user name and authenticated the client.
+/// Returns the client id to use and whether the broker assigned it.
+/// `tls_user`: the TLS certificate gave the user name and authenticated
+/// the client.
 fn check(
     c: &mut Conn,
     shared: &Shared,
     l: &Listener,
     p: &Connect,
     tls_user: bool,
-) -> Result<String, Refused> {
-    let refuse = |c: &mut Conn, code: u8, id: &str| {
-        send_connack(c, p.level as u8, code, false);
-        Err(Refused::Code {
-            code,
-            client_id: id.to_string(),
-        })
-    };
+) -> Result<(String, bool), Refused> {
+    let refuse = |c: &mut Conn, code: u8, id: &str| Err(refuse(c, p.level, code, id));
     let config = &shared.config;
     let security = config.security(l);
     let mut client_id = p.client_id.clone();
-    if client_id.is_empty() {
+    let assigned = client_id.is_empty();
+    if assigned {
         // 3.1 requires an id; 3.1.1 allows an empty one only with a clean
-        // session, and the broker assigns one [MQTT-3.1.3-7, 3.1.3-8].
-        if p.level == Level::V31 || !p.clean || !security.allow_zero_length_clientid {
+        // session, and the broker assigns one [MQTT-3.1.3-7, 3.1.3-8]; 5.0
+        // with either [MQTT-3.1.3-6].
+        let clean_ok = p.clean || p.level == Level::V5;
+        if p.level == Level::V31 || !clean_ok || !security.allow_zero_length_clientid {
             return refuse(c, connack::IDENTIFIER_REJECTED, "<unknown>");
         }
         client_id = auto_id(&security.auto_id_prefix);
@@ -204,8 +286,8 @@ fn check(
             return refuse(c, connack::NOT_AUTHORIZED, &client_id);
         }
     }
-    if p.keep_alive > config.max_keepalive {
-        // Mosquitto 2.0 refuses a 3.x keepalive above max_keepalive.
+    if p.keep_alive > config.max_keepalive && p.level != Level::V5 {
+        // Refused for 3.x (MQTT 5 is told the server keep alive instead).
         return refuse(c, connack::IDENTIFIER_REJECTED, &client_id);
     }
     if l.use_username_as_clientid {
@@ -227,7 +309,7 @@ fn check(
         }
         return refuse(c, connack::NOT_AUTHORIZED, &client_id);
     }
-    Ok(client_id)
+    Ok((client_id, assigned))
 }
 
 /// A client id like Mosquitto's: `auto_id_prefix` (`auto-`) and a random UUID.
@@ -253,11 +335,18 @@ fn auto_id(prefix: &str) -> String {
 }
 
 /// Writes a CONNACK and pushes it out. `level` decides whether the
-/// session-present flag exists (3.1.1 and later).
-fn send_connack(c: &mut Conn, level: u8, code: u8, session_present: bool) {
+/// session-present flag exists (3.1.1 and later) and the form of the
+/// return code: `code` is a 3.1.1 one, which MQTT 5 clients get as
+/// Mosquitto's reason code.
+fn send_connack(c: &mut Conn, level: Level, code: u8, session_present: bool, props: Properties) {
+    let code = match level {
+        Level::V5 => v5_reason(code),
+        _ => code,
+    };
     c.queue(&Packet::ConnAck(ConnAck {
-        session_present: session_present && level >= Level::V311 as u8,
+        session_present: session_present && level >= Level::V311,
         code,
+        props,
     }));
     // Best effort: a refused client is closed right after.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -268,6 +357,21 @@ fn send_connack(c: &mut Conn, level: u8, code: u8, session_present: bool) {
         if c.pending_write() > 0 {
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+}
+
+/// The MQTT 5 reason code Mosquitto 2.0 sends for a 3.1.1 CONNACK code
+/// (reason codes themselves pass through).
+fn v5_reason(code: u8) -> u8 {
+    match code {
+        connack::ACCEPTED => reason::SUCCESS,
+        connack::BAD_PROTOCOL_VERSION => reason::UNSUPPORTED_PROTOCOL_VERSION,
+        // Only an empty client id is refused this way in 5.0.
+        connack::IDENTIFIER_REJECTED => reason::UNSPECIFIED,
+        connack::SERVER_UNAVAILABLE => reason::SERVER_UNAVAILABLE,
+        connack::BAD_USERNAME_OR_PASSWORD => reason::BAD_USERNAME_OR_PASSWORD,
+        connack::NOT_AUTHORIZED => reason::NOT_AUTHORIZED,
+        other => other,
     }
 }
 

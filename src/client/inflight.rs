@@ -126,6 +126,20 @@ impl Inflight {
         }
     }
 
+    /// PUBREC with an error reason (MQTT 5): the message is done, no
+    /// PUBREL follows.
+    pub fn refused(&mut self, pkid: u16) -> bool {
+        match self.position(pkid) {
+            Some(i) => {
+                if let Some(OutState::Sent(p)) = self.out.remove(i) {
+                    self.bytes -= p.payload.len();
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
     /// PUBCOMP: true when it completed a released QoS 2 message.
     pub fn pubcomp(&mut self, pkid: u16) -> bool {
         match self.position(pkid) {
@@ -219,6 +233,7 @@ mod tests {
             topic: Arc::from("a"),
             pkid: 0,
             payload: Arc::from(&b"x"[..]),
+            props: None,
         }
     }
 

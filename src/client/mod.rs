@@ -23,7 +23,8 @@ use crossbeam_channel::Sender;
 use log::{debug, info, warn};
 
 use crate::auth::Auth;
-use crate::codec::{Packet, Publish, QoS};
+use crate::codec::props::id;
+use crate::codec::{Ack, Disconnect, Level, Packet, Publish, QoS, reason};
 use crate::config::{Config, Listener};
 use crate::listener::Slot;
 use crate::outbox::{CloseReason, Outbox, Outgoing};
@@ -31,7 +32,7 @@ use crate::router::{ConnId, DisconnectKind, Event, Metrics};
 use crate::sys::{self, POLLERR, POLLIN, POLLOUT, PollFd};
 use crate::transport::{Stream, TlsStream};
 use conn::{Conn, ReadError};
-use connect::{Accepted, Refused};
+use connect::{Accepted, ClientLimits, Refused};
 use inflight::{Inflight, Resend, SessionState};
 use parking_lot::RwLock;
 
@@ -203,16 +204,19 @@ fn run(sock: TcpStream, peer: SocketAddr, slot: &Slot, id: ConnId, shared: &Shar
     Metrics::add(&shared.metrics.connections, 1);
     let mut s = Session::new(c, accepted, id, shared, listener);
     let (kind, why) = s.run();
+    s.say_goodbye(&why);
     shared.report(&mut s.c);
     match why {
-        End::Graceful if chatty => info!("Client {} disconnected.", s.client_id),
+        End::Graceful | End::GracefulWithWill if chatty => {
+            info!("Client {} disconnected.", s.client_id)
+        }
         End::Closed if chatty => info!("Client {} closed its connection.", s.client_id),
         End::KeepAlive if chatty => info!(
             "Client {} has exceeded timeout, disconnecting.",
             s.client_id
         ),
-        End::Graceful | End::Closed | End::KeepAlive => {}
-        End::Protocol(msg) => warn!(
+        End::Graceful | End::GracefulWithWill | End::Closed | End::KeepAlive => {}
+        End::Protocol(msg, _) => warn!(
             "Client {} disconnected due to protocol error: {msg}.",
             s.client_id
         ),
@@ -224,11 +228,13 @@ fn run(sock: TcpStream, peer: SocketAddr, slot: &Slot, id: ConnId, shared: &Shar
         End::TakenOver => debug!("Client {} taken over.", s.client_id),
         End::Shutdown => debug!("Client {} closed for shutdown.", s.client_id),
     }
+    let session_expiry = s.session_expiry;
     let state = s.into_state();
     let _ = shared.router.send(Event::Disconnect {
         conn: id,
         kind,
         state: Box::new(state),
+        session_expiry,
     });
 }
 
@@ -240,6 +246,7 @@ fn refusal_text(code: u8) -> &'static str {
         SERVER_UNAVAILABLE => "server unavailable",
         BAD_USERNAME_OR_PASSWORD => "bad user name or password",
         NOT_AUTHORIZED => "not authorised",
+        crate::codec::reason::BAD_AUTHENTICATION_METHOD => "bad authentication method",
         _ => "refused",
     }
 }
@@ -256,9 +263,12 @@ fn wait_readable(c: &mut Conn, timeout: Duration) -> io::Result<bool> {
 /// Why the session loop ended.
 enum End {
     Graceful,
+    /// MQTT 5 DISCONNECT with reason 0x04: publish the will all the same.
+    GracefulWithWill,
     Closed,
     KeepAlive,
-    Protocol(String),
+    /// A protocol violation, and the reason code an MQTT 5 client is told.
+    Protocol(String, u8),
     SecondConnect,
     Io(io::Error),
     TakenOver,
@@ -283,6 +293,18 @@ struct Session<'a> {
     /// The listener's `mount_point`: added to every topic and filter from
     /// the client, taken off every topic sent to it.
     mount_point: Option<&'a str>,
+    level: Level,
+    listener: &'a Listener,
+    /// What an MQTT 5 client allows the broker to send.
+    limits: ClientLimits,
+    /// The session expiry interval, as the client last set it.
+    session_expiry: u32,
+    /// MQTT 5 topic aliases the client set up, by alias - 1.
+    aliases: Vec<Option<Arc<str>>>,
+    /// MQTT 5 QoS 1 messages forwarded whose PUBACK the router has not
+    /// sent yet: with those awaiting PUBREL, the client's use of the
+    /// broker's receive maximum.
+    acks_due: usize,
 }
 
 impl<'a> Session<'a> {
@@ -300,6 +322,7 @@ impl<'a> Session<'a> {
         let outbox = a.outbox;
         let queued = pending.len();
         let queued_bytes = pending.iter().map(|p| p.payload.len()).sum();
+        let level = c.level;
         let mut s = Session {
             c,
             shared,
@@ -311,14 +334,23 @@ impl<'a> Session<'a> {
             inflight,
             pending: pending.into_iter().map(Outgoing::Publish).collect(),
             mount_point: listener.mount_point.as_deref(),
+            level,
+            listener,
+            limits: a.limits,
+            session_expiry: a.limits.session_expiry,
+            aliases: Vec::new(),
+            acks_due: 0,
         };
         s.outbox.add_queued(queued, queued_bytes);
         // Resend what was in flight, in order, before anything new [MQTT-4.4.0-1].
         let resend: Vec<Resend> = s.inflight.resend().collect();
         for r in resend {
             match r {
-                Resend::Publish(p) => s.send_publish(p),
-                Resend::PubRel(id) => s.c.queue(&Packet::PubRel(id)),
+                Resend::Publish(p) => {
+                    let p = s.unmounted(p);
+                    s.c.queue(&Packet::Publish(p))
+                }
+                Resend::PubRel(id) => s.c.queue(&Packet::PubRel(Ack::ok(id))),
             }
         }
         s
@@ -329,6 +361,7 @@ impl<'a> Session<'a> {
             Ok(end) => {
                 let kind = match end {
                     End::Graceful | End::SecondConnect => DisconnectKind::Graceful,
+                    End::GracefulWithWill => DisconnectKind::Abnormal,
                     End::TakenOver => DisconnectKind::TakenOver,
                     End::Shutdown => DisconnectKind::Shutdown,
                     _ => DisconnectKind::Abnormal,
@@ -360,7 +393,7 @@ impl<'a> Session<'a> {
                         }
                     }
                     Ok(None) => break,
-                    Err(e) => return Err(End::Protocol(e.to_string())),
+                    Err(e) => return Err(End::Protocol(e.to_string(), e.reason_code())),
                 }
             }
             if woken {
@@ -412,7 +445,9 @@ impl<'a> Session<'a> {
                     Ok(false) => {}
                     Err(ReadError::Closed) => return Err(End::Closed),
                     Err(ReadError::Io(e)) => return Err(End::Io(e)),
-                    Err(ReadError::Decode(e)) => return Err(End::Protocol(e.to_string())),
+                    Err(ReadError::Decode(e)) => {
+                        return Err(End::Protocol(e.to_string(), e.reason_code()));
+                    }
                 }
             }
         }
@@ -422,35 +457,42 @@ impl<'a> Session<'a> {
     fn handle(&mut self, p: Packet) -> Result<Option<End>, End> {
         match p {
             Packet::Publish(p) => self.incoming_publish(p)?,
-            Packet::PubAck(id) => {
-                if !self.inflight.puback(id) {
-                    debug!("Client {} sent PUBACK for unknown id {id}.", self.client_id);
+            Packet::PubAck(a) => {
+                if !self.inflight.puback(a.pkid) {
+                    debug!("Client {} sent PUBACK for unknown id {}.", self.client_id, a.pkid);
                 }
             }
-            Packet::PubRec(id) => {
-                if self.inflight.pubrec(id) {
-                    self.c.queue(&Packet::PubRel(id));
+            // A PUBREC with an error reason ends that message's flow
+            // [MQTT-4.3.3]: no PUBREL follows.
+            Packet::PubRec(a) if a.reason >= 0x80 => {
+                self.inflight.refused(a.pkid);
+            }
+            Packet::PubRec(a) => {
+                if self.inflight.pubrec(a.pkid) {
+                    self.c.queue(&Packet::PubRel(Ack::ok(a.pkid)));
                 } else {
-                    debug!("Client {} sent PUBREC for unknown id {id}.", self.client_id);
+                    debug!("Client {} sent PUBREC for unknown id {}.", self.client_id, a.pkid);
                 }
             }
-            Packet::PubComp(id) => {
-                self.inflight.pubcomp(id);
+            Packet::PubComp(a) => {
+                self.inflight.pubcomp(a.pkid);
             }
-            Packet::PubRel(id) => {
+            Packet::PubRel(a) => {
                 // Always answered, known id or not [MQTT-4.3.3-2].
-                self.inflight.release_qos2(id);
-                self.c.queue(&Packet::PubComp(id));
+                self.inflight.release_qos2(a.pkid);
+                self.c.queue(&Packet::PubComp(Ack::ok(a.pkid)));
             }
             Packet::Subscribe(mut subscribe) => {
-                if self.mount_point.is_some() {
-                    for f in &mut subscribe.filters {
+                let max_qos = QoS::from_u8(self.listener.max_qos).unwrap_or(QoS::ExactlyOnce);
+                for f in &mut subscribe.filters {
+                    f.qos = f.qos.min(max_qos);
+                    if self.mount_point.is_some() {
                         f.filter = self.mounted(&f.filter);
                     }
                 }
                 self.to_router(Event::Subscribe {
                     conn: self.conn_id,
-                    subscribe,
+                    subscribe: Box::new(subscribe),
                 })?
             }
             Packet::Unsubscribe(mut unsubscribe) => {
@@ -465,69 +507,206 @@ impl<'a> Session<'a> {
                 })?
             }
             Packet::PingReq => self.c.queue(&Packet::PingResp),
-            Packet::Disconnect => return Ok(Some(End::Graceful)),
+            Packet::Disconnect(d) => return self.disconnect(&d).map(Some),
             // [MQTT-3.1.0-2]: a second CONNECT is a protocol violation.
             Packet::Connect(_) => return Err(End::SecondConnect),
+            Packet::Auth(_) => {
+                return Err(End::Protocol(
+                    "AUTH, but no authentication method is offered".into(),
+                    reason::BAD_AUTHENTICATION_METHOD,
+                ));
+            }
             Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
-                return Err(End::Protocol(format!(
-                    "unexpected {} from a client",
-                    p.kind()
-                )));
+                return Err(End::Protocol(
+                    format!("unexpected {} from a client", p.kind()),
+                    reason::PROTOCOL_ERROR,
+                ));
             }
         }
         Ok(None)
     }
 
-    fn incoming_publish(&mut self, p: Publish) -> Result<(), End> {
+    /// DISCONNECT from the client. MQTT 5 may change the session expiry
+    /// interval, but not from 0 [MQTT-3.14.2-2], and may ask for its will.
+    fn disconnect(&mut self, d: &Disconnect) -> Result<End, End> {
+        if let Some(expiry) = d.props.int(id::SESSION_EXPIRY) {
+            if self.session_expiry == 0 && expiry != 0 {
+                return Err(End::Protocol(
+                    "session expiry set in DISCONNECT after 0 in CONNECT".into(),
+                    reason::PROTOCOL_ERROR,
+                ));
+            }
+            self.session_expiry = expiry;
+        }
+        Ok(match d.reason {
+            reason::DISCONNECT_WITH_WILL => End::GracefulWithWill,
+            _ => End::Graceful,
+        })
+    }
+
+    /// MQTT 5: the topic of a PUBLISH that uses a topic alias, and the
+    /// alias recorded for later ones [MQTT-3.3.2.3.4].
+    fn resolve_alias(&mut self, p: &mut Publish) -> Result<(), End> {
+        let Some(alias) = p.props.as_ref().and_then(|pp| pp.topic_alias) else {
+            return Ok(());
+        };
+        let invalid = |why: &str| End::Protocol(why.into(), reason::TOPIC_ALIAS_INVALID);
+        if alias == 0 || alias > self.listener.max_topic_alias {
+            return Err(invalid("topic alias out of range"));
+        }
+        let slot = usize::from(alias - 1);
+        if p.topic.is_empty() {
+            match self.aliases.get(slot).cloned().flatten() {
+                Some(t) => p.topic = t,
+                None => return Err(invalid("unknown topic alias")),
+            }
+        } else {
+            if self.aliases.len() <= slot {
+                self.aliases.resize(slot + 1, None);
+            }
+            self.aliases[slot] = Some(p.topic.clone());
+        }
+        // The alias is this connection's; it is not forwarded.
+        if let Some(pp) = p.props.as_mut() {
+            Arc::make_mut(pp).topic_alias = None;
+        }
+        Ok(())
+    }
+
+    fn incoming_publish(&mut self, mut p: Publish) -> Result<(), End> {
+        let v5 = self.level == Level::V5;
         if p.retain && !self.shared.config.retain_available {
             return Err(End::Protocol(
                 "retained message, but retain_available is false".into(),
+                reason::RETAIN_NOT_SUPPORTED,
             ));
         }
+        if p.qos as u8 > self.listener.max_qos {
+            return Err(End::Protocol(
+                format!("QoS {} is above max_qos", p.qos as u8),
+                reason::QOS_NOT_SUPPORTED,
+            ));
+        }
+        self.resolve_alias(&mut p)?;
         let limit = self.shared.config.message_size_limit as usize;
         // Oversized messages are dropped, but their QoS flow completes (Mosquitto).
-        let accept = limit == 0 || p.payload.len() <= limit;
-        if !accept {
+        let mut refusal = None;
+        if limit != 0 && p.payload.len() > limit {
             info!(
                 "Dropped too large PUBLISH from {} ({} bytes) on {}.",
                 self.client_id,
                 p.payload.len(),
                 p.topic
             );
+            refusal = Some(reason::IMPLEMENTATION_SPECIFIC);
+        } else if p.props.as_ref().is_some_and(|pp| pp.utf8)
+            && std::str::from_utf8(&p.payload).is_err()
+        {
+            // Payload format indicator 1: the payload must be UTF-8.
+            info!(
+                "Dropped PUBLISH from {} on {}: payload is not UTF-8 as its format indicator says.",
+                self.client_id, p.topic
+            );
+            refusal = Some(reason::PAYLOAD_FORMAT_INVALID);
         }
+        // 3.x acknowledgements carry no reason.
+        let answer = |id: u16| Ack {
+            pkid: id,
+            reason: if v5 { refusal.unwrap_or(0) } else { 0 },
+        };
         match p.qos {
             QoS::AtMostOnce => {
-                if accept {
+                if refusal.is_none() {
                     self.forward(p)?;
                 }
             }
             QoS::AtLeastOnce => {
                 let id = p.pkid;
-                if accept {
+                if refusal.is_some() || !v5 {
+                    if refusal.is_none() {
+                        self.forward(p)?;
+                    }
+                    self.c.queue(&Packet::PubAck(answer(id)));
+                } else {
+                    // The router answers: the reason says whether anyone
+                    // subscribed and whether the ACL allowed it.
+                    self.acks_due += 1;
+                    self.check_receive_maximum()?;
                     self.forward(p)?;
                 }
-                self.c.queue(&Packet::PubAck(id));
             }
             QoS::ExactlyOnce => {
                 let id = p.pkid;
                 // Forward once; a repeat before PUBREL only gets PUBREC again.
-                if self.inflight.receive_qos2(id) && accept {
+                let new = self.inflight.receive_qos2(id);
+                if new && v5 {
+                    self.check_receive_maximum()?;
+                }
+                if !new || refusal.is_some() || !v5 {
+                    if new && refusal.is_none() {
+                        self.forward(p)?;
+                    }
+                    if refusal.is_some() && v5 {
+                        // An error PUBREC ends the flow: no PUBREL follows.
+                        self.inflight.release_qos2(id);
+                    }
+                    self.c.queue(&Packet::PubRec(answer(id)));
+                } else {
                     self.forward(p)?;
                 }
-                self.c.queue(&Packet::PubRec(id));
             }
         }
         Ok(())
     }
 
-    /// Encodes a message for the client, without the mount point.
-    fn send_publish(&mut self, mut p: Publish) {
+    /// MQTT 5: the client may have no more QoS 1/2 messages unacknowledged
+    /// than the receive maximum the broker sent [MQTT-3.3.4-9].
+    fn check_receive_maximum(&self) -> Result<(), End> {
+        let max = self.shared.config.max_inflight_messages;
+        let used = self.acks_due + self.inflight.incoming_qos2().len();
+        if max > 0 && used > usize::from(max) {
+            return Err(End::Protocol(
+                "receive maximum exceeded".into(),
+                reason::RECEIVE_MAXIMUM_EXCEEDED,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Tells an MQTT 5 client why the broker closes its connection
+    /// [MQTT-3.14]; 3.x has no way to say it.
+    fn say_goodbye(&mut self, why: &End) {
+        if self.level != Level::V5 {
+            return;
+        }
+        let code = match why {
+            End::TakenOver => reason::SESSION_TAKEN_OVER,
+            End::Shutdown => reason::SERVER_SHUTTING_DOWN,
+            End::KeepAlive => reason::KEEP_ALIVE_TIMEOUT,
+            End::Protocol(_, code) => *code,
+            _ => return,
+        };
+        self.c.queue(&Packet::Disconnect(Disconnect::with(code)));
+        // Best effort: the socket is closed right after.
+        let _ = self.c.flush();
+    }
+
+    /// A message for the client, without the mount point.
+    fn unmounted(&self, mut p: Publish) -> Publish {
         if let Some(mp) = self.mount_point {
             if let Some(t) = p.topic.strip_prefix(mp) {
                 p.topic = Arc::from(t);
             }
         }
-        self.c.queue(&Packet::Publish(p));
+        p
+    }
+
+    /// Whether an MQTT 5 client takes a packet this large; a message it
+    /// does not is dropped, as Mosquitto does [MQTT-3.1.2-25].
+    fn fits(&self, p: &Publish) -> bool {
+        let max = self.limits.max_packet;
+        max == 0
+            || crate::codec::publish_len(p, self.level == Level::V5) <= max as usize
     }
 
     /// A topic or filter from the client, under the mount point.
@@ -556,6 +735,11 @@ impl<'a> Session<'a> {
     /// has room for it), buffer space aside.
     fn can_pump(&self) -> bool {
         let max = self.shared.config.max_inflight_messages;
+        // An MQTT 5 client's receive maximum narrows the window.
+        let max = match (max, self.limits.receive_maximum) {
+            (0, r) => r,
+            (m, r) => m.min(r),
+        };
         let max_bytes = self.shared.config.max_inflight_bytes;
         match self.pending.front() {
             None => false,
@@ -569,6 +753,7 @@ impl<'a> Session<'a> {
     /// Moves pending output into the write buffer as far as the in-flight
     /// window and the buffer's high-water mark allow.
     fn pump(&mut self) {
+        let now = Instant::now();
         while self.c.pending_write() < WRITE_HIGH_WATER && self.can_pump() {
             let Some(item) = self.pending.pop_front() else {
                 break;
@@ -576,14 +761,30 @@ impl<'a> Session<'a> {
             match item {
                 Outgoing::Publish(p) => {
                     self.outbox.dequeued(1, p.payload.len());
+                    // Expired while queued [MQTT-3.3.2-5], or too large
+                    // for the client: dropped.
+                    let p = self.unmounted(p);
+                    if p.expired(now) || !self.fits(&p) {
+                        continue;
+                    }
                     let p = if p.qos == QoS::AtMostOnce {
                         p
                     } else {
                         self.inflight.start(p)
                     };
-                    self.send_publish(p);
+                    self.c.queue(&Packet::Publish(p));
                 }
-                Outgoing::Packet(p) => self.c.queue(&p),
+                Outgoing::Packet(p) => {
+                    match &p {
+                        Packet::PubAck(_) => self.acks_due = self.acks_due.saturating_sub(1),
+                        // An error PUBREC ends the flow: no PUBREL follows.
+                        Packet::PubRec(a) if a.reason >= 0x80 => {
+                            self.inflight.release_qos2(a.pkid)
+                        }
+                        _ => {}
+                    }
+                    self.c.queue(&p)
+                }
             }
         }
     }

@@ -2,6 +2,9 @@
 
 use std::sync::Arc;
 
+use std::time::Instant;
+
+use super::props::{Context, Properties, PubProps};
 use super::reader::{Reader, binary_len, put_binary};
 use super::{ConnAck, Connect, DecodeError, Level, PacketType, QoS, Will, header, topic};
 
@@ -20,6 +23,7 @@ pub(super) fn decode(body: &[u8]) -> Result<Connect, DecodeError> {
     let level = match (name, raw_level) {
         (b"MQIsdp", 3) => Level::V31,
         (b"MQTT", 4) => Level::V311,
+        (b"MQTT", 5) => Level::V5,
         (b"MQIsdp" | b"MQTT", l) => return Err(DecodeError::ProtocolLevel(l)),
         _ => return Err(DecodeError::ProtocolName),
     };
@@ -37,8 +41,19 @@ pub(super) fn decode(body: &[u8]) -> Result<Connect, DecodeError> {
         return Err(DecodeError::PasswordWithoutUsername);
     }
     let keep_alive = r.u16("keep alive")?;
+    let v5 = level == Level::V5;
+    let props = if v5 {
+        Properties::read(&mut r, Context::Connect)?
+    } else {
+        Properties::default()
+    };
     let client_id = r.string("client identifier")?.to_string();
     let will = if flags & WILL != 0 {
+        let will_props = if v5 {
+            Some(Properties::read(&mut r, Context::Will)?)
+        } else {
+            None
+        };
         let topic = r.string("will topic")?;
         if !topic::valid_name(topic) {
             return Err(DecodeError::BadTopic);
@@ -49,6 +64,9 @@ pub(super) fn decode(body: &[u8]) -> Result<Connect, DecodeError> {
             payload: Arc::from(payload),
             qos: will_qos,
             retain: flags & WILL_RETAIN != 0,
+            props: will_props
+                .filter(|p| !p.is_empty())
+                .map(|p| std::sync::Arc::new(PubProps::from_properties(&p, Instant::now()))),
         })
     } else {
         None
@@ -76,6 +94,7 @@ pub(super) fn decode(body: &[u8]) -> Result<Connect, DecodeError> {
         username,
         password,
         will,
+        props,
     })
 }
 
@@ -85,7 +104,15 @@ pub(super) fn encode(p: &Connect, out: &mut Vec<u8>) {
         Level::V311 | Level::V5 => b"MQTT",
     };
     let mut flags = 0u8;
+    let v5 = p.level == Level::V5;
     let mut len = binary_len(name) + 1 + 1 + 2 + binary_len(p.client_id.as_bytes());
+    if v5 {
+        len += p.props.len();
+    }
+    let will_props = p.will.as_ref().map(will_properties);
+    if let (true, Some(wp)) = (v5, &will_props) {
+        len += wp.len();
+    }
     if p.clean {
         flags |= CLEAN;
     }
@@ -109,8 +136,14 @@ pub(super) fn encode(p: &Connect, out: &mut Vec<u8>) {
     out.push(p.level as u8);
     out.push(flags);
     out.extend_from_slice(&p.keep_alive.to_be_bytes());
+    if v5 {
+        p.props.write(out);
+    }
     put_binary(out, p.client_id.as_bytes());
     if let Some(w) = &p.will {
+        if let (true, Some(wp)) = (v5, &will_props) {
+            wp.write(out);
+        }
         put_binary(out, w.topic.as_bytes());
         put_binary(out, &w.payload);
     }
@@ -122,22 +155,48 @@ pub(super) fn encode(p: &Connect, out: &mut Vec<u8>) {
     }
 }
 
-pub(super) fn decode_connack(body: &[u8]) -> Result<ConnAck, DecodeError> {
+/// A will's properties as a list again: the will delay, then what is
+/// forwarded with the message.
+fn will_properties(w: &Will) -> Properties {
+    let mut props = Properties::default();
+    if let Some(wp) = &w.props {
+        if wp.will_delay > 0 {
+            props.push(super::props::id::WILL_DELAY, super::Value::Four(wp.will_delay));
+        }
+        if let Some(e) = wp.expiry {
+            props.push(super::props::id::MESSAGE_EXPIRY, super::Value::Four(e));
+        }
+        props.0.extend(wp.forwarded().0);
+    }
+    props
+}
+
+pub(super) fn decode_connack(body: &[u8], v5: bool) -> Result<ConnAck, DecodeError> {
     let mut r = Reader::new(body);
     let flags = r.u8("acknowledge flags")?;
     if flags & 0xFE != 0 {
         return Err(DecodeError::ReservedBits(PacketType::ConnAck));
     }
     let code = r.u8("return code")?;
+    let props = if v5 {
+        Properties::read(&mut r, Context::ConnAck)?
+    } else {
+        Properties::default()
+    };
     r.finish(PacketType::ConnAck)?;
     Ok(ConnAck {
         session_present: flags & 0x01 != 0,
         code,
+        props,
     })
 }
 
-pub(super) fn encode_connack(p: &ConnAck, out: &mut Vec<u8>) {
-    header::write(out, 0x20, 2);
+pub(super) fn encode_connack(p: &ConnAck, v5: bool, out: &mut Vec<u8>) {
+    let props_len = if v5 { p.props.len() } else { 0 };
+    header::write(out, 0x20, 2 + props_len);
     out.push(u8::from(p.session_present));
     out.push(p.code);
+    if v5 {
+        p.props.write(out);
+    }
 }

@@ -50,6 +50,15 @@ pub enum DecodeError {
     NoFilters,
     /// A SUBACK return code other than 0, 1, 2 or 0x80.
     BadReturnCode(u8),
+    /// MQTT 5: a reason code the packet may not carry.
+    BadReasonCode(u8),
+    /// MQTT 5: an unknown property, or one the packet may not carry.
+    BadProperty(u8),
+    /// MQTT 5: a property given twice that may appear once.
+    DuplicateProperty(u8),
+    /// MQTT 5: a property value the specification forbids (a receive
+    /// maximum of 0, a flag other than 0 or 1, ...).
+    PropertyValue(u8),
 }
 
 impl DecodeError {
@@ -59,6 +68,20 @@ impl DecodeError {
         match self {
             DecodeError::ProtocolLevel(_) => Some(super::connack::BAD_PROTOCOL_VERSION),
             _ => None,
+        }
+    }
+
+    /// The reason code of the DISCONNECT an MQTT 5 client gets before it
+    /// is closed for this error: 0x81 (malformed) as Mosquitto sends for
+    /// nearly everything, invalid topic filters included.
+    pub fn reason_code(&self) -> u8 {
+        use super::reason;
+        match self {
+            DecodeError::PacketTooLarge { .. } => reason::PACKET_TOO_LARGE,
+            DecodeError::DuplicateProperty(_) | DecodeError::ZeroPacketId => {
+                reason::PROTOCOL_ERROR
+            }
+            _ => reason::MALFORMED_PACKET,
         }
     }
 }
@@ -88,6 +111,10 @@ impl fmt::Display for DecodeError {
             DecodeError::BadFilter => f.write_str("invalid topic filter"),
             DecodeError::NoFilters => f.write_str("no topic filter"),
             DecodeError::BadReturnCode(c) => write!(f, "invalid SUBACK return code {c}"),
+            DecodeError::BadReasonCode(c) => write!(f, "invalid reason code 0x{c:02X}"),
+            DecodeError::BadProperty(p) => write!(f, "property 0x{p:02X} not allowed here"),
+            DecodeError::DuplicateProperty(p) => write!(f, "property 0x{p:02X} given twice"),
+            DecodeError::PropertyValue(p) => write!(f, "invalid value of property 0x{p:02X}"),
         }
     }
 }

@@ -155,16 +155,5 @@ pub fn check(buf: &[u8], max: usize) -> Result<Option<FixedHeader>, DecodeError>
 /// [`MAX_REMAINING`] cannot be expressed; callers never build such packets.
 pub(super) fn write(out: &mut Vec<u8>, first: u8, len: usize) {
     out.push(first);
-    let mut n = len.min(MAX_REMAINING);
-    loop {
-        let mut b = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            b |= 0x80;
-        }
-        out.push(b);
-        if n == 0 {
-            break;
-        }
-    }
+    super::reader::put_var_int(out, len);
 }

@@ -34,6 +34,24 @@ impl<'a> Reader<'a> {
         Ok(u16::from_be_bytes([b[0], b[1]]))
     }
 
+    pub fn u32(&mut self, field: &'static str) -> Result<u32, DecodeError> {
+        let b = self.take(4, field)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    /// A variable byte integer: at most four bytes [MQTT-1.5.5].
+    pub fn var_int(&mut self, field: &'static str) -> Result<u32, DecodeError> {
+        let mut n = 0u32;
+        for i in 0..4 {
+            let b = self.u8(field)?;
+            n |= u32::from(b & 0x7F) << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok(n);
+            }
+        }
+        Err(DecodeError::MalformedLength)
+    }
+
     /// A packet identifier, which is never 0 [MQTT-2.3.1-1].
     pub fn pkid(&mut self) -> Result<u16, DecodeError> {
         match self.u16("packet identifier")? {
@@ -84,4 +102,31 @@ pub(super) fn put_binary(out: &mut Vec<u8>, b: &[u8]) {
 /// The encoded size of a length-prefixed field.
 pub(super) fn binary_len(b: &[u8]) -> usize {
     2 + b.len().min(usize::from(u16::MAX))
+}
+
+/// Appends a variable byte integer; values beyond four bytes are cut to
+/// the largest one (nothing the codec encodes is that large).
+pub(super) fn put_var_int(out: &mut Vec<u8>, n: usize) {
+    let mut n = n.min(super::MAX_REMAINING);
+    loop {
+        let mut b = (n % 128) as u8;
+        n /= 128;
+        if n > 0 {
+            b |= 0x80;
+        }
+        out.push(b);
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+/// The encoded size of a variable byte integer.
+pub(super) fn var_int_len(n: usize) -> usize {
+    match n {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
+    }
 }

@@ -43,6 +43,7 @@ fn publish(topic: &str, qos: QoS, pkid: u16, payload: &[u8]) -> Publish {
         topic: Arc::from(topic),
         pkid,
         payload: Arc::from(payload),
+        props: None,
     }
 }
 
@@ -67,7 +68,9 @@ fn connect_311_full() {
             payload: Arc::from(&b"by"[..]),
             qos: QoS::AtLeastOnce,
             retain: true,
+            props: None,
         }),
+        props: Properties::default(),
     });
     assert_eq!(one(&bytes), Ok(want.clone()));
     assert_eq!(enc(&want), bytes);
@@ -102,8 +105,8 @@ fn connect_refusals() {
     };
     let id = [0, 1, b'a'];
     assert_eq!(
-        one(&build(b"MQTT", 5, 2, &id)),
-        Err(DecodeError::ProtocolLevel(5))
+        one(&build(b"MQTT", 6, 2, &id)),
+        Err(DecodeError::ProtocolLevel(6))
     );
     assert_eq!(
         one(&build(b"MQTT", 3, 2, &id)),
@@ -168,6 +171,7 @@ fn connack() {
     let p = Packet::ConnAck(ConnAck {
         session_present: true,
         code: 0,
+        props: Properties::default(),
     });
     assert_eq!(enc(&p), [0x20, 2, 1, 0]);
     assert_eq!(one(&[0x20, 2, 1, 0]), Ok(p));
@@ -216,11 +220,11 @@ fn publish_refusals() {
 #[test]
 fn acks() {
     for (p, first) in [
-        (Packet::PubAck(7), 0x40),
-        (Packet::PubRec(7), 0x50),
-        (Packet::PubRel(7), 0x62),
-        (Packet::PubComp(7), 0x70),
-        (Packet::UnsubAck(7), 0xB0),
+        (Packet::PubAck(Ack::ok(7)), 0x40),
+        (Packet::PubRec(Ack::ok(7)), 0x50),
+        (Packet::PubRel(Ack::ok(7)), 0x62),
+        (Packet::PubComp(Ack::ok(7)), 0x70),
+        (Packet::UnsubAck(UnsubAck { pkid: 7, codes: vec![] }), 0xB0),
     ] {
         let bytes = [first, 2, 0, 7];
         assert_eq!(enc(&p), bytes);
@@ -246,7 +250,7 @@ fn empty_packets() {
     for (p, first) in [
         (Packet::PingReq, 0xC0),
         (Packet::PingResp, 0xD0),
-        (Packet::Disconnect, 0xE0),
+        (Packet::Disconnect(Disconnect::default()), 0xE0),
     ] {
         assert_eq!(enc(&p), [first, 0]);
         assert_eq!(one(&[first, 0]), Ok(p.clone()));
@@ -260,15 +264,11 @@ fn subscribe_and_suback() {
     let s = Packet::Subscribe(Subscribe {
         pkid: 10,
         filters: vec![
-            SubscribeFilter {
-                filter: "a/+".into(),
-                qos: QoS::AtLeastOnce,
-            },
-            SubscribeFilter {
-                filter: "#".into(),
-                qos: QoS::ExactlyOnce,
-            },
+            SubscribeFilter::new("a/+", QoS::AtLeastOnce),
+            SubscribeFilter::new("#", QoS::ExactlyOnce),
         ],
+        sub_id: None,
+        props: Properties::default(),
     });
     let bytes = [0x82, 12, 0, 10, 0, 3, b'a', b'/', b'+', 1, 0, 1, b'#', 2];
     assert_eq!(enc(&s), bytes);
@@ -288,7 +288,7 @@ fn subscribe_and_suback() {
     );
     assert_eq!(
         one(&[0x82, 5, 0, 1, 0, 1, b'a']),
-        Err(DecodeError::Truncated("requested QoS"))
+        Err(DecodeError::Truncated("subscription options"))
     );
     assert_eq!(
         one(&[0x80, 6, 0, 1, 0, 1, b'a', 0]),
@@ -406,26 +406,120 @@ fn arb_bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
     proptest::collection::vec(any::<u8>(), 0..max)
 }
 
-fn arb_packet() -> impl Strategy<Value = Packet> {
+fn arb_user() -> impl Strategy<Value = Vec<(u8, Value)>> {
+    proptest::collection::vec(
+        (arb_string(6), arb_string(6)).prop_map(|(k, v)| (props::id::USER_PROPERTY, Value::Pair(k, v))),
+        0..3,
+    )
+}
+
+/// MQTT 5 message properties as a client sends them (no alias, no
+/// subscription identifier), in a random order.
+fn arb_message_props() -> impl Strategy<Value = Properties> {
+    use props::id;
+    (
+        proptest::option::of(0..=1u8),
+        proptest::option::of(0..=100_000u32),
+        proptest::option::of(arb_string(8)),
+        proptest::option::of(arb_name()),
+        proptest::option::of(arb_bytes(8)),
+        arb_user(),
+    )
+        .prop_map(|(pf, exp, ct, rt, cd, user)| {
+            let mut p = Properties::default();
+            if let Some(b) = pf {
+                p.push(id::PAYLOAD_FORMAT, Value::Byte(b));
+            }
+            if let Some(n) = exp {
+                p.push(id::MESSAGE_EXPIRY, Value::Four(n));
+            }
+            if let Some(s) = ct {
+                p.push(id::CONTENT_TYPE, Value::Str(s));
+            }
+            if let Some(s) = rt {
+                p.push(id::RESPONSE_TOPIC, Value::Str(s));
+            }
+            if let Some(b) = cd {
+                p.push(id::CORRELATION_DATA, Value::Bin(b));
+            }
+            p.0.extend(user);
+            p
+        })
+}
+
+/// Routed properties, with the decode-time clock taken out so that a
+/// decoded copy compares equal.
+fn pub_props(p: &Properties) -> Option<Arc<PubProps>> {
+    (!p.is_empty()).then(|| {
+        Arc::new(PubProps::from_properties(p, std::time::Instant::now()))
+    })
+}
+
+fn without_clock(mut p: Packet) -> Packet {
+    let clear = |pp: &mut Option<Arc<PubProps>>| {
+        if let Some(pp) = pp {
+            Arc::make_mut(pp).expires_at = None;
+        }
+    };
+    match &mut p {
+        Packet::Publish(m) => clear(&mut m.props),
+        Packet::Connect(c) => {
+            if let Some(w) = &mut c.will {
+                clear(&mut w.props);
+            }
+        }
+        _ => {}
+    }
+    p
+}
+
+fn arb_packet(level: Level) -> impl Strategy<Value = Packet> {
+    let v5 = level == Level::V5;
     let id = 1..=u16::MAX;
-    let will =
-        (arb_name(), arb_bytes(20), arb_qos(), any::<bool>()).prop_map(|(t, p, qos, retain)| {
+    let props = move |s: BoxedStrategy<Properties>| {
+        if v5 { s } else { Just(Properties::default()).boxed() }
+    };
+    let will = (arb_name(), arb_bytes(20), arb_qos(), any::<bool>(), props(arb_message_props().boxed()), 0..100u32)
+        .prop_map(move |(t, p, qos, retain, mp, delay)| {
+            let mut wp = mp.clone();
+            if v5 && delay > 0 {
+                wp.push(props::id::WILL_DELAY, Value::Four(delay));
+            }
             Will {
                 topic: Arc::from(t.as_str()),
                 payload: Arc::from(p),
                 qos,
                 retain,
+                props: pub_props(&wp),
             }
         });
+    let connect_props = (proptest::option::of(any::<u32>()), proptest::option::of(1..=u16::MAX), arb_user())
+        .prop_map(|(se, rm, user)| {
+            let mut p = Properties::default();
+            if let Some(n) = se {
+                p.push(props::id::SESSION_EXPIRY, Value::Four(n));
+            }
+            if let Some(n) = rm {
+                p.push(props::id::RECEIVE_MAXIMUM, Value::Two(n));
+            }
+            p.0.extend(user);
+            p
+        });
+    let levels = if v5 {
+        Just(Level::V5).boxed()
+    } else {
+        prop_oneof![Just(Level::V31), Just(Level::V311)].boxed()
+    };
     let connect = (
-        prop_oneof![Just(Level::V31), Just(Level::V311)],
+        levels,
         arb_string(23),
         any::<bool>(),
         any::<u16>(),
         proptest::option::of(will),
         proptest::option::of((arb_string(10), proptest::option::of(arb_bytes(10)))),
+        props(connect_props.boxed()),
     )
-        .prop_map(|(level, client_id, clean, keep_alive, will, creds)| {
+        .prop_map(|(level, client_id, clean, keep_alive, will, creds, props)| {
             let (username, password) = match creds {
                 Some((u, p)) => (Some(u), p),
                 None => (None, None),
@@ -438,6 +532,7 @@ fn arb_packet() -> impl Strategy<Value = Packet> {
                 username,
                 password,
                 will,
+                props,
             })
         });
     let publish = (
@@ -447,9 +542,16 @@ fn arb_packet() -> impl Strategy<Value = Packet> {
         any::<bool>(),
         any::<bool>(),
         arb_bytes(64),
+        props(arb_message_props().boxed()),
+        proptest::collection::vec(1..=268_435_455u32, 0..3),
     )
-        .prop_map(|(t, qos, id, dup, retain, payload)| {
+        .prop_map(move |(t, qos, id, dup, retain, payload, mp, sub_ids)| {
             let qos0 = qos == QoS::AtMostOnce;
+            let mut props = pub_props(&mp);
+            if v5 && !sub_ids.is_empty() {
+                let pp = props.get_or_insert_with(|| Arc::new(PubProps::default()));
+                Arc::make_mut(pp).sub_ids = sub_ids;
+            }
             Packet::Publish(Publish {
                 dup: dup && !qos0,
                 qos,
@@ -457,47 +559,103 @@ fn arb_packet() -> impl Strategy<Value = Packet> {
                 topic: Arc::from(t.as_str()),
                 pkid: if qos0 { 0 } else { id },
                 payload: Arc::from(payload),
+                props,
             })
         });
+    let options = (arb_qos(), any::<bool>(), any::<bool>(), 0..=2u8);
     let subscribe = (
         id.clone(),
-        proptest::collection::vec((arb_filter(), arb_qos()), 1..4),
+        proptest::collection::vec((arb_filter(), options), 1..4),
+        proptest::option::of(1..=268_435_455u32),
+        props(arb_user().prop_map(Properties).boxed()),
     )
-        .prop_map(|(pkid, f)| {
+        .prop_map(move |(pkid, f, sub_id, props)| {
             Packet::Subscribe(Subscribe {
                 pkid,
                 filters: f
                     .into_iter()
-                    .map(|(filter, qos)| SubscribeFilter { filter, qos })
+                    .map(|(filter, (qos, nl, rap, rh))| SubscribeFilter {
+                        filter,
+                        qos,
+                        no_local: nl && v5,
+                        retain_as_published: rap && v5,
+                        retain_handling: if v5 { rh } else { 0 },
+                    })
                     .collect(),
+                sub_id: sub_id.filter(|_| v5),
+                props,
             })
         });
-    let suback = (
-        id.clone(),
-        proptest::collection::vec(prop_oneof![Just(0u8), Just(1), Just(2), Just(0x80)], 1..4),
-    )
+    let codes = if v5 {
+        prop_oneof![Just(0u8), Just(1), Just(2), Just(0x80), Just(0x87), Just(0xA2)].boxed()
+    } else {
+        prop_oneof![Just(0u8), Just(1), Just(2), Just(0x80)].boxed()
+    };
+    let suback = (id.clone(), proptest::collection::vec(codes, 1..4))
         .prop_map(|(pkid, codes)| Packet::SubAck(SubAck { pkid, codes }));
     let unsubscribe = (id.clone(), proptest::collection::vec(arb_filter(), 1..4))
         .prop_map(|(pkid, filters)| Packet::Unsubscribe(Unsubscribe { pkid, filters }));
+    let unsuback = (id.clone(), proptest::collection::vec(prop_oneof![Just(0u8), Just(0x11), Just(0x87)], 1..3))
+        .prop_map(move |(pkid, codes)| {
+            Packet::UnsubAck(UnsubAck {
+                pkid,
+                codes: if v5 { codes } else { Vec::new() },
+            })
+        });
+    let ack_reason = if v5 {
+        prop_oneof![Just(0u8), Just(0x10), Just(0x87), Just(0x99)].boxed()
+    } else {
+        Just(0u8).boxed()
+    };
+    let rel_reason = if v5 { prop_oneof![Just(0u8), Just(0x92)].boxed() } else { Just(0u8).boxed() };
+    let ack = (id.clone(), ack_reason).prop_map(|(pkid, reason)| Ack { pkid, reason });
+    let rel = (id.clone(), rel_reason).prop_map(|(pkid, reason)| Ack { pkid, reason });
+    let disconnect = (prop_oneof![Just(0u8), Just(0x04), Just(0x8E)], proptest::option::of(any::<u32>()))
+        .prop_map(move |(reason, se)| {
+            let mut d = Disconnect::with(if v5 { reason } else { 0 });
+            if let (true, Some(n)) = (v5, se) {
+                d.props.push(props::id::SESSION_EXPIRY, Value::Four(n));
+            }
+            Packet::Disconnect(d)
+        });
+    let connack_props = (proptest::option::of(any::<u16>()), proptest::option::of(arb_string(10)), arb_user())
+        .prop_map(|(ka, assigned, user)| {
+            let mut p = Properties::default();
+            if let Some(k) = ka {
+                p.push(props::id::SERVER_KEEP_ALIVE, Value::Two(k));
+            }
+            if let Some(a) = assigned {
+                p.push(props::id::ASSIGNED_CLIENT_ID, Value::Str(a));
+            }
+            p.0.extend(user);
+            p
+        });
+    let connack = (any::<bool>(), any::<u8>(), props(connack_props.boxed()))
+        .prop_map(|(session_present, code, props)| Packet::ConnAck(ConnAck {
+            session_present,
+            code,
+            props,
+        }));
     prop_oneof![
         connect,
-        (any::<bool>(), any::<u8>()).prop_map(|(session_present, code)| Packet::ConnAck(ConnAck {
-            session_present,
-            code
-        })),
+        connack,
         publish,
-        id.clone().prop_map(Packet::PubAck),
-        id.clone().prop_map(Packet::PubRec),
-        id.clone().prop_map(Packet::PubRel),
-        id.clone().prop_map(Packet::PubComp),
+        ack.clone().prop_map(Packet::PubAck),
+        ack.prop_map(Packet::PubRec),
+        rel.clone().prop_map(Packet::PubRel),
+        rel.prop_map(Packet::PubComp),
         subscribe,
         suback,
         unsubscribe,
-        id.prop_map(Packet::UnsubAck),
+        unsuback,
         Just(Packet::PingReq),
         Just(Packet::PingResp),
-        Just(Packet::Disconnect),
+        disconnect,
     ]
+}
+
+fn arb_level() -> impl Strategy<Value = Level> {
+    prop_oneof![Just(Level::V31), Just(Level::V311), Just(Level::V5)]
 }
 
 proptest! {
@@ -510,34 +668,40 @@ proptest! {
     })]
 
     #[test]
-    fn encode_then_decode_round_trips(p in arb_packet()) {
+    fn round_trips_at_every_level((level, p) in arb_level().prop_flat_map(|l| (Just(l), arb_packet(l)))) {
         let level = match &p {
             Packet::Connect(c) => c.level,
-            _ => Level::V311,
+            _ => level,
         };
         let mut bytes = Vec::new();
         encode(&p, level, &mut bytes);
-        let got = decode_all(&bytes, level);
-        prop_assert_eq!(got, Ok(Some((p, bytes.len()))));
+        if let Packet::Publish(m) = &p {
+            prop_assert_eq!(publish_len(m, level == Level::V5), bytes.len());
+        }
+        let got = decode_all(&bytes, level).map(|o| o.map(|(p, n)| (without_clock(p), n)));
+        prop_assert_eq!(got, Ok(Some((without_clock(p), bytes.len()))));
     }
 
     #[test]
-    fn random_bytes_never_panic(bytes in arb_bytes(300), level in prop_oneof![Just(Level::V31), Just(Level::V311)]) {
+    fn random_bytes_never_panic(bytes in arb_bytes(300), level in arb_level()) {
         let _ = decode_all(&bytes, level);
     }
 
     #[test]
-    fn every_truncation_and_corruption_is_an_error_or_incomplete(p in arb_packet(), flip in any::<(usize, u8)>()) {
+    fn every_truncation_and_corruption_is_an_error_or_incomplete(
+        (level, p) in arb_level().prop_flat_map(|l| (Just(l), arb_packet(l))),
+        flip in any::<(usize, u8)>(),
+    ) {
         let mut bytes = Vec::new();
-        encode(&p, Level::V311, &mut bytes);
+        encode(&p, level, &mut bytes);
         for n in 0..bytes.len() {
             // A prefix of a packet is never a whole packet of that length.
-            if let Ok(Some((_, len))) = decode_all(&bytes[..n], Level::V311) {
+            if let Ok(Some((_, len))) = decode_all(&bytes[..n], level) {
                 prop_assert!(len <= n);
             }
         }
         let i = flip.0 % bytes.len();
         bytes[i] ^= flip.1;
-        let _ = decode_all(&bytes, Level::V311);
+        let _ = decode_all(&bytes, level);
     }
 }

@@ -69,6 +69,11 @@ pub struct Listener {
     /// Prefix added to every topic of this listener's clients.
     pub mount_point: Option<String>,
     pub use_username_as_clientid: bool,
+    /// The highest QoS this listener's clients may publish and subscribe
+    /// with (`max_qos`; MQTT 5 clients are told in CONNACK).
+    pub max_qos: u8,
+    /// Topic aliases an MQTT 5 client may set up (`max_topic_alias`).
+    pub max_topic_alias: u16,
     /// Used when `per_listener_settings true`.
     pub security: Security,
     /// TLS options; the listener speaks TLS when `certfile` is set.
@@ -86,6 +91,8 @@ impl Listener {
             max_connections: None,
             mount_point: None,
             use_username_as_clientid: false,
+            max_qos: 2,
+            max_topic_alias: 10,
             security: Security::default(),
             tls: TlsSettings::default(),
         }

@@ -17,9 +17,6 @@ const NOT_YET: &[&str] = &[
     "http_dir",
     "websockets_headers_size",
     "websockets_log_level",
-    // MQTT 5.
-    "max_qos",
-    "max_topic_alias",
     // Memory accounting.
     "memory_limit",
     // Bridges.

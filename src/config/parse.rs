@@ -222,6 +222,14 @@ impl Parser {
                 let n = l.num::<i64>(-1, i64::from(i32::MAX))?;
                 self.listener().max_connections = usize::try_from(n).ok();
             }
+            "max_qos" => {
+                let q = l.num::<u8>(0, 2)?;
+                self.listener().max_qos = q;
+            }
+            "max_topic_alias" => {
+                let n = l.num::<u16>(0, u16::MAX)?;
+                self.listener().max_topic_alias = n;
+            }
             "mount_point" => {
                 self.once(l, "mount_point", true)?;
                 let m = l.string()?;

@@ -21,13 +21,18 @@
 use std::fmt;
 use std::sync::Arc;
 
+use std::time::{Duration, Instant};
+
 use crate::client::inflight::OutState;
-use crate::codec::{Publish, QoS};
+use crate::codec::{PubProps, Publish, QoS};
+use crate::router::SubOpts;
 use crate::topic;
 
 pub const MAGIC: &[u8; 8] = b"MIDGEDB\0";
 /// Bumped on any change a reader of the previous version would misread.
-pub const VERSION: u16 = 1;
+/// Version 2 added the MQTT 5 fields (message properties, session expiry,
+/// subscription options); version 1 files are still read.
+pub const VERSION: u16 = 2;
 pub const HEADER_LEN: usize = 16;
 
 const RETAINED: u8 = 1;
@@ -54,17 +59,19 @@ pub enum Record {
         publish: Publish,
         source: Option<SavedSource>,
     },
-    /// A persistent session; `last_id` is the last packet id it handed out.
+    /// A persistent session; `last_id` is the last packet id it handed out,
+    /// `expiry` its session expiry interval (u32::MAX: never).
     Session {
         client_id: String,
         username: Option<String>,
         scope: u32,
         last_id: u16,
+        expiry: u32,
     },
     Subscription {
         client_id: String,
         filter: String,
-        qos: QoS,
+        opts: SubOpts,
     },
     /// A message waiting to be sent to an offline session.
     Queued { client_id: String, publish: Publish },
@@ -166,14 +173,25 @@ fn put_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
     }
 }
 
-/// qos | flags (dup 1, retain 2) | pkid u16 | topic | payload.
+/// qos | flags (dup 1, retain 2, properties 4) | pkid u16 | topic |
+/// payload, then with flag 4 the MQTT 5 properties: forwarded properties
+/// (u32 length and bytes), expiry left in seconds (u32, u32::MAX for
+/// none) and a flags byte (1: payload is UTF-8).
 fn put_publish(out: &mut Vec<u8>, p: &Publish) {
     out.push(p.qos as u8);
-    out.push(u8::from(p.dup) | (u8::from(p.retain) << 1));
+    let has_props = u8::from(p.props.is_some()) << 2;
+    out.push(u8::from(p.dup) | (u8::from(p.retain) << 1) | has_props);
     out.extend_from_slice(&p.pkid.to_be_bytes());
     put_str(out, &p.topic);
     out.extend_from_slice(&(p.payload.len() as u32).to_be_bytes());
     out.extend_from_slice(&p.payload);
+    if let Some(props) = &p.props {
+        out.extend_from_slice(&(props.forward.len() as u32).to_be_bytes());
+        out.extend_from_slice(&props.forward);
+        let left = props.remaining(Instant::now()).unwrap_or(u32::MAX);
+        out.extend_from_slice(&left.to_be_bytes());
+        out.push(u8::from(props.utf8));
+    }
 }
 
 fn encode_body(r: &Record, out: &mut Vec<u8>) -> u8 {
@@ -196,21 +214,25 @@ fn encode_body(r: &Record, out: &mut Vec<u8>) -> u8 {
             username,
             scope,
             last_id,
+            expiry,
         } => {
             put_str(out, client_id);
             put_opt_str(out, username.as_deref());
             out.extend_from_slice(&scope.to_be_bytes());
             out.extend_from_slice(&last_id.to_be_bytes());
+            out.extend_from_slice(&expiry.to_be_bytes());
             SESSION
         }
         Record::Subscription {
             client_id,
             filter,
-            qos,
+            opts,
         } => {
             put_str(out, client_id);
             put_str(out, filter);
-            out.push(*qos as u8);
+            out.push(opts.qos as u8);
+            out.push(u8::from(opts.no_local) | (u8::from(opts.retain_as_published) << 1));
+            out.extend_from_slice(&opts.sub_id.to_be_bytes());
             SUBSCRIPTION
         }
         Record::Queued { client_id, publish } => {
@@ -264,7 +286,8 @@ pub fn decode(bytes: &[u8]) -> Decoded {
         });
         return d;
     }
-    if u16::from_be_bytes([head[8], head[9]]) != VERSION {
+    let version = u16::from_be_bytes([head[8], head[9]]);
+    if !(1..=VERSION).contains(&version) {
         d.damage = Some(Damage {
             offset: 8,
             reason: "unsupported file format version",
@@ -306,7 +329,7 @@ pub fn decode(bytes: &[u8]) -> Decoded {
             }
             return d;
         }
-        match decode_body(kind, body) {
+        match decode_body(kind, body, version) {
             Some(r) => d.records.push(r),
             None => {
                 d.damage = damage(pos, "record that does not parse");
@@ -377,6 +400,23 @@ impl<'a> Reader<'a> {
         let topic = self.string().filter(|t| topic::valid_name(t))?;
         let n = self.u32()? as usize;
         let payload = self.take(n)?;
+        let props = if flags & 4 != 0 {
+            let n = self.u32()? as usize;
+            let forward = self.take(n)?;
+            let left = self.u32()?;
+            let pflags = self.u8()?;
+            let expiry = (left != u32::MAX).then_some(left);
+            Some(Arc::new(PubProps {
+                forward: Arc::from(forward),
+                expiry,
+                expires_at: expiry
+                    .and_then(|e| Instant::now().checked_add(Duration::from_secs(u64::from(e)))),
+                utf8: pflags & 1 != 0,
+                ..PubProps::default()
+            }))
+        } else {
+            None
+        };
         Some(Publish {
             dup: flags & 1 != 0,
             qos,
@@ -384,11 +424,15 @@ impl<'a> Reader<'a> {
             topic: Arc::from(topic),
             pkid,
             payload: Arc::from(payload),
+            props,
         })
     }
 }
 
-fn decode_body(kind: u8, body: &[u8]) -> Option<Record> {
+fn decode_body(kind: u8, body: &[u8], version: u16) -> Option<Record> {
+    // Version 1 had no session expiry (sessions never expired) and no
+    // subscription options.
+    let v1 = version == 1;
     let mut r = Reader(body);
     let rec = match kind {
         RETAINED => {
@@ -409,12 +453,24 @@ fn decode_body(kind: u8, body: &[u8]) -> Option<Record> {
             username: r.opt_string()?,
             scope: r.u32()?,
             last_id: r.u16()?,
+            expiry: if v1 { u32::MAX } else { r.u32()? },
         },
-        SUBSCRIPTION => Record::Subscription {
-            client_id: r.string()?,
-            filter: r.string().filter(|f| topic::valid_filter(f))?,
-            qos: r.qos()?,
-        },
+        SUBSCRIPTION => {
+            let client_id = r.string()?;
+            let filter = r.string().filter(|f| topic::valid_filter(f))?;
+            let qos = r.qos()?;
+            let (flags, sub_id) = if v1 { (0, 0) } else { (r.u8()?, r.u32()?) };
+            Record::Subscription {
+                client_id,
+                filter,
+                opts: SubOpts {
+                    qos,
+                    no_local: flags & 1 != 0,
+                    retain_as_published: flags & 2 != 0,
+                    sub_id,
+                },
+            }
+        }
         QUEUED => Record::Queued {
             client_id: r.string()?,
             publish: r.publish()?,

@@ -22,7 +22,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use log::{info, warn};
 
 use crate::client::inflight::{Inflight, OutState, SessionState};
-use crate::codec::{Publish, QoS};
+use crate::router::SubOpts;
+use crate::codec::Publish;
 use crate::config::Persistence;
 use format::{Damage, Record, SavedSource};
 
@@ -41,7 +42,9 @@ pub struct SavedSession {
     pub client_id: String,
     pub username: Option<String>,
     pub scope: u32,
-    pub subs: Vec<(String, QoS)>,
+    /// The session expiry interval (u32::MAX: never).
+    pub expiry: u32,
+    pub subs: Vec<(String, SubOpts)>,
     pub state: SessionState,
 }
 
@@ -73,6 +76,7 @@ impl Restored {
                     username,
                     scope,
                     last_id,
+                    expiry,
                 } => {
                     if index.contains_key(&client_id) {
                         orphans += 1;
@@ -83,6 +87,7 @@ impl Restored {
                         client_id,
                         username,
                         scope,
+                        expiry,
                         ..SavedSession::default()
                     });
                     inflight.push((Vec::new(), Vec::new(), last_id));
@@ -91,8 +96,8 @@ impl Restored {
                 Record::Subscription {
                     client_id,
                     filter,
-                    qos,
-                } => (client_id, Item::Sub(filter, qos)),
+                    opts,
+                } => (client_id, Item::Sub(filter, opts)),
                 Record::Queued { client_id, publish } => (client_id, Item::Queued(publish)),
                 Record::Outgoing { client_id, state } => (client_id, Item::Out(state)),
                 Record::IncomingQos2 { client_id, pkid } => (client_id, Item::In(pkid)),
@@ -116,7 +121,7 @@ impl Restored {
 }
 
 enum Item {
-    Sub(String, QoS),
+    Sub(String, SubOpts),
     Queued(Publish),
     Out(OutState),
     In(u16),
@@ -236,13 +241,14 @@ mod tests {
             Record::Subscription {
                 client_id: "ghost".into(),
                 filter: "a".into(),
-                qos: QoS::AtMostOnce,
+                opts: SubOpts::qos(crate::codec::QoS::AtMostOnce),
             },
             Record::Session {
                 client_id: "s".into(),
                 username: None,
                 scope: 0,
                 last_id: 4,
+                expiry: u32::MAX,
             },
             Record::Queued {
                 client_id: "s".into(),

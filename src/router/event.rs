@@ -23,7 +23,11 @@ pub struct ConnectRequest {
     pub conn: ConnId,
     pub client_id: String,
     pub level: Level,
+    /// Clean session (3.x) or clean start (5.0): discard any old state.
     pub clean: bool,
+    /// Seconds the session outlives the connection: 0 it ends with it,
+    /// u32::MAX never (3.x persistent sessions).
+    pub session_expiry: u32,
     pub will: Option<Will>,
     /// For ACL checks: the user name and the security scope (listener).
     pub username: Option<String>,
@@ -64,9 +68,10 @@ pub enum Event {
         conn: ConnId,
         publish: Publish,
     },
+    /// Boxed: MQTT 5 options and properties make it the largest packet.
     Subscribe {
         conn: ConnId,
-        subscribe: Subscribe,
+        subscribe: Box<Subscribe>,
     },
     Unsubscribe {
         conn: ConnId,
@@ -79,6 +84,9 @@ pub enum Event {
         conn: ConnId,
         kind: DisconnectKind,
         state: Box<SessionState>,
+        /// The session expiry interval in force at the end (MQTT 5 may
+        /// change it in DISCONNECT).
+        session_expiry: u32,
     },
     /// Password and ACL files were read again: apply the new ACLs.
     Auth(Arc<Auth>),

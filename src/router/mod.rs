@@ -9,10 +9,12 @@
 pub mod event;
 mod persist;
 pub mod retain;
+mod shared;
 pub mod sys;
 pub mod trie;
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,7 +24,11 @@ use log::{debug, info};
 use crate::auth::Auth;
 use crate::auth::acl::{self, Subject};
 use crate::client::inflight::SessionState;
-use crate::codec::{Level, Packet, Publish, QoS, SubAck, Subscribe, Unsubscribe, Will};
+use crate::codec::{
+    Ack, Level, Packet, PubProps, Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe, Will,
+    reason,
+};
+use crate::topic;
 use crate::config::Config;
 use crate::logging;
 use crate::outbox::{CloseReason, Outbox, Outgoing, QueueLimits};
@@ -40,7 +46,45 @@ const BATCH: usize = 256;
 struct Live {
     outbox: Arc<Outbox>,
     will: Option<Will>,
+    level: Level,
 }
+
+/// The options of one subscription, kept in the trie with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SubOpts {
+    pub qos: QoS,
+    /// MQTT 5: not sent the subscriber's own messages.
+    pub no_local: bool,
+    /// MQTT 5: delivered with the retain flag they were published with.
+    pub retain_as_published: bool,
+    /// MQTT 5 subscription identifier; 0 for none.
+    pub sub_id: u32,
+}
+
+impl SubOpts {
+    /// A 3.1.1 subscription.
+    pub fn qos(qos: QoS) -> SubOpts {
+        SubOpts {
+            qos,
+            no_local: false,
+            retain_as_published: false,
+            sub_id: 0,
+        }
+    }
+}
+
+/// What a [`Timer`] does when it fires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKind {
+    /// Publish the session's delayed will.
+    Will,
+    /// End the session (its will first, if still delayed).
+    Expiry,
+}
+
+/// A deadline for one offline session, void once the session has been
+/// connected again (its `generation` moved on).
+type Timer = Reverse<(Instant, SessionId, u64, TimerKind)>;
 
 /// One client id's session. Owned by the router.
 #[derive(Debug)]
@@ -49,8 +93,9 @@ struct Session {
     /// Clean session: everything is discarded when the connection ends.
     clean: bool,
     live: Option<Live>,
-    /// This session's filters and granted QoS, mirrored in the trie.
-    subs: HashMap<String, QoS>,
+    /// This session's filters and options, mirrored in the trie (or in
+    /// the shared groups, for `$share/...` filters).
+    subs: HashMap<String, SubOpts>,
     /// While offline: in-flight state and queued messages, in order.
     offline: SessionState,
     /// A CONNECT for this client id waiting for the old connection to end.
@@ -67,6 +112,15 @@ struct Session {
     /// The ACL rules compiled for that identity; None when its scope has no
     /// ACL file (everything allowed).
     acl: Option<Subject>,
+    /// The session expiry interval: seconds it outlives its connection
+    /// (u32::MAX never; `clean` is true for 0).
+    expiry: u32,
+    /// The protocol level of the last connection.
+    level: Level,
+    /// An MQTT 5 will waiting out its delay interval.
+    delayed_will: Option<Will>,
+    /// Counts connections, so timers set for an earlier absence are void.
+    generation: u64,
 }
 
 /// What ACL rules depend on.
@@ -95,10 +149,18 @@ pub struct Router {
     free: Vec<SessionId>,
     by_client_id: HashMap<String, SessionId>,
     by_conn: HashMap<ConnId, SessionId>,
-    subs: Trie,
+    subs: Trie<SubOpts>,
+    /// `$share/GROUP/FILTER` subscriptions.
+    shared: shared::Shared,
+    /// Subscriptions with no-local set; while there are none, a PUBLISH
+    /// costs no lookup of its publisher's session.
+    no_local_subs: usize,
     retained: Retained,
-    /// Reused for every fan-out so matching allocates nothing.
-    scratch: Vec<(SessionId, QoS)>,
+    /// Reused for every fan-out so matching allocates nothing; the flag
+    /// marks a shared subscription's pick.
+    scratch: Vec<(SessionId, SubOpts, bool)>,
+    /// Delayed wills and session expiries, soonest first.
+    timers: BinaryHeap<Timer>,
     /// Counts routed messages; see `Session::last_seq`.
     seq: u64,
     stats: Stats,
@@ -121,8 +183,11 @@ impl Router {
             by_client_id: HashMap::new(),
             by_conn: HashMap::new(),
             subs: Trie::default(),
+            shared: shared::Shared::default(),
+            no_local_subs: 0,
             retained: Retained::default(),
             scratch: Vec::new(),
+            timers: BinaryHeap::new(),
             seq: 0,
             stats: Stats::default(),
             metrics,
@@ -140,10 +205,11 @@ impl Router {
             self.tick();
         }
         'run: loop {
-            let wake = match (next_tick, self.autosave_deadline()) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let timer = self.timers.peek().map(|Reverse(t)| t.0);
+            let wake = [next_tick, self.autosave_deadline(), timer]
+                .into_iter()
+                .flatten()
+                .min();
             let first = match wake {
                 Some(t) => match rx.recv_deadline(t) {
                     Ok(ev) => Some(ev),
@@ -179,6 +245,7 @@ impl Router {
                 }
             }
             self.autosave_if_due();
+            self.fire_timers();
         }
         self.shutdown();
         self.save_at_shutdown(&rx);
@@ -226,7 +293,7 @@ impl Router {
             retained: self.retained.len(),
             stored: stored + self.retained.len(),
             stored_bytes,
-            subscriptions: self.subs.len(),
+            subscriptions: self.subs.len() + self.shared.len(),
         }
     }
 
@@ -240,7 +307,10 @@ impl Router {
             .filter_map(|(i, s)| {
                 let s = s.as_ref()?;
                 let since = s.offline_since?;
-                (s.live.is_none() && now.duration_since(since) > max).then_some(i as SessionId)
+                // Sessions with an expiry interval of their own end by it.
+                let never = s.expiry == u32::MAX;
+                (never && s.live.is_none() && now.duration_since(since) > max)
+                    .then_some(i as SessionId)
             })
             .collect();
         for sid in old {
@@ -256,18 +326,16 @@ impl Router {
     pub fn handle(&mut self, ev: Event) -> bool {
         match ev {
             Event::Connect(req) => self.connect(req),
-            Event::Publish { conn, publish } => {
-                self.stats.messages_received += 1;
-                self.stats.bytes_received += publish.payload.len() as u64;
-                if self.may_publish(conn, &publish) {
-                    let source = self.source(conn, &publish);
-                    self.publish(publish, source);
-                }
-            }
+            Event::Publish { conn, publish } => self.incoming(conn, publish),
             Event::Auth(auth) => self.replace_auth(auth),
-            Event::Subscribe { conn, subscribe } => self.subscribe(conn, subscribe),
+            Event::Subscribe { conn, subscribe } => self.subscribe(conn, *subscribe),
             Event::Unsubscribe { conn, unsubscribe } => self.unsubscribe(conn, unsubscribe),
-            Event::Disconnect { conn, kind, state } => self.disconnect(conn, kind, *state),
+            Event::Disconnect {
+                conn,
+                kind,
+                state,
+                session_expiry,
+            } => self.disconnect(conn, kind, *state, session_expiry),
             Event::Save => self.save(),
             Event::Shutdown => return false,
         }
@@ -318,6 +386,10 @@ impl Router {
             offline_since: None,
             identity: Identity::default(),
             acl: None,
+            expiry: 0,
+            level: Level::V311,
+            delayed_will: None,
+            generation: 0,
         };
         let sid = match self.free.pop() {
             Some(sid) => {
@@ -339,6 +411,7 @@ impl Router {
             conn,
             level,
             clean,
+            session_expiry,
             will,
             outbox,
             reply,
@@ -354,21 +427,33 @@ impl Router {
         let resumed = existed && !s.clean && !clean;
         // A persistent session starts, or one is discarded.
         let persistent_change = !clean || (existed && !s.clean);
-        if !resumed {
+        // A new connection within the will delay cancels the will
+        // [MQTT-3.1.3-9]; timers of the absence are void.
+        s.delayed_will = None;
+        s.generation += 1;
+        let old_subs = if resumed {
+            Vec::new()
+        } else {
             // A clean start discards any old state [MQTT-3.1.2-6].
-            for filter in s.subs.keys() {
-                self.subs.remove(filter, sid);
-            }
-            s.subs.clear();
             s.offline = SessionState::default();
-        }
+            s.subs.drain().collect()
+        };
         s.offline_bytes = 0;
         s.offline_since = None;
-        s.clean = clean;
+        s.clean = session_expiry == 0;
+        s.expiry = session_expiry;
+        s.level = level;
         s.identity = identity;
         s.acl = acl;
         let state = std::mem::take(&mut s.offline);
-        s.live = Some(Live { outbox, will });
+        s.live = Some(Live {
+            outbox,
+            will,
+            level,
+        });
+        for (filter, opts) in old_subs {
+            self.unindex(&filter, sid, opts);
+        }
         self.by_conn.insert(conn, sid);
         if persistent_change {
             self.changed();
@@ -381,11 +466,17 @@ impl Router {
         if let Err(e) = reply.send(answer) {
             // The client thread gave up waiting: treat it as gone at once.
             let state = e.into_inner().state;
-            self.disconnect(conn, DisconnectKind::Abnormal, state);
+            self.disconnect(conn, DisconnectKind::Abnormal, state, session_expiry);
         }
     }
 
-    fn disconnect(&mut self, conn: ConnId, kind: DisconnectKind, mut state: SessionState) {
+    fn disconnect(
+        &mut self,
+        conn: ConnId,
+        kind: DisconnectKind,
+        mut state: SessionState,
+        session_expiry: u32,
+    ) {
         let Some(sid) = self.by_conn.remove(&conn) else {
             return;
         };
@@ -393,6 +484,8 @@ impl Router {
             return;
         };
         let Some(live) = s.live.take() else { return };
+        s.expiry = session_expiry;
+        s.clean = session_expiry == 0;
         // Whatever the router queued after the client thread's last look.
         let mut rest = VecDeque::new();
         live.outbox.take(&mut rest);
@@ -422,6 +515,15 @@ impl Router {
                     .as_ref()
                     .is_none_or(|a| a.allows(&w.topic, acl::WRITE))
         });
+        // An MQTT 5 will may wait [MQTT-3.1.3-9]: until its delay ends or
+        // the session does, whichever comes first.
+        let delay = will
+            .as_ref()
+            .and_then(|w| w.props.as_ref())
+            .map_or(0, |p| p.will_delay)
+            .min(s.expiry);
+        let now = Instant::now();
+        let mut will = will;
         if s.clean {
             self.remove_session(sid);
         } else {
@@ -429,22 +531,20 @@ impl Router {
             // QoS 0 included only while they were already queued.
             s.offline_bytes = state.pending.iter().map(|p| p.payload.len()).sum();
             s.offline = state;
-            s.offline_since = Some(Instant::now());
+            s.offline_since = Some(now);
+            let generation = s.generation;
+            if delay > 0 {
+                s.delayed_will = will.take();
+                let at = now + Duration::from_secs(u64::from(delay));
+                self.timers
+                    .push(Reverse((at, sid, generation, TimerKind::Will)));
+            }
+            self.start_expiry(sid, now);
             self.changed();
         }
         if let Some(will) = will {
             debug!("Sending will of {conn}.");
-            self.publish(
-                Publish {
-                    dup: false,
-                    qos: will.qos,
-                    retain: will.retain,
-                    topic: will.topic,
-                    pkid: 0,
-                    payload: will.payload,
-                },
-                will_source,
-            );
+            self.publish_will(will, will_source);
         }
         if let Some(req) = next {
             self.connect(req);
@@ -455,8 +555,8 @@ impl Router {
         let Some(s) = self.sessions.get_mut(sid as usize).and_then(|s| s.take()) else {
             return;
         };
-        for filter in s.subs.keys() {
-            self.subs.remove(filter, sid);
+        for (filter, opts) in &s.subs {
+            self.unindex(filter, sid, *opts);
         }
         self.by_client_id.remove(&s.client_id);
         self.free.push(sid);
@@ -469,58 +569,148 @@ impl Router {
         }
     }
 
-    /// Routes one message to every matching subscription.
-    fn publish(&mut self, mut p: Publish, source: Option<Arc<Source>>) {
+    /// A PUBLISH from a client: checked, routed, and for MQTT 5 at QoS 1
+    /// and 2 acknowledged here, where the reason is known (no matching
+    /// subscribers, not authorised), as Mosquitto answers.
+    fn incoming(&mut self, conn: ConnId, publish: Publish) {
+        self.stats.messages_received += 1;
+        self.stats.bytes_received += publish.payload.len() as u64;
+        let (pkid, qos) = (publish.pkid, publish.qos);
+        let allowed = self.may_publish(conn, &publish);
+        let mut matched = 0;
+        if allowed {
+            let source = self.source(conn, &publish);
+            let from = if self.no_local_subs > 0 {
+                self.by_conn.get(&conn).copied()
+            } else {
+                None
+            };
+            matched = self.route(publish, source, from);
+        }
+        if qos == QoS::AtMostOnce {
+            return;
+        }
+        let Some(live) = self
+            .by_conn
+            .get(&conn)
+            .and_then(|&sid| self.sessions.get(sid as usize)?.as_ref()?.live.as_ref())
+        else {
+            return;
+        };
+        if live.level != Level::V5 {
+            return;
+        }
+        let code = match (allowed, qos) {
+            (false, _) => reason::NOT_AUTHORIZED,
+            (true, QoS::AtLeastOnce) if matched == 0 => reason::NO_MATCHING_SUBSCRIBERS,
+            _ => reason::SUCCESS,
+        };
+        let ack = Ack { pkid, reason: code };
+        live.outbox.push(Outgoing::Packet(match qos {
+            QoS::AtLeastOnce => Packet::PubAck(ack),
+            _ => Packet::PubRec(ack),
+        }));
+    }
+
+    /// Routes one message from the broker itself or a will.
+    fn publish(&mut self, p: Publish, source: Option<Arc<Source>>) {
+        self.route(p, source, None);
+    }
+
+    /// Publishes a will, its expiry interval counted from now.
+    fn publish_will(&mut self, will: Will, source: Option<Arc<Source>>) {
+        let mut props = will.props;
+        if let Some(p) = props.as_mut() {
+            let p = Arc::make_mut(p);
+            if let Some(e) = p.expiry {
+                p.expires_at = Instant::now().checked_add(Duration::from_secs(u64::from(e)));
+            }
+        }
+        self.publish(
+            Publish {
+                dup: false,
+                qos: will.qos,
+                retain: will.retain,
+                topic: will.topic,
+                pkid: 0,
+                payload: will.payload,
+                props,
+            },
+            source,
+        );
+    }
+
+    /// Routes one message to every matching subscription and returns how
+    /// many subscribers it matched. `from` is the publisher's session,
+    /// for no-local subscriptions.
+    fn route(&mut self, mut p: Publish, source: Option<Arc<Source>>, from: Option<SessionId>) -> usize {
         p.dup = false;
         p.pkid = 0;
         // With retain_available false, clients cannot retain (they are
         // disconnected first); wills with retain set are sent unretained.
-        if p.retain && self.config.retain_available {
+        let retained = p.retain && self.config.retain_available;
+        if retained {
             self.retained.set(p.clone(), source);
             // `$SYS` is published again after a restart, never saved.
             if !p.topic.starts_with("$SYS/") {
                 self.changed();
             }
         }
-        // [MQTT-3.3.1-9]: a message sent to an established subscription
-        // carries retain 0.
-        p.retain = false;
         let mut targets = std::mem::take(&mut self.scratch);
         targets.clear();
         self.subs
-            .for_each_match(&p.topic, |sid, qos| targets.push((sid, qos)));
+            .for_each_match(&p.topic, |sid, opts| targets.push((sid, opts, false)));
+        self.shared
+            .for_each_match(&p.topic, |sid, opts| targets.push((sid, opts, true)));
         self.seq += 1;
-        for &(sid, granted) in &targets {
-            self.deliver(sid, &p, granted);
+        let mut matched = 0;
+        for &(sid, opts, shared) in &targets {
+            if opts.no_local && from == Some(sid) {
+                continue;
+            }
+            // [MQTT-3.3.1-9]: a message sent to an established subscription
+            // carries retain 0, unless it asked for retain as published.
+            let retain = retained && opts.retain_as_published;
+            if self.deliver(sid, &p, opts, retain, shared) {
+                matched += 1;
+            }
         }
         self.scratch = targets;
+        matched
     }
 
-    /// Queues `p` for one session at most `granted` QoS. A session matched
+    /// Queues `p` for one session at most `opts.qos`. A session matched
     /// by several of its filters gets one copy, at the QoS of the filter
     /// the trie walk meets first (literal level, then `+`, then `#`), which
-    /// is what Mosquitto 2.0 delivers.
-    fn deliver(&mut self, sid: SessionId, p: &Publish, granted: QoS) {
+    /// is what Mosquitto 2.0 delivers; a shared subscription's pick gets
+    /// its own copy. Returns false when the session had seen it already.
+    fn deliver(&mut self, sid: SessionId, p: &Publish, opts: SubOpts, retain: bool, shared: bool) -> bool {
         let limits = self.queue_limits();
         let Some(s) = self.sessions.get_mut(sid as usize).and_then(|s| s.as_mut()) else {
-            return;
+            return false;
         };
-        if s.last_seq == self.seq {
-            return;
+        if !shared {
+            if s.last_seq == self.seq {
+                return false;
+            }
+            s.last_seq = self.seq;
         }
-        s.last_seq = self.seq;
         if s.acl
             .as_ref()
             .is_some_and(|a| !a.allows(&p.topic, acl::READ))
         {
-            return;
+            return true;
         }
         let mut p = p.clone();
+        p.retain = retain;
         p.qos = if self.config.upgrade_outgoing_qos {
-            granted
+            opts.qos
         } else {
-            p.qos.min(granted)
+            p.qos.min(opts.qos)
         };
+        if opts.sub_id != 0 && s.level == Level::V5 {
+            with_sub_id(&mut p, opts.sub_id);
+        }
         let len = p.payload.len();
         let mut queued_offline = false;
         let delivered = match &s.live {
@@ -551,6 +741,77 @@ impl Router {
         if queued_offline {
             self.changed();
         }
+        true
+    }
+
+    /// Adds a subscription to the trie or to its shared group; `old` is
+    /// the options it replaces, if any.
+    fn index(&mut self, filter: &str, sid: SessionId, opts: SubOpts, old: Option<SubOpts>) {
+        match topic::shared(filter) {
+            Some((group, f)) => {
+                self.shared.insert(group, f, sid, opts);
+            }
+            None => {
+                if old.is_some_and(|o| o.no_local) {
+                    self.no_local_subs -= 1;
+                }
+                if opts.no_local {
+                    self.no_local_subs += 1;
+                }
+                self.subs.insert(filter, sid, opts);
+            }
+        }
+    }
+
+    /// Takes a subscription out of the trie or its shared group.
+    fn unindex(&mut self, filter: &str, sid: SessionId, opts: SubOpts) -> bool {
+        match topic::shared(filter) {
+            Some((group, f)) => self.shared.remove(group, f, sid),
+            None => {
+                if opts.no_local {
+                    self.no_local_subs = self.no_local_subs.saturating_sub(1);
+                }
+                self.subs.remove(filter, sid)
+            }
+        }
+    }
+
+    /// Starts the expiry interval of an offline session that has one.
+    fn start_expiry(&mut self, sid: SessionId, now: Instant) {
+        let Some(s) = self.session(sid) else { return };
+        if s.expiry != u32::MAX {
+            let at = now + Duration::from_secs(u64::from(s.expiry));
+            let generation = s.generation;
+            self.timers
+                .push(Reverse((at, sid, generation, TimerKind::Expiry)));
+        }
+    }
+
+    /// Fires the timers that are due: delayed wills, then session ends.
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(&Reverse((at, sid, generation, kind))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(s) = self.session(sid) else { continue };
+            if s.generation != generation || s.live.is_some() {
+                continue;
+            }
+            let will = s.delayed_will.take();
+            let client_id = s.client_id.clone();
+            let source = self.config.check_retain_source.then(|| source_of_sid(self, sid)).flatten();
+            if let Some(will) = will {
+                debug!("Sending delayed will of {client_id}.");
+                self.publish_will(will, source);
+            }
+            if kind == TimerKind::Expiry {
+                debug!("Session of {client_id} expired.");
+                self.stats.expired += 1;
+                self.remove_session(sid);
+            }
+        }
     }
 
     fn queue_limits(&self) -> QueueLimits {
@@ -572,11 +833,33 @@ impl Router {
         let subject = s.acl.clone();
         let persistent = !s.clean;
         let mut codes = Vec::with_capacity(sub.filters.len());
+        // Per filter: whether retained messages follow (retain handling).
+        let mut send_retained = Vec::with_capacity(sub.filters.len());
+        let mut added = Vec::with_capacity(sub.filters.len());
         for f in &sub.filters {
             info!(target: logging::SUBSCRIBE, "{} {} {}", s.client_id, f.qos as u8, f.filter);
-            s.subs.insert(f.filter.clone(), f.qos);
-            self.subs.insert(&f.filter, sid, f.qos);
+            let opts = SubOpts {
+                qos: f.qos,
+                no_local: f.no_local,
+                retain_as_published: f.retain_as_published,
+                sub_id: sub.sub_id.unwrap_or(0),
+            };
+            let old = s.subs.insert(f.filter.clone(), opts);
+            added.push((f.filter.clone(), opts, old));
             codes.push(f.qos as u8);
+            // Retained messages are never sent for a shared subscription.
+            let shared = topic::shared(&f.filter).is_some();
+            send_retained.push(
+                !shared
+                    && match f.retain_handling {
+                        0 => true,
+                        1 => old.is_none(),
+                        _ => false,
+                    },
+            );
+        }
+        for (filter, opts, old) in added {
+            self.index(&filter, sid, opts, old);
         }
         outbox.push(Outgoing::Packet(Packet::SubAck(SubAck {
             pkid: sub.pkid,
@@ -588,12 +871,18 @@ impl Router {
         // Retained messages follow the SUBACK, with retain set [MQTT-3.3.1-8].
         let limits = self.queue_limits();
         let auth = self.auth.clone();
-        for f in &sub.filters {
+        let now = Instant::now();
+        let v5 = live_level(&outbox, self.sessions[sid as usize].as_ref()) == Level::V5;
+        for (f, send) in sub.filters.iter().zip(send_retained) {
+            if !send {
+                continue;
+            }
             self.retained.for_each_match(&f.filter, |stored| {
                 let m = &stored.publish;
-                if subject
-                    .as_ref()
-                    .is_some_and(|a| !a.allows(&m.topic, acl::READ))
+                if m.expired(now)
+                    || subject
+                        .as_ref()
+                        .is_some_and(|a| !a.allows(&m.topic, acl::READ))
                 {
                     return;
                 }
@@ -606,6 +895,9 @@ impl Router {
                 let mut out = m.clone();
                 out.qos = out.qos.min(f.qos);
                 out.retain = true;
+                if let (true, Some(id)) = (v5, sub.sub_id) {
+                    with_sub_id(&mut out, id);
+                }
                 outbox.push_publish(out, limits);
             });
         }
@@ -619,15 +911,32 @@ impl Router {
             return;
         };
         let Some(live) = &s.live else { return };
+        let outbox = live.outbox.clone();
+        let v5 = live.level == Level::V5;
+        let persistent = !s.clean;
+        let mut removed = Vec::new();
+        let mut codes = Vec::new();
         for f in &unsub.filters {
             info!(target: logging::UNSUBSCRIBE, "{} {}", s.client_id, f);
-            if s.subs.remove(f).is_some() {
-                self.subs.remove(f, sid);
+            let old = s.subs.remove(f);
+            if let Some(opts) = old {
+                removed.push((f.clone(), opts));
+            }
+            if v5 {
+                codes.push(match old {
+                    Some(_) => reason::SUCCESS,
+                    None => reason::NO_SUBSCRIPTION_EXISTED,
+                });
             }
         }
-        live.outbox
-            .push(Outgoing::Packet(Packet::UnsubAck(unsub.pkid)));
-        if !s.clean {
+        for (f, opts) in removed {
+            self.unindex(&f, sid, opts);
+        }
+        outbox.push(Outgoing::Packet(Packet::UnsubAck(UnsubAck {
+            pkid: unsub.pkid,
+            codes,
+        })));
+        if persistent {
             self.changed();
         }
     }
@@ -718,6 +1027,22 @@ impl Router {
     }
 }
 
+/// The protocol level of a session's live connection.
+fn live_level(_outbox: &Outbox, s: Option<&Session>) -> Level {
+    s.and_then(|s| s.live.as_ref()).map_or(Level::V311, |l| l.level)
+}
+
+/// Sets the subscription identifier of one delivery [MQTT-3.3.4-3]; the
+/// message's other properties are shared, not copied.
+fn with_sub_id(p: &mut Publish, id: u32) {
+    let props = p.props.get_or_insert_with(|| Arc::new(PubProps::default()));
+    Arc::make_mut(props).sub_ids = vec![id];
+}
+
+fn source_of_sid(r: &Router, sid: SessionId) -> Option<Arc<Source>> {
+    r.sessions.get(sid as usize)?.as_ref().map(source_of)
+}
+
 fn source_of(s: &Session) -> Arc<Source> {
     Arc::new(Source {
         client_id: s.client_id.clone(),
@@ -748,6 +1073,7 @@ mod tests {
             client_id: id.into(),
             level: Level::V311,
             clean,
+            session_expiry: if clean { 0 } else { u32::MAX },
             will: None,
             username: None,
             scope: 0,
@@ -762,6 +1088,7 @@ mod tests {
             conn,
             kind: DisconnectKind::Graceful,
             state: Box::default(),
+            session_expiry: u32::MAX,
         });
     }
 

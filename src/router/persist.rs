@@ -79,11 +79,12 @@ impl Router {
             };
             let acl = self.subject(&identity, &saved.client_id);
             let sid = self.new_session(&saved.client_id);
-            for (filter, qos) in &saved.subs {
-                self.subs.insert(filter, sid, *qos);
+            for (filter, opts) in &saved.subs {
+                self.index(filter, sid, *opts, None);
             }
             if let Some(s) = self.session(sid) {
                 s.clean = false;
+                s.expiry = saved.expiry;
                 s.subs = saved.subs.into_iter().collect();
                 s.offline_bytes = saved.state.pending.iter().map(|p| p.payload.len()).sum();
                 s.offline = saved.state;
@@ -91,6 +92,7 @@ impl Router {
                 s.identity = identity;
                 s.acl = acl;
             }
+            self.start_expiry(sid, now);
         }
     }
 
@@ -194,12 +196,13 @@ impl Router {
                 username: s.identity.username.clone(),
                 scope: s.identity.scope as u32,
                 last_id: offline.map_or(0, |o| o.inflight.last_id()),
+                expiry: s.expiry,
             });
-            for (filter, qos) in &s.subs {
+            for (filter, opts) in &s.subs {
                 e.record(&Record::Subscription {
                     client_id: client_id(),
                     filter: filter.clone(),
-                    qos: *qos,
+                    opts: *opts,
                 });
             }
             let Some(state) = offline else { continue };
@@ -288,7 +291,8 @@ mod tests {
                 client_id: "s".into(),
                 username: Some("u".into()),
                 scope: 0,
-                subs: vec![("a/#".into(), QoS::ExactlyOnce)],
+                expiry: u32::MAX,
+                subs: vec![("a/#".into(), crate::router::SubOpts::qos(QoS::ExactlyOnce))],
                 state,
             }],
         });

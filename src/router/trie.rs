@@ -1,49 +1,67 @@
 //! The subscription trie: topic filters by level, and who subscribed to each.
 //!
-//! Owned and used by the router thread only. Matching a topic walks the
+//! Owned and used by the router thread only. Each subscription carries a
+//! small `Copy` value: its options, or nothing for shared groups. Matching a topic walks the
 //! trie once per level, looking at the literal child, `+` and `#`; it
 //! allocates nothing. `$`-topics are not matched by a filter that starts
 //! with a wildcard [MQTT-4.7.2-1].
 
 use std::collections::HashMap;
 
-use crate::codec::QoS;
-
 /// Index of a session in the router's session table.
 pub type SessionId = u32;
 
-#[derive(Debug, Default)]
-struct Node {
-    children: HashMap<Box<str>, Node>,
-    /// Subscribers whose filter ends at this node, with their granted QoS.
-    subs: Vec<(SessionId, QoS)>,
+/// One trie level. `T` is what each subscription carries (its options).
+#[derive(Debug)]
+struct Node<T> {
+    children: HashMap<Box<str>, Node<T>>,
+    /// Subscribers whose filter ends at this node, with their options.
+    subs: Vec<(SessionId, T)>,
 }
 
-impl Node {
+impl<T> Default for Node<T> {
+    fn default() -> Self {
+        Node {
+            children: HashMap::new(),
+            subs: Vec::new(),
+        }
+    }
+}
+
+impl<T> Node<T> {
     fn is_empty(&self) -> bool {
         self.children.is_empty() && self.subs.is_empty()
     }
 }
 
-#[derive(Debug, Default)]
-pub struct Trie {
-    root: Node,
+#[derive(Debug)]
+pub struct Trie<T> {
+    root: Node<T>,
     count: usize,
 }
 
-impl Trie {
+impl<T> Default for Trie<T> {
+    fn default() -> Self {
+        Trie {
+            root: Node::default(),
+            count: 0,
+        }
+    }
+}
+
+impl<T: Copy> Trie<T> {
     /// Adds or replaces `sid`'s subscription to `filter`. Returns true when
     /// it replaced an existing one.
-    pub fn insert(&mut self, filter: &str, sid: SessionId, qos: QoS) -> bool {
+    pub fn insert(&mut self, filter: &str, sid: SessionId, opts: T) -> bool {
         let mut node = &mut self.root;
         for level in filter.split('/') {
             node = node.children.entry(Box::from(level)).or_default();
         }
         if let Some(s) = node.subs.iter_mut().find(|(id, _)| *id == sid) {
-            s.1 = qos;
+            s.1 = opts;
             return true;
         }
-        node.subs.push((sid, qos));
+        node.subs.push((sid, opts));
         self.count += 1;
         false
     }
@@ -71,12 +89,12 @@ impl Trie {
     /// at each level the literal child, then `+`, then `#`, depth first. A
     /// session subscribed with two matching filters is called twice; the
     /// router keeps the first.
-    pub fn for_each_match(&self, topic: &str, mut f: impl FnMut(SessionId, QoS)) {
+    pub fn for_each_match(&self, topic: &str, mut f: impl FnMut(SessionId, T)) {
         match_in(&self.root, Some(topic), true, &mut f);
     }
 }
 
-fn remove_in(node: &mut Node, filter: &str, sid: SessionId) -> bool {
+fn remove_in<T>(node: &mut Node<T>, filter: &str, sid: SessionId) -> bool {
     let (level, rest) = match filter.split_once('/') {
         Some((l, r)) => (l, Some(r)),
         None => (filter, None),
@@ -100,7 +118,12 @@ fn remove_in(node: &mut Node, filter: &str, sid: SessionId) -> bool {
 
 /// `rest` is the part of the topic not yet matched; None once every level
 /// has been consumed.
-fn match_in(node: &Node, rest: Option<&str>, first: bool, f: &mut impl FnMut(SessionId, QoS)) {
+fn match_in<T: Copy>(
+    node: &Node<T>,
+    rest: Option<&str>,
+    first: bool,
+    f: &mut impl FnMut(SessionId, T),
+) {
     let Some(rest) = rest else {
         for &(sid, qos) in &node.subs {
             f(sid, qos);
@@ -136,8 +159,9 @@ fn match_in(node: &Node, rest: Option<&str>, first: bool, f: &mut impl FnMut(Ses
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::QoS;
 
-    fn matches(t: &Trie, topic: &str) -> Vec<(SessionId, QoS)> {
+    fn matches(t: &Trie<QoS>, topic: &str) -> Vec<(SessionId, QoS)> {
         let mut v = Vec::new();
         t.for_each_match(topic, |s, q| v.push((s, q)));
         v.sort();

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use super::args::Config;
 use super::tls::TlsStream;
 use crate::codec::{
-    self, Connect, DecodeError, Level, MAX_REMAINING, Packet, Publish, QoS, SubAck, Subscribe,
-    SubscribeFilter, Unsubscribe, Will,
+    self, Ack, Connect, DecodeError, Disconnect, Level, MAX_REMAINING, Packet, Properties,
+    Publish, QoS, SubAck, Subscribe, SubscribeFilter, Unsubscribe, Will,
 };
 use crate::sys::{self, PollFd};
 
@@ -280,6 +280,7 @@ impl Client {
             payload: Arc::from(cfg.will_payload.clone().unwrap_or_default()),
             qos: cfg.will_qos,
             retain: cfg.will_retain,
+            props: None,
         });
         let connect = Connect {
             level: cfg.level,
@@ -294,6 +295,7 @@ impl Client {
                 .map(|p| p.as_bytes().to_vec()),
             username: cfg.username.clone(),
             will,
+            props: Properties::default(),
         };
         c.log("sending CONNECT");
         c.send(&Packet::Connect(connect))
@@ -354,6 +356,7 @@ impl Client {
             topic: Arc::from(topic),
             pkid: if qos == QoS::AtMostOnce { 0 } else { mid },
             payload: Arc::from(payload),
+            props: None,
         };
         if qos != QoS::AtMostOnce {
             self.inflight.insert(mid);
@@ -377,13 +380,9 @@ impl Client {
         }
         let s = Subscribe {
             pkid: mid,
-            filters: filters
-                .iter()
-                .map(|f| SubscribeFilter {
-                    filter: f.clone(),
-                    qos,
-                })
-                .collect(),
+            filters: filters.iter().map(|f| SubscribeFilter::new(f, qos)).collect(),
+            sub_id: None,
+            props: Properties::default(),
         };
         self.send(&Packet::Subscribe(s)).map_err(|_| Broken::Lost)?;
         Ok(mid)
@@ -406,7 +405,7 @@ impl Client {
     /// Sends DISCONNECT and closes the connection.
     pub fn disconnect(mut self) {
         self.log("sending DISCONNECT");
-        let _ = self.send(&Packet::Disconnect);
+        let _ = self.send(&Packet::Disconnect(Disconnect::default()));
         self.stream.shutdown();
     }
 
@@ -441,37 +440,44 @@ impl Client {
                         QoS::AtMostOnce => return Ok(Event::Message(m)),
                         QoS::AtLeastOnce => {
                             self.log(&format!("sending PUBACK (m{}, rc0)", m.pkid));
-                            send(self, Packet::PubAck(m.pkid))?;
+                            send(self, Packet::PubAck(Ack::ok(m.pkid)))?;
                             return Ok(Event::Message(m));
                         }
                         QoS::ExactlyOnce => {
                             self.log(&format!("sending PUBREC (m{}, rc0)", m.pkid));
-                            send(self, Packet::PubRec(m.pkid))?;
+                            send(self, Packet::PubRec(Ack::ok(m.pkid)))?;
                             self.incoming.insert(m.pkid, m);
                         }
                     }
                 }
-                Packet::PubRel(id) => {
+                Packet::PubRel(Ack { pkid: id, .. }) => {
                     self.log(&format!("received PUBREL (Mid: {id})"));
                     self.log(&format!("sending PUBCOMP (m{id})"));
-                    send(self, Packet::PubComp(id))?;
+                    send(self, Packet::PubComp(Ack::ok(id)))?;
                     if let Some(m) = self.incoming.remove(&id) {
                         return Ok(Event::Message(m));
                     }
                 }
-                Packet::PubAck(id) => {
-                    self.log(&format!("received PUBACK (Mid: {id}, RC:0)"));
+                Packet::PubAck(Ack { pkid: id, reason }) => {
+                    self.log(&format!("received PUBACK (Mid: {id}, RC:{reason})"));
                     if self.inflight.remove(&id) {
                         return Ok(Event::Acked(id));
                     }
                 }
-                Packet::PubRec(id) => {
+                Packet::PubRec(Ack { pkid: id, reason }) => {
                     self.log(&format!("received PUBREC (Mid: {id})"));
+                    // An error PUBREC ends the exchange [MQTT-4.3.3].
+                    if reason >= 0x80 {
+                        if self.inflight.remove(&id) {
+                            return Ok(Event::Acked(id));
+                        }
+                        continue;
+                    }
                     self.log(&format!("sending PUBREL (m{id})"));
-                    send(self, Packet::PubRel(id))?;
+                    send(self, Packet::PubRel(Ack::ok(id)))?;
                 }
-                Packet::PubComp(id) => {
-                    self.log(&format!("received PUBCOMP (Mid: {id}, RC:0)"));
+                Packet::PubComp(Ack { pkid: id, reason }) => {
+                    self.log(&format!("received PUBCOMP (Mid: {id}, RC:{reason})"));
                     if self.inflight.remove(&id) {
                         return Ok(Event::Acked(id));
                     }
@@ -480,9 +486,9 @@ impl Client {
                     self.log("received SUBACK");
                     return Ok(Event::SubAck(s));
                 }
-                Packet::UnsubAck(id) => {
+                Packet::UnsubAck(u) => {
                     self.log("received UNSUBACK");
-                    return Ok(Event::UnsubAck(id));
+                    return Ok(Event::UnsubAck(u.pkid));
                 }
                 Packet::PingResp => {
                     self.log("received PINGRESP");

@@ -424,6 +424,7 @@ mod tests {
             topic: Arc::from("r/1"),
             pkid: 7,
             payload: Arc::from(&b"one"[..]),
+            props: None,
         };
         let mut cfg = Config::load(
             super::super::args::Kind::Sub,

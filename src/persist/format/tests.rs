@@ -12,6 +12,7 @@ fn publish(topic: &str, payload: &[u8], qos: QoS, pkid: u16) -> Publish {
         topic: Arc::from(topic),
         pkid,
         payload: Arc::from(payload),
+        props: None,
     }
 }
 
@@ -37,11 +38,12 @@ fn sample() -> Vec<Record> {
             username: None,
             scope: 0,
             last_id: 7,
+            expiry: u32::MAX,
         },
         Record::Subscription {
             client_id: "s1".into(),
             filter: "a/#".into(),
-            qos: QoS::ExactlyOnce,
+            opts: SubOpts::qos(QoS::ExactlyOnce),
         },
         Record::Queued {
             client_id: "s1".into(),
@@ -129,7 +131,7 @@ fn a_flipped_bit_anywhere_is_noticed() {
 #[test]
 fn other_versions_and_files_are_refused_whole() {
     let (mut bytes, _) = encode(&sample());
-    bytes[9] = 2;
+    bytes[9] = (VERSION + 1) as u8;
     let crc = crc32(&bytes[..12]);
     bytes[12..16].copy_from_slice(&crc.to_be_bytes());
     let d = decode(&bytes);
