@@ -67,6 +67,11 @@ struct Session {
     /// The ACL rules compiled for that identity; None when its scope has no
     /// ACL file (everything allowed).
     acl: Option<Subject>,
+    /// The local session of one of this broker's bridges: its
+    /// subscriptions are no-local and retain-as-published (Mosquitto's
+    /// bridge subscriptions), so a message is not sent back where it came
+    /// from and keeps its retain flag.
+    bridge: bool,
 }
 
 /// What ACL rules depend on.
@@ -109,6 +114,8 @@ pub struct Router {
     autosave: Option<persist::Autosave>,
     /// Shutting down: no new connection is attached.
     stopping: bool,
+    /// The bridge session whose message is being routed (no-local).
+    from_bridge: Option<SessionId>,
 }
 
 impl Router {
@@ -129,6 +136,7 @@ impl Router {
             sys: SysTree::new(),
             autosave: None,
             stopping: false,
+            from_bridge: None,
         }
     }
 
@@ -261,7 +269,9 @@ impl Router {
                 self.stats.bytes_received += publish.payload.len() as u64;
                 if self.may_publish(conn, &publish) {
                     let source = self.source(conn, &publish);
+                    self.from_bridge = self.bridge_session(conn);
                     self.publish(publish, source);
+                    self.from_bridge = None;
                 }
             }
             Event::Auth(auth) => self.replace_auth(auth),
@@ -318,6 +328,11 @@ impl Router {
             offline_since: None,
             identity: Identity::default(),
             acl: None,
+            bridge: self
+                .config
+                .bridges
+                .iter()
+                .any(|b| b.local_clientid == client_id),
         };
         let sid = match self.free.pop() {
             Some(sid) => {
@@ -483,7 +498,8 @@ impl Router {
             }
         }
         // [MQTT-3.3.1-9]: a message sent to an established subscription
-        // carries retain 0.
+        // carries retain 0 (bridges: as published).
+        let retain = p.retain;
         p.retain = false;
         let mut targets = std::mem::take(&mut self.scratch);
         targets.clear();
@@ -491,7 +507,7 @@ impl Router {
             .for_each_match(&p.topic, |sid, qos| targets.push((sid, qos)));
         self.seq += 1;
         for &(sid, granted) in &targets {
-            self.deliver(sid, &p, granted);
+            self.deliver(sid, &p, granted, retain);
         }
         self.scratch = targets;
     }
@@ -500,7 +516,7 @@ impl Router {
     /// by several of its filters gets one copy, at the QoS of the filter
     /// the trie walk meets first (literal level, then `+`, then `#`), which
     /// is what Mosquitto 2.0 delivers.
-    fn deliver(&mut self, sid: SessionId, p: &Publish, granted: QoS) {
+    fn deliver(&mut self, sid: SessionId, p: &Publish, granted: QoS, retain: bool) {
         let limits = self.queue_limits();
         let Some(s) = self.sessions.get_mut(sid as usize).and_then(|s| s.as_mut()) else {
             return;
@@ -515,7 +531,13 @@ impl Router {
         {
             return;
         }
+        if s.bridge && self.from_bridge == Some(sid) {
+            return;
+        }
         let mut p = p.clone();
+        if s.bridge {
+            p.retain = retain;
+        }
         p.qos = if self.config.upgrade_outgoing_qos {
             granted
         } else {
@@ -675,6 +697,16 @@ impl Router {
             );
         }
         allowed
+    }
+
+    /// The session of `conn` when it is a bridge's.
+    fn bridge_session(&self, conn: ConnId) -> Option<SessionId> {
+        if self.config.bridges.is_empty() {
+            return None;
+        }
+        let sid = *self.by_conn.get(&conn)?;
+        let s = self.sessions.get(sid as usize)?.as_ref()?;
+        s.bridge.then_some(sid)
     }
 
     /// The publisher of a retained message, kept with it when
