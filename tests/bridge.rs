@@ -65,3 +65,182 @@ fn midge_to_mosquitto_out_with_prefixes() {
     sub.wait_line("site/b1/sensors/u 22", WAIT);
     assert!(!sub.output_text().contains(" no"), "{}", sub.output_text());
 }
+
+#[test]
+fn mosquitto_to_midge_both_with_prefixes() {
+    let remote = Broker::start("");
+    let up = subscriber(&remote, &["-v", "-t", "central/#", "-t", "probe"], "probe");
+    let local = Broker::mosquitto(&bridge(
+        "m",
+        &format!("127.0.0.1:{}", remote.port),
+        &["# both 1 board/ central/"],
+    ));
+    // Mosquitto sets the bridge bit; midge says so.
+    remote.wait_for_log("New bridge connected from 127.0.0.1:", WAIT);
+    remote.wait_for_log("as m-remote (p2, c0, k60).", WAIT);
+    let down = subscriber(&local, &["-v", "-t", "board/#", "-t", "probe"], "probe");
+    tools::mosquitto_pub(local.port, &["-q", "1", "-t", "board/up", "-m", "u1"]);
+    up.wait_line("central/up u1", WAIT);
+    tools::mosquitto_pub(remote.port, &["-q", "1", "-t", "central/down", "-m", "d1"]);
+    down.wait_line("board/down d1", WAIT);
+}
+
+/// A `both` bridge between two midges: a message published on either side
+/// reaches each side's subscriber once and does not come back.
+#[test]
+fn midge_both_midge_delivers_once_without_loops() {
+    let remote = Broker::start("");
+    let local = Broker::start(&bridge(
+        "loop",
+        &format!("127.0.0.1:{}", remote.port),
+        &["t/# both 2"],
+    ));
+    remote.wait_for_log("New bridge connected from", WAIT);
+    let on_local = subscriber(&local, &["-v", "-q", "2", "-t", "t/#"], "t/probe");
+    let on_remote = subscriber(&remote, &["-v", "-q", "2", "-t", "t/#"], "t/probe");
+    tools::mosquitto_pub(local.port, &["-q", "2", "-t", "t/a", "-m", "from-local"]);
+    tools::mosquitto_pub(remote.port, &["-q", "2", "-t", "t/b", "-m", "from-remote"]);
+    for sub in [&on_local, &on_remote] {
+        sub.wait_line("t/a from-local", WAIT);
+        sub.wait_line("t/b from-remote", WAIT);
+    }
+    // A marker sent after them on each side: once it is in, any bounce
+    // would be in too.
+    tools::mosquitto_pub(local.port, &["-q", "2", "-t", "t/z", "-m", "end-local"]);
+    tools::mosquitto_pub(remote.port, &["-q", "2", "-t", "t/z", "-m", "end-remote"]);
+    for sub in [&on_local, &on_remote] {
+        sub.wait_line("t/z end-local", WAIT);
+        sub.wait_line("t/z end-remote", WAIT);
+        let out = sub.output_text();
+        assert_eq!(out.matches("t/a from-local").count(), 1, "{out}");
+        assert_eq!(out.matches("t/b from-remote").count(), 1, "{out}");
+    }
+}
+
+/// The remote goes away while a publisher sends QoS 2 messages: they wait
+/// in the bridge's session and each arrives exactly once when it is back.
+#[test]
+fn messages_wait_while_the_remote_is_down() {
+    let dir = TempDir::new("bridge-remote");
+    // Started as root, the broker runs as `nobody`.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .expect("chmod");
+    let port = free_port();
+    let remote_conf = format!(
+        "listener {port} 127.0.0.1\npersistence true\npersistence_location {}/\n",
+        dir.path().display()
+    );
+    let mut remote = Broker::start(&remote_conf);
+    // A persistent subscriber on the remote, offline while we publish.
+    let sub_args = ["-v", "-q", "2", "-c", "-i", "reader", "-t", "up/#"];
+    let sub = subscriber(
+        &remote,
+        &[&sub_args[..], &["-t", "probe"]].concat(),
+        "probe",
+    );
+    drop(sub);
+    let local = Broker::start(&bridge("q", &format!("127.0.0.1:{port}"), &["up/# out 2"]));
+    remote.wait_for_log("New bridge connected from", WAIT);
+    remote.stop(libc::SIGTERM);
+    local.wait_for_log("Client local.q-remote closed its connection.", WAIT);
+    for i in 0..5 {
+        // Local publishers notice nothing: each exchange completes.
+        tools::mosquitto_pub(
+            local.port,
+            &["-q", "2", "-t", "up/n", "-m", &format!("m{i}")],
+        );
+    }
+    let remote = Broker::start_exact(&format!("{remote_conf}allow_anonymous true\n"));
+    remote.wait_for_log("New bridge connected from", WAIT);
+    let sub = tools::mosquitto_sub(remote.port, &sub_args);
+    for i in 0..5 {
+        sub.wait_line(&format!("up/n m{i}"), WAIT);
+    }
+    tools::mosquitto_pub(local.port, &["-q", "2", "-t", "up/n", "-m", "last"]);
+    sub.wait_line("up/n last", WAIT);
+    let out = sub.output_text();
+    for i in 0..5 {
+        assert_eq!(out.matches(&format!("up/n m{i}")).count(), 1, "{out}");
+    }
+}
+
+/// Nothing listens, then a name that does not resolve, then a refused
+/// TLS handshake: the bridge keeps trying, and connects once the remote
+/// comes up.
+#[test]
+fn reconnection_never_gives_up() {
+    let port = free_port();
+    let local = Broker::start(&bridge(
+        "retry",
+        &format!("127.0.0.1:{port}"),
+        &["x/# out 1"],
+    ));
+    let refused = "Error creating bridge: Connection refused.";
+    local.wait_for_log(refused, WAIT);
+    let from = local.log_len();
+    local.wait_for_log_from(from, refused, WAIT);
+    let remote = Broker::start_exact(&format!(
+        "listener {port} 127.0.0.1\nallow_anonymous true\n"
+    ));
+    remote.wait_for_log("New bridge connected from", WAIT);
+    connected(&local, "retry");
+}
+
+#[test]
+fn unresolvable_name_is_retried() {
+    let local = Broker::start(&bridge("dns", "no-such-host.invalid:1883", &["x out"]));
+    let line = "Warning: Error resolving bridge address:";
+    local.wait_for_log(line, WAIT);
+    let from = local.log_len();
+    local.wait_for_log_from(
+        from,
+        "Connecting bridge (step 1) dns (no-such-host.invalid:1883)",
+        WAIT,
+    );
+    local.wait_for_log_from(from, line, WAIT);
+}
+
+#[test]
+fn fails_over_to_the_second_address() {
+    let remote = Broker::start("");
+    let dead = free_port();
+    let local = Broker::start(&bridge(
+        "fo",
+        &format!("127.0.0.1:{dead} 127.0.0.1:{}", remote.port),
+        &["f/# out 1"],
+    ));
+    local.wait_for_log(
+        &format!("Connecting bridge (step 1) fo (127.0.0.1:{dead})"),
+        WAIT,
+    );
+    local.wait_for_log(
+        &format!("Connecting bridge (step 2) fo (127.0.0.1:{})", remote.port),
+        WAIT,
+    );
+    remote.wait_for_log("New bridge connected from", WAIT);
+    let sub = subscriber(&remote, &["-v", "-t", "f/#"], "f/probe");
+    tools::mosquitto_pub(local.port, &["-q", "1", "-t", "f/x", "-m", "over"]);
+    sub.wait_line("f/x over", WAIT);
+}
+
+/// Notifications: `1` on both sides while connected; the remote's will
+/// says `0` when the bridge drops off.
+#[test]
+fn notifications_on_both_sides() {
+    let remote = Broker::mosquitto("");
+    let topic = "$SYS/broker/connection/n-remote/state";
+    let on_remote = tools::mosquitto_sub(remote.port, &["-v", "-t", topic]);
+    let mut local = Broker::start(&bridge(
+        "n",
+        &format!("127.0.0.1:{}", remote.port),
+        &["n/# out 0"],
+    ));
+    on_remote.wait_line(&format!("{topic} 1"), WAIT);
+    let on_local = tools::mosquitto_sub(local.port, &["-v", "-t", topic]);
+    on_local.wait_line(&format!("{topic} 1"), WAIT);
+    local.stop(libc::SIGKILL);
+    on_remote.wait_line(&format!("{topic} 0"), WAIT);
+}

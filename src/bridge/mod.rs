@@ -163,6 +163,7 @@ impl Link {
             username: b.local_username.clone(),
             scope: 0,
             outbox: outbox.clone(),
+            bridge: true,
             reply: tx,
         };
         shared.router.send(Event::Connect(Box::new(req))).ok()?;

@@ -23,10 +23,6 @@ use crate::tools::tls;
 /// How long opening the socket, the TLS handshake and CONNACK may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Mosquitto's `try_private`: the protocol level with its top bit set tells
-/// a Mosquitto (or midge) broker that the client is a bridge.
-const BRIDGE_BIT: u8 = 0x80;
-
 /// The MQTT version for a bridge's configured protocol.
 pub fn level(p: BridgeProtocol) -> Level {
     match p {
@@ -130,6 +126,7 @@ pub fn connect_packet(b: &Bridge) -> Connect {
             .and(b.remote_password.as_ref())
             .map(|p| p.as_bytes().to_vec()),
         will,
+        bridge: false,
     }
 }
 
@@ -199,11 +196,10 @@ impl Remote {
             },
             session_present: false,
         };
+        let mut connect = connect_packet(b);
+        connect.bridge = private;
         let mut out = Vec::new();
-        codec::encode(&Packet::Connect(connect_packet(b)), r.level, &mut out);
-        if private {
-            set_bridge_bit(&mut out);
-        }
+        codec::encode(&Packet::Connect(connect), r.level, &mut out);
         r.write(&out).map_err(|e| Failure::Io(strerror(&e)))?;
         let deadline = Instant::now() + CONNECT_TIMEOUT;
         let ack = match r.next(None, Some(deadline)) {
@@ -325,47 +321,5 @@ impl Remote {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
             Err(_) => Err(Lost::Closed),
         }
-    }
-}
-
-/// Sets the bridge bit on the protocol level of an encoded CONNECT: the
-/// byte after the fixed header and the protocol name.
-fn set_bridge_bit(out: &mut [u8]) {
-    // Fixed header: type byte, then 1-4 length bytes (the last one has its
-    // top bit clear).
-    let Some(len_end) = out[1..].iter().position(|b| b & 0x80 == 0) else {
-        return;
-    };
-    let name_at = 1 + len_end + 1;
-    let Some(name_len) = out.get(name_at..name_at + 2) else {
-        return;
-    };
-    let name_len = usize::from(u16::from_be_bytes([name_len[0], name_len[1]]));
-    if let Some(level) = out.get_mut(name_at + 2 + name_len) {
-        *level |= BRIDGE_BIT;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bridge_bit_lands_on_the_protocol_level() {
-        let c = Connect {
-            level: Level::V311,
-            client_id: "x".repeat(200),
-            clean: true,
-            keep_alive: 60,
-            username: None,
-            password: None,
-            will: None,
-        };
-        let mut out = Vec::new();
-        codec::encode(&Packet::Connect(c), Level::V311, &mut out);
-        set_bridge_bit(&mut out);
-        // 0x10, two length bytes (over 127), 0 4 "MQTT", level.
-        assert_eq!(&out[3..9], b"\x00\x04MQTT");
-        assert_eq!(out[9], 0x84);
     }
 }

@@ -104,6 +104,9 @@ pub struct Connect {
     pub username: Option<String>,
     pub password: Option<Vec<u8>>,
     pub will: Option<Will>,
+    /// Mosquitto's bridge bit (0x80 on the protocol level): the client is
+    /// another broker's bridge (`try_private`).
+    pub bridge: bool,
 }
 
 impl std::fmt::Debug for Connect {
@@ -117,6 +120,7 @@ impl std::fmt::Debug for Connect {
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|p| p.len()))
             .field("will", &self.will)
+            .field("bridge", &self.bridge)
             .finish()
     }
 }

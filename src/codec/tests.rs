@@ -68,8 +68,17 @@ fn connect_311_full() {
             qos: QoS::AtLeastOnce,
             retain: true,
         }),
+        bridge: false,
     });
     assert_eq!(one(&bytes), Ok(want.clone()));
+    // Mosquitto's bridge bit on the level.
+    let mut bridged = bytes.clone();
+    bridged[8] |= 0x80;
+    let Ok(Packet::Connect(c)) = one(&bridged) else {
+        panic!("bridge CONNECT refused");
+    };
+    assert!(c.bridge);
+    assert_eq!(enc(&Packet::Connect(c)), bridged);
     assert_eq!(enc(&want), bytes);
 }
 
@@ -438,6 +447,7 @@ fn arb_packet() -> impl Strategy<Value = Packet> {
                 username,
                 password,
                 will,
+                bridge: false,
             })
         });
     let publish = (

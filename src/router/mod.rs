@@ -67,10 +67,10 @@ struct Session {
     /// The ACL rules compiled for that identity; None when its scope has no
     /// ACL file (everything allowed).
     acl: Option<Subject>,
-    /// The local session of one of this broker's bridges: its
-    /// subscriptions are no-local and retain-as-published (Mosquitto's
-    /// bridge subscriptions), so a message is not sent back where it came
-    /// from and keeps its retain flag.
+    /// A bridge's session (one of this broker's, or another broker's that
+    /// set the bridge bit): its subscriptions are no-local and
+    /// retain-as-published (Mosquitto's bridge subscriptions), so a message
+    /// is not sent back where it came from and keeps its retain flag.
     bridge: bool,
 }
 
@@ -116,6 +116,9 @@ pub struct Router {
     stopping: bool,
     /// The bridge session whose message is being routed (no-local).
     from_bridge: Option<SessionId>,
+    /// A bridge has connected since start: only then does a PUBLISH cost
+    /// a session lookup for no-local.
+    any_bridge: bool,
 }
 
 impl Router {
@@ -137,6 +140,7 @@ impl Router {
             autosave: None,
             stopping: false,
             from_bridge: None,
+            any_bridge: false,
         }
     }
 
@@ -328,11 +332,7 @@ impl Router {
             offline_since: None,
             identity: Identity::default(),
             acl: None,
-            bridge: self
-                .config
-                .bridges
-                .iter()
-                .any(|b| b.local_clientid == client_id),
+            bridge: false,
         };
         let sid = match self.free.pop() {
             Some(sid) => {
@@ -360,6 +360,7 @@ impl Router {
             username,
             scope,
             client_id,
+            bridge,
         } = req;
         let identity = Identity { username, scope };
         let acl = self.subject(&identity, &client_id);
@@ -382,6 +383,8 @@ impl Router {
         s.clean = clean;
         s.identity = identity;
         s.acl = acl;
+        s.bridge = bridge;
+        self.any_bridge |= bridge;
         let state = std::mem::take(&mut s.offline);
         s.live = Some(Live { outbox, will });
         self.by_conn.insert(conn, sid);
@@ -701,7 +704,7 @@ impl Router {
 
     /// The session of `conn` when it is a bridge's.
     fn bridge_session(&self, conn: ConnId) -> Option<SessionId> {
-        if self.config.bridges.is_empty() {
+        if !self.any_bridge {
             return None;
         }
         let sid = *self.by_conn.get(&conn)?;
@@ -784,6 +787,7 @@ mod tests {
             username: None,
             scope: 0,
             outbox: Arc::new(Outbox::new().expect("outbox")),
+            bridge: false,
             reply: tx,
         })));
         rx.try_recv().expect("attached at once");

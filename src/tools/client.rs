@@ -294,6 +294,7 @@ impl Client {
                 .map(|p| p.as_bytes().to_vec()),
             username: cfg.username.clone(),
             will,
+            bridge: false,
         };
         c.log("sending CONNECT");
         c.send(&Packet::Connect(connect))
