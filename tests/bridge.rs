@@ -244,3 +244,62 @@ fn notifications_on_both_sides() {
     local.stop(libc::SIGKILL);
     on_remote.wait_line(&format!("{topic} 0"), WAIT);
 }
+
+/// A TLS remote with certificates made the seed 003 way (X.509 version 1,
+/// CN only): the bridge checks them against `bridge_cafile`.
+fn tls_remote(dir: &TempDir) -> Broker {
+    common::pki::seed003(dir.path(), "localhost");
+    for f in ["mqtt_ca.crt", "mqtt_srv.crt", "mqtt_srv.key"] {
+        std::fs::set_permissions(
+            dir.path().join(f),
+            std::os::unix::fs::PermissionsExt::from_mode(0o644),
+        )
+        .expect("chmod");
+    }
+    Broker::mosquitto(&format!(
+        "listener 0 127.0.0.1\n{}",
+        common::pki::tls_lines(dir.path())
+    ))
+}
+
+#[test]
+fn tls_bridge_to_mosquitto_with_bridge_cafile() {
+    let dir = TempDir::new("bridge-tls");
+    let remote = tls_remote(&dir);
+    let mut conf = bridge("sec", &format!("localhost:{}", remote.port), &["s/# out 1"]);
+    conf.push_str(&format!(
+        "bridge_cafile {}/mqtt_ca.crt\n",
+        dir.path().display()
+    ));
+    let local = Broker::start(&conf);
+    connected(&local, "sec");
+    let sub = tools::mosquitto_sub(
+        remote.port,
+        &[
+            "-h",
+            "localhost",
+            "--cafile",
+            &format!("{}/mqtt_ca.crt", dir.path().display()),
+            "-v",
+            "-t",
+            "$SYS/broker/connection/sec-remote/state",
+        ],
+    );
+    sub.wait_line("$SYS/broker/connection/sec-remote/state 1", WAIT);
+}
+
+#[test]
+fn tls_bridge_refuses_a_certificate_of_another_ca_and_keeps_trying() {
+    let dir = TempDir::new("bridge-tls-bad");
+    let remote = tls_remote(&dir);
+    let other = TempDir::new("bridge-tls-other");
+    let ca = common::pki::Ca::new(other.path(), "other_ca", "Other CA");
+    let mut conf = bridge("bad", &format!("localhost:{}", remote.port), &["s/# out 1"]);
+    conf.push_str(&format!("bridge_cafile {}\n", ca.crt().display()));
+    let local = Broker::start(&conf);
+    let line = "Error creating bridge: TLS error: invalid peer certificate: UnknownIssuer.";
+    local.wait_for_log(line, WAIT);
+    let from = local.log_len();
+    local.wait_for_log_from(from, line, WAIT);
+    assert!(!local.has_log("Connecting bridge (step 2)"));
+}

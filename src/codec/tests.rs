@@ -72,7 +72,7 @@ fn connect_311_full() {
     });
     assert_eq!(one(&bytes), Ok(want.clone()));
     // Mosquitto's bridge bit on the level.
-    let mut bridged = bytes.clone();
+    let mut bridged = bytes;
     bridged[8] |= 0x80;
     let Ok(Packet::Connect(c)) = one(&bridged) else {
         panic!("bridge CONNECT refused");
