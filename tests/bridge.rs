@@ -303,3 +303,30 @@ fn tls_bridge_refuses_a_certificate_of_another_ca_and_keeps_trying() {
     local.wait_for_log_from(from, line, WAIT);
     assert!(!local.has_log("Connecting bridge (step 2)"));
 }
+
+/// `start_type lazy`: the bridge connects once `threshold` messages wait,
+/// and delivers them all.
+#[test]
+fn lazy_bridge_starts_at_its_threshold() {
+    let remote = Broker::start("");
+    let sub = subscriber(&remote, &["-v", "-q", "1", "-t", "lazy/#"], "lazy/probe");
+    let mut conf = bridge(
+        "lz",
+        &format!("127.0.0.1:{}", remote.port),
+        &["lazy/# out 1"],
+    );
+    conf.push_str("start_type lazy\nthreshold 3\n");
+    let local = Broker::start(&conf);
+    for i in 0..2 {
+        tools::mosquitto_pub(
+            local.port,
+            &["-q", "1", "-t", "lazy/n", "-m", &format!("m{i}")],
+        );
+    }
+    assert!(!local.has_log("Connecting bridge"), "{:?}", local.logs());
+    tools::mosquitto_pub(local.port, &["-q", "1", "-t", "lazy/n", "-m", "m2"]);
+    connected(&local, "lz");
+    for i in 0..3 {
+        sub.wait_line(&format!("lazy/n m{i}"), WAIT);
+    }
+}

@@ -96,11 +96,11 @@ fn run(b: Bridge, tls: Option<Arc<ClientConfig>>, shared: &Arc<Shared>) {
     let mut first = true;
     loop {
         // Wait until it is time to (re)connect, keeping QoS 1/2 messages.
+        let now = Instant::now();
         let wake = match link.b.start_type {
-            StartType::Lazy => None,
-            _ if first => Some(Instant::now()),
-            StartType::Once => None,
-            StartType::Automatic => Some(Instant::now() + backoff.next()),
+            StartType::Once if !first => None,
+            _ if first => Some(now),
+            _ => Some(now + backoff.next()),
         };
         first = false;
         if !link.wait_offline(wake) {
@@ -246,24 +246,26 @@ impl Link {
     }
 
     /// Waits while the remote is not connected, until `wake` (None: until
-    /// a lazy bridge's threshold is reached). False: shut down.
+    /// shutdown) and, for a lazy bridge, until `threshold` messages wait.
+    /// False: shut down.
     fn wait_offline(&mut self, wake: Option<Instant>) -> bool {
+        let lazy = self.b.start_type == StartType::Lazy;
         loop {
             if self.shutdown_requested() {
                 return false;
             }
             self.take_outbox(false);
-            let lazy_due =
-                self.b.start_type == StartType::Lazy && self.backlog() >= self.b.threshold as usize;
             let now = Instant::now();
-            if lazy_due || wake.is_some_and(|w| now >= w) {
+            let due = wake.is_some_and(|w| now >= w);
+            if due && (!lazy || self.backlog() >= self.b.threshold as usize) {
                 return true;
             }
             let mut fds = [PollFd::new(
                 std::os::fd::AsRawFd::as_raw_fd(self.outbox.wake_fd()),
                 libc::POLLIN,
             )];
-            let timeout = wake.map(|w| w.saturating_duration_since(now));
+            // Past the wake time only new messages matter (lazy bridges).
+            let timeout = wake.filter(|_| !due).map(|w| w - now);
             if sys::poll(&mut fds, timeout).is_err() {
                 std::thread::sleep(Duration::from_millis(100));
             }
