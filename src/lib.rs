@@ -19,6 +19,7 @@
 //! 10. Nothing reachable from the network panics; errors close one connection.
 
 pub mod auth;
+pub mod bridge;
 pub mod client;
 pub mod codec;
 pub mod config;

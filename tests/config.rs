@@ -398,7 +398,7 @@ fn mosquitto_option_not_supported_yet() {
 #[test]
 fn other_mosquitto_options_not_supported_yet() {
     for (opt, value) in [
-        ("connection", "central"),
+        ("websockets_headers_size", "4096"),
         ("http_dir", "/var/www"),
         ("memory_limit", "1000000"),
     ] {

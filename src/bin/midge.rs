@@ -95,6 +95,7 @@ fn run() -> Result<ExitCode, String> {
     // Keys and certificates are read now, before privileges are dropped
     // (a key is usually readable by root only).
     let (tls, tls_notes) = load_tls(&config)?;
+    let bridge_tls = midge::bridge::load_tls(&config.bridges)?;
     if m.opt_present("t") {
         for n in &tls_notes {
             eprintln!("{n}");
@@ -190,6 +191,8 @@ fn run() -> Result<ExitCode, String> {
     logging::attach_router(tx.clone());
     let shared = Arc::new(Shared::new(config.clone(), tx.clone(), metrics, auth));
     info!("midge version {VERSION} running");
+    midge::bridge::start(&shared, bridge_tls)
+        .map_err(|e| format!("unable to start a bridge thread: {e}"))?;
     if let Some(Err(e)) = notifier.as_ref().map(notify::Notifier::ready) {
         warn!("Warning: unable to notify the service manager: {e}.");
     }

@@ -167,6 +167,7 @@ pub fn handshake(
         username: connect.username.clone(),
         scope: shared.auth().index(listener),
         outbox: outbox.clone(),
+        bridge: connect.bridge,
         reply: tx,
     };
     if shared.router.send(Event::Connect(Box::new(req))).is_err() {
@@ -188,7 +189,8 @@ pub fn handshake(
     );
     send_connack(c, connect.level, connack::ACCEPTED, reply.session_present, props);
     let mut line = format!(
-        "New client connected from {} as {} (p{}, c{}, k{}",
+        "New {} connected from {} as {} (p{}, c{}, k{}",
+        if connect.bridge { "bridge" } else { "client" },
         shared.peer_text(c),
         client_id,
         connect.level.log_number(),

@@ -69,6 +69,12 @@ impl Shared {
         }
     }
 
+    /// A connection id for a thread that attaches to the router without a
+    /// socket of its own (a bridge).
+    pub fn next_conn_id(&self) -> ConnId {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// The password and ACL rules in force.
     pub fn auth(&self) -> Arc<Auth> {
         self.auth.read().clone()

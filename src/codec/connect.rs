@@ -18,6 +18,11 @@ pub(super) fn decode(body: &[u8]) -> Result<Connect, DecodeError> {
     let mut r = Reader::new(body);
     let name = r.binary("protocol name")?;
     let raw_level = r.u8("protocol level")?;
+    // A bridge sets the top bit of the level (Mosquitto's try_private).
+    let (raw_level, bridge) = match raw_level {
+        0x83 | 0x84 => (raw_level & 0x7F, true),
+        l => (l, false),
+    };
     // Mosquitto answers CONNACK 1 to a known name with a level that does
     // not belong to it, and closes silently on an unknown name.
     let level = match (name, raw_level) {
@@ -95,6 +100,7 @@ pub(super) fn decode(body: &[u8]) -> Result<Connect, DecodeError> {
         password,
         will,
         props,
+        bridge,
     })
 }
 
@@ -133,7 +139,7 @@ pub(super) fn encode(p: &Connect, out: &mut Vec<u8>) {
     }
     header::write(out, 0x10, len);
     put_binary(out, name);
-    out.push(p.level as u8);
+    out.push(p.level as u8 | if p.bridge { 0x80 } else { 0 });
     out.push(flags);
     out.extend_from_slice(&p.keep_alive.to_be_bytes());
     if v5 {

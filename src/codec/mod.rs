@@ -111,6 +111,9 @@ pub struct Connect {
     pub will: Option<Will>,
     /// MQTT 5 CONNECT properties (session expiry, receive maximum, ...).
     pub props: Properties,
+    /// Mosquitto's bridge bit (0x80 on the protocol level): the client is
+    /// another broker's bridge (`try_private`).
+    pub bridge: bool,
 }
 
 impl std::fmt::Debug for Connect {
@@ -125,6 +128,7 @@ impl std::fmt::Debug for Connect {
             .field("password", &self.password.as_ref().map(|p| p.len()))
             .field("will", &self.will)
             .field("props", &self.props)
+            .field("bridge", &self.bridge)
             .finish()
     }
 }

@@ -71,8 +71,17 @@ fn connect_311_full() {
             props: None,
         }),
         props: Properties::default(),
+        bridge: false,
     });
     assert_eq!(one(&bytes), Ok(want.clone()));
+    // Mosquitto's bridge bit on the level.
+    let mut bridged = bytes;
+    bridged[8] |= 0x80;
+    let Ok(Packet::Connect(c)) = one(&bridged) else {
+        panic!("bridge CONNECT refused");
+    };
+    assert!(c.bridge);
+    assert_eq!(enc(&Packet::Connect(c)), bridged);
     assert_eq!(enc(&want), bytes);
 }
 
@@ -533,6 +542,7 @@ fn arb_packet(level: Level) -> impl Strategy<Value = Packet> {
                 password,
                 will,
                 props,
+                bridge: false,
             })
         });
     let publish = (

@@ -6,6 +6,7 @@
 //! `FILE:LINE: ...` naming the option, and nothing is silently ignored: an
 //! option midge does not implement stops the start-up ([`options`]).
 
+mod bridge;
 mod options;
 mod parse;
 
@@ -13,6 +14,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use bridge::{Bridge, BridgeProtocol, BridgeTls, BridgeTopic, Direction, Restart, StartType};
 pub use options::Refusal;
 
 /// Mosquitto's default port.
@@ -295,6 +297,8 @@ pub struct Config {
     pub connect_timeout: u32,
     /// Non-fatal remarks found while reading, logged once logging is up.
     pub warnings: Vec<String>,
+    /// `connection` sections (src/bridge).
+    pub bridges: Vec<Bridge>,
 }
 
 impl Default for Config {
@@ -329,6 +333,7 @@ impl Default for Config {
             client_stack_size: 64 * 1024,
             connect_timeout: 30,
             warnings: Vec::new(),
+            bridges: Vec::new(),
         }
     }
 }

@@ -10,6 +10,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::bridge::{self, Bridge};
 use super::options;
 use super::{
     Config, ConfigError, DEFAULT_PORT, Domain, ErrorKind, FileSetting, Listener, LogDest,
@@ -37,21 +38,23 @@ pub(super) struct Parser {
     default_opened: bool,
     log_dest_set: bool,
     log_type_set: bool,
+    /// `connection` sections, with the options each was given.
+    bridges: Vec<(Bridge, bridge::Given)>,
 }
 
 /// One line being read, for error messages.
-struct Line<'a> {
-    path: &'a Path,
-    number: usize,
-    option: &'a str,
+pub(super) struct Line<'a> {
+    pub(super) path: &'a Path,
+    pub(super) number: usize,
+    pub(super) option: &'a str,
     /// Whitespace-separated values after the option.
-    args: Vec<&'a str>,
+    pub(super) args: Vec<&'a str>,
     /// Everything after the option, trimmed: string values may hold spaces.
     rest: &'a str,
 }
 
 impl Line<'_> {
-    fn err(&self, kind: ErrorKind) -> ConfigError {
+    pub(super) fn err(&self, kind: ErrorKind) -> ConfigError {
         ConfigError {
             path: self.path.to_path_buf(),
             line: self.number,
@@ -60,19 +63,19 @@ impl Line<'_> {
         }
     }
 
-    fn origin(&self) -> Origin {
+    pub(super) fn origin(&self) -> Origin {
         Origin {
             path: self.path.to_path_buf(),
             line: self.number,
         }
     }
 
-    fn bad(&self, why: impl Into<String>) -> ConfigError {
+    pub(super) fn bad(&self, why: impl Into<String>) -> ConfigError {
         self.err(ErrorKind::BadValue(why.into()))
     }
 
     /// The one value of an option that takes one word.
-    fn one(&self) -> Result<&str, ConfigError> {
+    pub(super) fn one(&self) -> Result<&str, ConfigError> {
         match self.args.as_slice() {
             [] => Err(self.err(ErrorKind::MissingValue)),
             [v] => Ok(v),
@@ -81,14 +84,14 @@ impl Line<'_> {
     }
 
     /// A string value: the rest of the line.
-    fn string(&self) -> Result<String, ConfigError> {
+    pub(super) fn string(&self) -> Result<String, ConfigError> {
         if self.rest.is_empty() {
             return Err(self.err(ErrorKind::MissingValue));
         }
         Ok(self.rest.to_string())
     }
 
-    fn bool(&self) -> Result<bool, ConfigError> {
+    pub(super) fn bool(&self) -> Result<bool, ConfigError> {
         match self.one()? {
             "true" => Ok(true),
             "false" => Ok(false),
@@ -97,7 +100,7 @@ impl Line<'_> {
     }
 
     /// A whole number in `min..=max`.
-    fn num<T>(&self, min: T, max: T) -> Result<T, ConfigError>
+    pub(super) fn num<T>(&self, min: T, max: T) -> Result<T, ConfigError>
     where
         T: TryFrom<i128> + Into<i128> + std::fmt::Display + Copy,
     {
@@ -417,6 +420,21 @@ impl Parser {
             "autosave_interval" => c.persistence.autosave_interval = l.num(0, u32::MAX)?,
             "autosave_on_changes" => c.persistence.autosave_on_changes = l.bool()?,
 
+            // --- bridges ------------------------------------------------------
+            "connection" => {
+                let b = Bridge::new(l)?;
+                if self.bridges.iter().any(|(o, _)| o.name == b.name) {
+                    return Err(l.bad(format!("a bridge named '{}' is already configured", b.name)));
+                }
+                self.bridges.push((b, bridge::Given::default()));
+            }
+            o if bridge::OPTIONS.contains(&o) => match self.bridges.last_mut() {
+                Some((b, given)) => b.option(l, given, &mut self.c.warnings)?,
+                None => {
+                    return Err(l.bad("a bridge option belongs in a 'connection NAME' section"));
+                }
+            },
+
             // --- midge's own --------------------------------------------------
             "client_stack_size" => {
                 c.client_stack_size = l.num::<u32>(16 * 1024, 8 * 1024 * 1024)? as usize
@@ -572,6 +590,13 @@ impl Parser {
             listeners
         };
         c.number_listeners();
+        if !self.bridges.is_empty() {
+            let host = bridge::hostname();
+            for (mut b, given) in self.bridges {
+                b.finish(&given, &host)?;
+                c.bridges.push(b);
+            }
+        }
         Ok(c)
     }
 }

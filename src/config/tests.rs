@@ -283,3 +283,226 @@ fn tls_options_are_checked_together() {
         Some(vec!["TLS_AES_128_GCM_SHA256"])
     );
 }
+
+#[test]
+fn bridge_section_with_every_option() {
+    let c = parse(
+        "connection central\naddresses 10.0.0.1:1884 central.example [::1]:1885\n\
+         round_robin true\ntopic sensors/# out 1 board/ site/b1/\ntopic cmd/# in 2\n\
+         topic \"\" both 0 local/t remote/t\ntopic all\nremote_clientid board1\n\
+         local_clientid board1-local\nremote_username u\nremote_password p w\n\
+         local_username lu\nlocal_password lp\ncleansession true\nlocal_cleansession false\n\
+         keepalive_interval 30\nidle_timeout 90\nrestart_timeout 2 20\nstart_type lazy\n\
+         threshold 5\nnotifications false\nnotifications_local_only true\n\
+         notification_topic boards/1/state\ntry_private false\nbridge_protocol_version mqttv31\n\
+         bridge_outgoing_retain false\nbridge_attempt_unsubscribe false\n\
+         bridge_max_packet_size 1000\nbridge_bind_address 127.0.0.1\n\
+         bridge_cafile /ca.crt\nbridge_capath /certs\nbridge_certfile /c.crt\n\
+         bridge_keyfile /c.key\nbridge_insecure true\nbridge_tls_version tlsv1.3\n\
+         bridge_alpn mqtt\nbridge_require_ocsp false\n",
+    )
+    .expect("parse");
+    let b = &c.bridges[0];
+    assert_eq!(b.name, "central");
+    assert_eq!(
+        b.addresses,
+        vec![
+            ("10.0.0.1".to_string(), 1884),
+            ("central.example".to_string(), 1883),
+            ("::1".to_string(), 1885)
+        ]
+    );
+    assert!(b.round_robin);
+    assert_eq!(b.topics.len(), 4);
+    assert_eq!(b.topics[0].local, "board/sensors/#");
+    assert_eq!(b.topics[0].remote, "site/b1/sensors/#");
+    assert_eq!((b.topics[1].direction, b.topics[1].qos), (Direction::In, 2));
+    assert_eq!(
+        (b.topics[2].local.as_str(), b.topics[2].remote.as_str()),
+        ("local/t", "remote/t")
+    );
+    assert_eq!(
+        (
+            b.topics[3].direction,
+            b.topics[3].qos,
+            b.topics[3].local.as_str()
+        ),
+        (Direction::Out, 0, "all")
+    );
+    assert_eq!(b.remote_clientid, "board1");
+    assert_eq!(b.local_clientid, "board1-local");
+    assert_eq!(b.remote_password.as_deref(), Some("p w"));
+    assert_eq!(b.local_username.as_deref(), Some("lu"));
+    assert!(b.clean_session && !b.local_clean_session);
+    assert_eq!((b.keepalive, b.idle_timeout, b.threshold), (30, 90, 5));
+    assert_eq!(
+        b.restart,
+        Restart {
+            base: 2,
+            cap: Some(20)
+        }
+    );
+    assert_eq!(b.start_type, StartType::Lazy);
+    assert!(!b.notifications && b.notifications_local_only && !b.try_private);
+    assert_eq!(b.notification_topic, "boards/1/state");
+    assert_eq!(b.protocol, BridgeProtocol::V31);
+    assert!(!b.outgoing_retain && !b.attempt_unsubscribe);
+    assert_eq!(b.max_packet_size, 1000);
+    assert_eq!(b.bind_address.as_deref(), Some("127.0.0.1"));
+    assert!(b.tls.enabled() && b.tls.insecure);
+    assert_eq!(b.tls.version, TlsVersion::Tls13);
+    assert_eq!(b.tls.alpn.as_deref(), Some("mqtt"));
+}
+
+#[test]
+fn bridge_defaults_are_mosquittos() {
+    let c = parse("connection up\naddress central\n").expect("parse");
+    let b = &c.bridges[0];
+    assert!(b.remote_clientid.ends_with(".up"), "{}", b.remote_clientid);
+    assert_eq!(b.local_clientid, format!("local.{}", b.remote_clientid));
+    assert_eq!(
+        b.notification_topic,
+        format!("$SYS/broker/connection/{}/state", b.remote_clientid)
+    );
+    assert_eq!(b.addresses, vec![("central".to_string(), 1883)]);
+    assert!(!b.clean_session && !b.local_clean_session);
+    assert_eq!((b.keepalive, b.idle_timeout, b.threshold), (60, 60, 10));
+    assert_eq!(
+        b.restart,
+        Restart {
+            base: 5,
+            cap: Some(30)
+        }
+    );
+    assert_eq!(b.start_type, StartType::Automatic);
+    assert!(b.notifications && !b.notifications_local_only && b.try_private);
+    assert!(b.outgoing_retain && b.attempt_unsubscribe);
+    assert_eq!(b.protocol, BridgeProtocol::V311);
+    assert!(!b.tls.enabled());
+    // local_cleansession follows cleansession; keepalive has a floor of 5.
+    let c = parse("connection up\naddress h\ncleansession true\nkeepalive_interval 2\n")
+        .expect("parse");
+    assert!(c.bridges[0].local_clean_session);
+    assert_eq!(c.bridges[0].keepalive, 5);
+    assert!(
+        c.warnings[0].contains("keepalive interval too low"),
+        "{:?}",
+        c.warnings
+    );
+    // A constant restart delay.
+    let c = parse("connection up\naddress h\nrestart_timeout 20\n").expect("parse");
+    assert_eq!(
+        c.bridges[0].restart,
+        Restart {
+            base: 20,
+            cap: None
+        }
+    );
+}
+
+#[test]
+fn bridge_refusals_name_file_line_and_option() {
+    let f = "/etc/midge/midge.conf";
+    for (conf, want) in [
+        (
+            "topic a/#\n",
+            format!("{f}:1: topic: a bridge option belongs in a 'connection NAME' section"),
+        ),
+        (
+            "connection a\naddress h\nbridge_protocol_version mqttv6\n",
+            format!(
+                "{f}:3: bridge_protocol_version: 'mqttv6' is not one of mqttv31, mqttv311, mqttv50"
+            ),
+        ),
+        (
+            "connection a\naddress h\nbridge_psk 0011\n",
+            format!(
+                "{f}:3: option 'bridge_psk' is not supported by midge: rustls, the TLS library of midge, has no TLS-PSK; use certificates"
+            ),
+        ),
+        (
+            "connection a\naddress h\nbridge_identity me\n",
+            format!(
+                "{f}:3: option 'bridge_identity' is not supported by midge: rustls, the TLS library of midge, has no TLS-PSK; use certificates"
+            ),
+        ),
+        (
+            "connection a\ntopic x\n",
+            format!("{f}:1: connection a: a bridge needs an address"),
+        ),
+        (
+            "connection a\naddress h\ntopic \"\" out 0 local \"\"\n",
+            format!(
+                "{f}:3: topic: an empty pattern (\"\") needs both a local and a remote prefix, which are then the whole topics"
+            ),
+        ),
+        (
+            "connection a\naddress h\ntopic a sideways\n",
+            format!("{f}:3: topic: direction 'sideways' is not one of out, in, both"),
+        ),
+        (
+            "connection a\naddress h\ntopic a out 3\n",
+            format!("{f}:3: topic: QoS '3' is not 0, 1 or 2"),
+        ),
+        (
+            "connection a\naddress h\ntopic a out 1 l/\n",
+            format!("{f}:3: topic: give both a local and a remote prefix"),
+        ),
+        (
+            "connection a\naddress h\ntopic a out 1 l/+ r/\n",
+            format!("{f}:3: topic: the prefix 'l/+' may not contain '+' or '#'"),
+        ),
+        (
+            "connection a\naddress h\ntopic a/#/b\n",
+            format!("{f}:3: topic: 'a/#/b' is not a valid topic filter"),
+        ),
+        (
+            "connection a\naddress h:99999\n",
+            format!("{f}:2: address: '99999' is not a port number in 'h:99999'"),
+        ),
+        (
+            "connection a\naddress h\naddress g\n",
+            format!("{f}:3: address: duplicate value"),
+        ),
+        (
+            "connection a\naddress h\nstart_type manual\n",
+            format!("{f}:3: start_type: 'manual' is not one of automatic, lazy, once"),
+        ),
+        (
+            "connection a\naddress h\nrestart_timeout 10 5\n",
+            format!("{f}:3: restart_timeout: the cap must not be below the base"),
+        ),
+        (
+            "connection a\naddress h\nremote_password p\n",
+            format!("{f}:1: connection a: remote_password needs remote_username"),
+        ),
+        (
+            "connection a\naddress h\nbridge_certfile /c\n",
+            format!(
+                "{f}:1: connection a: bridge_certfile and bridge_keyfile must be given together"
+            ),
+        ),
+        (
+            "connection a\naddress h\nbridge_tls_version tlsv1\n",
+            format!("{f}:3: bridge_tls_version: 'tlsv1' is not one of tlsv1.3, tlsv1.2, tlsv1.1"),
+        ),
+        (
+            "connection a\naddress h\nbridge_require_ocsp true\n",
+            format!(
+                "{f}:3: bridge_require_ocsp: rustls, the TLS library of midge, does not check OCSP responses"
+            ),
+        ),
+        (
+            "connection a\naddress h\nconnection a\naddress g\n",
+            format!("{f}:3: connection: a bridge named 'a' is already configured"),
+        ),
+        (
+            "connection a\naddress h\nremote_clientid x\nlocal_clientid x\n",
+            format!(
+                "{f}:1: connection a: local_clientid and remote_clientid must differ (a bridge to this broker itself would take over its own session)"
+            ),
+        ),
+    ] {
+        assert_eq!(err(conf), want, "for {conf:?}");
+    }
+}

@@ -33,6 +33,9 @@ pub struct ConnectRequest {
     pub username: Option<String>,
     pub scope: usize,
     pub outbox: Arc<Outbox>,
+    /// A bridge (Mosquitto's bridge bit, or one of this broker's own):
+    /// its subscriptions are no-local and retain-as-published.
+    pub bridge: bool,
     /// Where the router sends the answer; bounded(1), so it never blocks.
     pub reply: Sender<ConnectReply>,
 }

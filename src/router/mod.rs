@@ -121,6 +121,11 @@ struct Session {
     delayed_will: Option<Will>,
     /// Counts connections, so timers set for an earlier absence are void.
     generation: u64,
+    /// A bridge's session (one of this broker's, or another broker's that
+    /// set the bridge bit): its subscriptions are no-local and
+    /// retain-as-published (Mosquitto's bridge subscriptions), so a message
+    /// is not sent back where it came from and keeps its retain flag.
+    bridge: bool,
 }
 
 /// What ACL rules depend on.
@@ -390,6 +395,7 @@ impl Router {
             level: Level::V311,
             delayed_will: None,
             generation: 0,
+            bridge: false,
         };
         let sid = match self.free.pop() {
             Some(sid) => {
@@ -418,6 +424,7 @@ impl Router {
             username,
             scope,
             client_id,
+            bridge,
         } = req;
         let identity = Identity { username, scope };
         let acl = self.subject(&identity, &client_id);
@@ -445,6 +452,7 @@ impl Router {
         s.level = level;
         s.identity = identity;
         s.acl = acl;
+        s.bridge = bridge;
         let state = std::mem::take(&mut s.offline);
         s.live = Some(Live {
             outbox,
@@ -840,8 +848,8 @@ impl Router {
             info!(target: logging::SUBSCRIBE, "{} {} {}", s.client_id, f.qos as u8, f.filter);
             let opts = SubOpts {
                 qos: f.qos,
-                no_local: f.no_local,
-                retain_as_published: f.retain_as_published,
+                no_local: f.no_local || s.bridge,
+                retain_as_published: f.retain_as_published || s.bridge,
                 sub_id: sub.sub_id.unwrap_or(0),
             };
             let old = s.subs.insert(f.filter.clone(), opts);
@@ -1078,6 +1086,7 @@ mod tests {
             username: None,
             scope: 0,
             outbox: Arc::new(Outbox::new().expect("outbox")),
+            bridge: false,
             reply: tx,
         })));
         rx.try_recv().expect("attached at once");

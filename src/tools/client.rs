@@ -79,7 +79,7 @@ pub enum Stream {
 }
 
 impl Stream {
-    fn fd(&self) -> RawFd {
+    pub(crate) fn fd(&self) -> RawFd {
         match self {
             Stream::Tcp(s) => s.as_raw_fd(),
             Stream::Unix(s) => s.as_raw_fd(),
@@ -87,7 +87,7 @@ impl Stream {
         }
     }
 
-    fn shutdown(&mut self) {
+    pub(crate) fn shutdown(&mut self) {
         let _ = match self {
             Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
             Stream::Unix(s) => s.shutdown(std::net::Shutdown::Both),
@@ -101,7 +101,7 @@ impl Stream {
 
     /// Whether bytes were already decrypted and wait to be read (poll(2)
     /// on the socket cannot see them).
-    fn buffered(&mut self) -> bool {
+    pub(crate) fn buffered(&mut self) -> bool {
         match self {
             Stream::Tls(s) => s
                 .conn
@@ -296,6 +296,7 @@ impl Client {
             username: cfg.username.clone(),
             will,
             props: Properties::default(),
+            bridge: false,
         };
         c.log("sending CONNECT");
         c.send(&Packet::Connect(connect))
