@@ -36,6 +36,8 @@ pub enum Refused {
 /// An accepted connection, ready for the session loop.
 pub struct Accepted {
     pub client_id: String,
+    /// Clean session: nothing of it is persisted.
+    pub clean: bool,
     pub keep_alive: u16,
     pub outbox: Arc<Outbox>,
     pub reply: ConnectReply,
@@ -165,6 +167,7 @@ pub fn handshake(
     }
     Ok(Accepted {
         client_id,
+        clean: connect.clean,
         keep_alive: connect.keep_alive,
         outbox,
         reply,

@@ -27,7 +27,9 @@ use crate::codec::{Packet, Publish, QoS};
 use crate::config::{Config, Listener};
 use crate::listener::Slot;
 use crate::outbox::{CloseReason, Outbox, Outgoing};
-use crate::router::{ConnId, DisconnectKind, Event, Metrics};
+use crate::persist::format::{Record, Step, message_check};
+use crate::persist::journal::Journal;
+use crate::router::{Ack, ConnId, DisconnectKind, Event, Metrics};
 use crate::sys::{self, POLLERR, POLLIN, POLLOUT, PollFd};
 use crate::transport::{Stream, TlsStream};
 use conn::{Conn, ReadError};
@@ -50,6 +52,8 @@ pub struct Shared {
     /// Password and ACL files; replaced whole by a reload.
     auth: RwLock<Arc<Auth>>,
     next_conn: AtomicU64,
+    /// With `persistence_journal`: where durable changes go.
+    pub journal: Option<Arc<Journal>>,
 }
 
 impl Shared {
@@ -65,7 +69,15 @@ impl Shared {
             metrics,
             auth: RwLock::new(auth),
             next_conn: AtomicU64::new(1),
+            journal: None,
         }
+    }
+
+    /// Client threads journal their sessions' changes and hold back
+    /// acknowledgements until they are durable.
+    pub fn with_journal(mut self, journal: Option<Arc<Journal>>) -> Shared {
+        self.journal = journal;
+        self
     }
 
     /// The password and ACL rules in force.
@@ -283,6 +295,8 @@ struct Session<'a> {
     /// The listener's `mount_point`: added to every topic and filter from
     /// the client, taken off every topic sent to it.
     mount_point: Option<&'a str>,
+    /// A persistent session's changes go to the journal (when it is on).
+    persistent: bool,
 }
 
 impl<'a> Session<'a> {
@@ -311,6 +325,7 @@ impl<'a> Session<'a> {
             inflight,
             pending: pending.into_iter().map(Outgoing::Publish).collect(),
             mount_point: listener.mount_point.as_deref(),
+            persistent: !a.clean,
         };
         s.outbox.add_queued(queued, queued_bytes);
         // Resend what was in flight, in order, before anything new [MQTT-4.4.0-1].
@@ -423,24 +438,33 @@ impl<'a> Session<'a> {
         match p {
             Packet::Publish(p) => self.incoming_publish(p)?,
             Packet::PubAck(id) => {
-                if !self.inflight.puback(id) {
+                if self.inflight.puback(id) {
+                    self.record_step(id, Step::Acked);
+                } else {
                     debug!("Client {} sent PUBACK for unknown id {id}.", self.client_id);
                 }
             }
             Packet::PubRec(id) => {
                 if self.inflight.pubrec(id) {
-                    self.c.queue(&Packet::PubRel(id));
+                    self.record_step(id, Step::Received);
+                    // Not before the journal knows: a PUBLISH sent again
+                    // after a crash would be a second copy to a receiver
+                    // that has forgotten the id.
+                    self.ack(Ack::PubRel(id), self.persistent)?;
                 } else {
                     debug!("Client {} sent PUBREC for unknown id {id}.", self.client_id);
                 }
             }
             Packet::PubComp(id) => {
-                self.inflight.pubcomp(id);
+                if self.inflight.pubcomp(id) {
+                    self.record_step(id, Step::Completed);
+                }
             }
             Packet::PubRel(id) => {
                 // Always answered, known id or not [MQTT-4.3.3-2].
                 self.inflight.release_qos2(id);
-                self.c.queue(&Packet::PubComp(id));
+                self.record_step(id, Step::Released);
+                self.ack(Ack::PubComp(id), self.persistent)?;
             }
             Packet::Subscribe(mut subscribe) => {
                 if self.mount_point.is_some() {
@@ -506,15 +530,21 @@ impl<'a> Session<'a> {
                 if accept {
                     self.forward(p)?;
                 }
-                self.c.queue(&Packet::PubAck(id));
+                self.ack(Ack::PubAck(id), true)?;
             }
             QoS::ExactlyOnce => {
                 let id = p.pkid;
                 // Forward once; a repeat before PUBREL only gets PUBREC again.
-                if self.inflight.receive_qos2(id) && accept {
-                    self.forward(p)?;
+                if self.inflight.receive_qos2(id) {
+                    self.record(|client_id| Record::IncomingQos2 {
+                        client_id,
+                        pkid: id,
+                    });
+                    if accept {
+                        self.forward(p)?;
+                    }
                 }
-                self.c.queue(&Packet::PubRec(id));
+                self.ack(Ack::PubRec(id), true)?;
             }
         }
         Ok(())
@@ -548,6 +578,48 @@ impl<'a> Session<'a> {
         })
     }
 
+    /// Sends an acknowledgement: with the journal on and `durable` set,
+    /// through the router, which has the journal send it once what it
+    /// depends on is on disk; otherwise at once.
+    fn ack(&mut self, ack: Ack, durable: bool) -> Result<(), End> {
+        if durable && self.shared.journal.is_some() {
+            self.to_router(Event::Ack {
+                conn: self.conn_id,
+                ack,
+            })
+        } else {
+            self.c.queue(&ack.packet());
+            Ok(())
+        }
+    }
+
+    /// Journals a change of this persistent session.
+    fn record(&self, r: impl FnOnce(String) -> Record) {
+        if let (Some(j), true) = (&self.shared.journal, self.persistent) {
+            j.append(r(self.client_id.clone()));
+        }
+    }
+
+    fn record_step(&self, pkid: u16, step: Step) {
+        self.record(|client_id| Record::Progress {
+            client_id,
+            pkid,
+            step,
+        });
+    }
+
+    /// A queued message went into flight. A retained copy sent after a
+    /// SUBACK (retain set) was never queued in the journal.
+    fn record_sent(&self, p: &Publish) {
+        if !p.retain {
+            self.record(|client_id| Record::Sent {
+                client_id,
+                pkid: p.pkid,
+                check: message_check(p),
+            });
+        }
+    }
+
     fn to_router(&self, ev: Event) -> Result<(), End> {
         self.shared.router.send(ev).map_err(|_| End::Shutdown)
     }
@@ -579,7 +651,9 @@ impl<'a> Session<'a> {
                     let p = if p.qos == QoS::AtMostOnce {
                         p
                     } else {
-                        self.inflight.start(p)
+                        let p = self.inflight.start(p);
+                        self.record_sent(&p);
+                        p
                     };
                     self.send_publish(p);
                 }

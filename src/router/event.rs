@@ -6,7 +6,7 @@ use crossbeam_channel::Sender;
 
 use crate::auth::Auth;
 use crate::client::inflight::SessionState;
-use crate::codec::{Level, Publish, Subscribe, Unsubscribe, Will};
+use crate::codec::{Level, Packet, Publish, Subscribe, Unsubscribe, Will};
 use crate::outbox::Outbox;
 
 /// Unique per accepted connection, never reused while the broker runs.
@@ -80,12 +80,39 @@ pub enum Event {
         kind: DisconnectKind,
         state: Box<SessionState>,
     },
+    /// With the journal on: send this acknowledgement once everything the
+    /// router did for the client's earlier packets is on disk.
+    Ack {
+        conn: ConnId,
+        ack: Ack,
+    },
     /// Password and ACL files were read again: apply the new ACLs.
     Auth(Arc<Auth>),
     /// SIGUSR1: save the in-memory state now (with persistence on).
     Save,
     /// Stop: close every connection and return.
     Shutdown,
+}
+
+/// An acknowledgement that waits for the journal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ack {
+    PubAck(u16),
+    PubRec(u16),
+    PubRel(u16),
+    PubComp(u16),
+}
+
+impl Ack {
+    /// The packet to send (MQTT 5 reason codes go here).
+    pub fn packet(self) -> Packet {
+        match self {
+            Ack::PubAck(id) => Packet::PubAck(id),
+            Ack::PubRec(id) => Packet::PubRec(id),
+            Ack::PubRel(id) => Packet::PubRel(id),
+            Ack::PubComp(id) => Packet::PubComp(id),
+        }
+    }
 }
 
 #[cfg(test)]

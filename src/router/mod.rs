@@ -26,7 +26,8 @@ use crate::codec::{Level, Packet, Publish, QoS, SubAck, Subscribe, Unsubscribe, 
 use crate::config::Config;
 use crate::logging;
 use crate::outbox::{CloseReason, Outbox, Outgoing, QueueLimits};
-pub use event::{ConnId, ConnectReply, ConnectRequest, DisconnectKind, Event};
+use crate::persist::journal::Journal;
+pub use event::{Ack, ConnId, ConnectReply, ConnectRequest, DisconnectKind, Event};
 use retain::{Retained, Source};
 pub use sys::Metrics;
 use sys::{Snapshot, SysTree};
@@ -107,6 +108,8 @@ pub struct Router {
     auth: Arc<Auth>,
     /// Set with persistence on: where snapshots go and when.
     autosave: Option<persist::Autosave>,
+    /// Set with `persistence_journal`: where every durable change goes.
+    journal: Option<Arc<Journal>>,
     /// Shutting down: no new connection is attached.
     stopping: bool,
 }
@@ -128,6 +131,7 @@ impl Router {
             metrics,
             sys: SysTree::new(),
             autosave: None,
+            journal: None,
             stopping: false,
         }
     }
@@ -268,6 +272,7 @@ impl Router {
             Event::Subscribe { conn, subscribe } => self.subscribe(conn, subscribe),
             Event::Unsubscribe { conn, unsubscribe } => self.unsubscribe(conn, unsubscribe),
             Event::Disconnect { conn, kind, state } => self.disconnect(conn, kind, *state),
+            Event::Ack { conn, ack } => self.ack(conn, ack),
             Event::Save => self.save(),
             Event::Shutdown => return false,
         }
@@ -354,6 +359,12 @@ impl Router {
         let resumed = existed && !s.clean && !clean;
         // A persistent session starts, or one is discarded.
         let persistent_change = !clean || (existed && !s.clean);
+        persist::journal_attach(
+            &self.journal,
+            &client_id,
+            existed && !s.clean && !resumed,
+            (!clean).then_some(&identity),
+        );
         if !resumed {
             // A clean start discards any old state [MQTT-3.1.2-6].
             for filter in s.subs.keys() {
@@ -461,6 +472,7 @@ impl Router {
         self.by_client_id.remove(&s.client_id);
         self.free.push(sid);
         if !s.clean {
+            persist::journal_end(&self.journal, &s.client_id);
             self.changed();
         }
         // A waiting takeover starts a fresh session.
@@ -476,11 +488,12 @@ impl Router {
         // With retain_available false, clients cannot retain (they are
         // disconnected first); wills with retain set are sent unretained.
         if p.retain && self.config.retain_available {
-            self.retained.set(p.clone(), source);
             // `$SYS` is published again after a restart, never saved.
             if !p.topic.starts_with("$SYS/") {
+                persist::journal_retained(&self.journal, &p, source.as_deref());
                 self.changed();
             }
+            self.retained.set(p.clone(), source);
         }
         // [MQTT-3.3.1-9]: a message sent to an established subscription
         // carries retain 0.
@@ -523,14 +536,25 @@ impl Router {
         };
         let len = p.payload.len();
         let mut queued_offline = false;
+        // Journaled before the client thread can see it, so that the
+        // record of its sending comes after.
+        let journaled = !s.clean && p.qos != QoS::AtMostOnce;
         let delivered = match &s.live {
-            Some(live) => live.outbox.push_publish(p, limits),
+            Some(live) => {
+                if journaled && live.outbox.has_room(len, limits) {
+                    persist::journal_queued(&self.journal, &s.client_id, &p);
+                }
+                live.outbox.push_publish(p, limits)
+            }
             // Offline persistent session: QoS 1/2 are queued, QoS 0 only
             // with queue_qos0_messages.
             None if !s.clean
                 && (p.qos != QoS::AtMostOnce || self.config.queue_qos0_messages)
                 && limits.room(s.offline.pending.len(), s.offline_bytes, len) =>
             {
+                if journaled {
+                    persist::journal_queued(&self.journal, &s.client_id, &p);
+                }
                 s.offline.pending.push_back(p);
                 s.offline_bytes += len;
                 queued_offline = true;
@@ -574,14 +598,17 @@ impl Router {
         let mut codes = Vec::with_capacity(sub.filters.len());
         for f in &sub.filters {
             info!(target: logging::SUBSCRIBE, "{} {} {}", s.client_id, f.qos as u8, f.filter);
+            if persistent {
+                persist::journal_subscription(&self.journal, &s.client_id, &f.filter, Some(f.qos));
+            }
             s.subs.insert(f.filter.clone(), f.qos);
             self.subs.insert(&f.filter, sid, f.qos);
             codes.push(f.qos as u8);
         }
-        outbox.push(Outgoing::Packet(Packet::SubAck(SubAck {
+        let mut out = vec![Outgoing::Packet(Packet::SubAck(SubAck {
             pkid: sub.pkid,
             codes,
-        })));
+        }))];
         if persistent {
             self.changed();
         }
@@ -603,12 +630,13 @@ impl Router {
                         return;
                     }
                 }
-                let mut out = m.clone();
-                out.qos = out.qos.min(f.qos);
-                out.retain = true;
-                outbox.push_publish(out, limits);
+                let mut copy = m.clone();
+                copy.qos = copy.qos.min(f.qos);
+                copy.retain = true;
+                out.push(Outgoing::Publish(copy));
             });
         }
+        self.hand_over(&outbox, out, persistent, limits);
     }
 
     fn unsubscribe(&mut self, conn: ConnId, unsub: Unsubscribe) {
@@ -619,15 +647,20 @@ impl Router {
             return;
         };
         let Some(live) = &s.live else { return };
+        let outbox = live.outbox.clone();
+        let persistent = !s.clean;
         for f in &unsub.filters {
             info!(target: logging::UNSUBSCRIBE, "{} {}", s.client_id, f);
             if s.subs.remove(f).is_some() {
                 self.subs.remove(f, sid);
+                if persistent {
+                    persist::journal_subscription(&self.journal, &s.client_id, f, None);
+                }
             }
         }
-        live.outbox
-            .push(Outgoing::Packet(Packet::UnsubAck(unsub.pkid)));
-        if !s.clean {
+        let unsuback = vec![Outgoing::Packet(Packet::UnsubAck(unsub.pkid))];
+        self.hand_over(&outbox, unsuback, persistent, self.queue_limits());
+        if persistent {
             self.changed();
         }
     }
