@@ -388,7 +388,7 @@ impl<'a> Session<'a> {
                     }
                     None => {}
                 }
-                self.outbox.take(&mut self.pending);
+                self.take_outbox();
             }
             // pump() stops at the write high-water mark: while the socket
             // takes everything, keep going, or nothing would wake us for
@@ -576,6 +576,29 @@ impl<'a> Session<'a> {
             conn: self.conn_id,
             publish,
         })
+    }
+
+    /// Takes what the router queued. Acknowledgements that the journal
+    /// released go out at once: behind a full in-flight window they would
+    /// wait for themselves (a PUBREL frees the window's QoS 2 slots).
+    fn take_outbox(&mut self) {
+        if self.shared.journal.is_none() {
+            self.outbox.take(&mut self.pending);
+            return;
+        }
+        let mut fresh = VecDeque::new();
+        self.outbox.take(&mut fresh);
+        for item in fresh {
+            match item {
+                Outgoing::Packet(
+                    p @ (Packet::PubAck(_)
+                    | Packet::PubRec(_)
+                    | Packet::PubRel(_)
+                    | Packet::PubComp(_)),
+                ) => self.c.queue(&p),
+                other => self.pending.push_back(other),
+            }
+        }
     }
 
     /// Sends an acknowledgement: with the journal on and `durable` set,
