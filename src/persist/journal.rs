@@ -334,9 +334,9 @@ impl Writer {
         let n = buf.len() as u64;
         let Some(f) = &mut self.out else { return };
         let result = f.write_all(buf).and_then(|()| f.sync_data());
-        status.fsyncs.fetch_add(1, Ordering::Relaxed);
         match result {
             Ok(()) => {
+                status.fsyncs.fetch_add(1, Ordering::Relaxed);
                 self.len += n;
                 status.bytes.fetch_add(n, Ordering::Relaxed);
             }
@@ -362,9 +362,10 @@ impl Writer {
             write_atomic(&self.file, &snapshot)?;
             Ok::<File, io::Error>(f)
         })();
-        status.fsyncs.fetch_add(3, Ordering::Relaxed);
         match result {
             Ok(f) => {
+                // The new journal, the snapshot, the directory.
+                status.fsyncs.fetch_add(3, Ordering::Relaxed);
                 self.out = Some(f);
                 self.generation = next;
                 self.len = format::JOURNAL_HEADER_LEN as u64;
