@@ -79,15 +79,21 @@ impl Outbox {
         })
     }
 
+    /// Whether a message of `len` payload bytes fits within `limits` now
+    /// (only the router adds, so it still fits when the router pushes it).
+    pub fn has_room(&self, len: usize, limits: QueueLimits) -> bool {
+        limits.room(
+            self.queued.load(Ordering::Relaxed),
+            self.queued_bytes.load(Ordering::Relaxed),
+            len,
+        )
+    }
+
     /// Queues a message unless the client already has `limits` worth of
     /// messages waiting. Returns false when the message was dropped.
     pub fn push_publish(&self, p: Publish, limits: QueueLimits) -> bool {
         let len = p.payload.len();
-        if !limits.room(
-            self.queued.load(Ordering::Relaxed),
-            self.queued_bytes.load(Ordering::Relaxed),
-            len,
-        ) {
+        if !self.has_room(len, limits) {
             return false;
         }
         self.add_queued(1, len);

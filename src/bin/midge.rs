@@ -9,7 +9,7 @@ use log::{debug, error, info, warn};
 use midge::auth::Auth;
 use midge::client::Shared;
 use midge::config::{Config, Listener, local_only_listeners};
-use midge::persist::{self, writer::Writer};
+use midge::persist::{self, journal::Journal, writer::Writer};
 use midge::router::{Event, Metrics, Router};
 use midge::tls::ServerTls;
 use midge::{VERSION, listener, logging, notify, sys};
@@ -174,14 +174,24 @@ fn run() -> Result<ExitCode, String> {
         info!("Loaded {users} user(s) and {acls} ACL file(s).");
     }
     let mut router = Router::new(config.clone(), metrics.clone(), auth.clone());
+    let mut journal = None;
     if config.persistence.enabled {
         // Restored before any listener accepts: the first client finds its
         // session.
         let path = persist::file_path(&config.persistence);
-        router.restore(persist::load(&path)?);
-        let writer = Writer::spawn(path)
-            .map_err(|e| format!("unable to start the persistence thread: {e}"))?;
-        router.persist_with(writer, &config.persistence);
+        let loaded = persist::load_model(&path)?;
+        router.restore(loaded.model.to_restored());
+        if config.persistence.journal {
+            let j = Journal::spawn(path, loaded.model, loaded.last_generation)
+                .map_err(|e| format!("unable to start the journal thread: {e}"))?;
+            router.journal_with(j.clone(), &config.persistence);
+            journal = Some(j);
+        } else {
+            persist::fold_journals(&path, &loaded)?;
+            let writer = Writer::spawn(path)
+                .map_err(|e| format!("unable to start the persistence thread: {e}"))?;
+            router.persist_with(writer, &config.persistence);
+        }
     }
     let router_thread = std::thread::Builder::new()
         .name("router".into())
@@ -189,7 +199,8 @@ fn run() -> Result<ExitCode, String> {
         .spawn(move || router.run(rx))
         .map_err(|e| format!("unable to start the router thread: {e}"))?;
     logging::attach_router(tx.clone());
-    let shared = Arc::new(Shared::new(config.clone(), tx.clone(), metrics, auth));
+    let shared =
+        Arc::new(Shared::new(config.clone(), tx.clone(), metrics, auth).with_journal(journal));
     info!("midge version {VERSION} running");
     midge::bridge::start(&shared, bridge_tls)
         .map_err(|e| format!("unable to start a bridge thread: {e}"))?;

@@ -28,7 +28,9 @@ use crate::codec::{Ack, Disconnect, Level, Packet, Publish, QoS, reason};
 use crate::config::{Config, Listener};
 use crate::listener::Slot;
 use crate::outbox::{CloseReason, Outbox, Outgoing};
-use crate::router::{ConnId, DisconnectKind, Event, Metrics};
+use crate::persist::format::{Record, Step, message_check};
+use crate::persist::journal::Journal;
+use crate::router::{ConnId, DisconnectKind, Event, Metrics, Reply};
 use crate::sys::{self, POLLERR, POLLIN, POLLOUT, PollFd};
 use crate::transport::{Stream, TlsStream};
 use conn::{Conn, ReadError};
@@ -51,6 +53,8 @@ pub struct Shared {
     /// Password and ACL files; replaced whole by a reload.
     auth: RwLock<Arc<Auth>>,
     next_conn: AtomicU64,
+    /// With `persistence_journal`: where durable changes go.
+    pub journal: Option<Arc<Journal>>,
 }
 
 impl Shared {
@@ -66,6 +70,7 @@ impl Shared {
             metrics,
             auth: RwLock::new(auth),
             next_conn: AtomicU64::new(1),
+            journal: None,
         }
     }
 
@@ -73,6 +78,13 @@ impl Shared {
     /// socket of its own (a bridge).
     pub fn next_conn_id(&self) -> ConnId {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Client threads journal their sessions' changes and hold back
+    /// acknowledgements until they are durable.
+    pub fn with_journal(mut self, journal: Option<Arc<Journal>>) -> Shared {
+        self.journal = journal;
+        self
     }
 
     /// The password and ACL rules in force.
@@ -311,6 +323,8 @@ struct Session<'a> {
     /// sent yet: with those awaiting PUBREL, the client's use of the
     /// broker's receive maximum.
     acks_due: usize,
+    /// A persistent session's changes go to the journal (when it is on).
+    persistent: bool,
 }
 
 impl<'a> Session<'a> {
@@ -346,6 +360,7 @@ impl<'a> Session<'a> {
             session_expiry: a.limits.session_expiry,
             aliases: Vec::new(),
             acks_due: 0,
+            persistent: a.limits.session_expiry != 0,
         };
         s.outbox.add_queued(queued, queued_bytes);
         // Resend what was in flight, in order, before anything new [MQTT-4.4.0-1].
@@ -412,7 +427,7 @@ impl<'a> Session<'a> {
                     }
                     None => {}
                 }
-                self.outbox.take(&mut self.pending);
+                self.take_outbox();
             }
             // pump() stops at the write high-water mark: while the socket
             // takes everything, keep going, or nothing would wake us for
@@ -464,29 +479,40 @@ impl<'a> Session<'a> {
         match p {
             Packet::Publish(p) => self.incoming_publish(p)?,
             Packet::PubAck(a) => {
-                if !self.inflight.puback(a.pkid) {
+                if self.inflight.puback(a.pkid) {
+                    self.record_step(a.pkid, Step::Acked);
+                } else {
                     debug!("Client {} sent PUBACK for unknown id {}.", self.client_id, a.pkid);
                 }
             }
             // A PUBREC with an error reason ends that message's flow
             // [MQTT-4.3.3]: no PUBREL follows.
             Packet::PubRec(a) if a.reason >= 0x80 => {
-                self.inflight.refused(a.pkid);
+                if self.inflight.refused(a.pkid) {
+                    self.record_step(a.pkid, Step::Refused);
+                }
             }
             Packet::PubRec(a) => {
                 if self.inflight.pubrec(a.pkid) {
-                    self.c.queue(&Packet::PubRel(Ack::ok(a.pkid)));
+                    self.record_step(a.pkid, Step::Received);
+                    // Not before the journal knows: a PUBLISH sent again
+                    // after a crash would be a second copy to a receiver
+                    // that has forgotten the id.
+                    self.ack(Reply::PubRel(Ack::ok(a.pkid)), self.persistent)?;
                 } else {
                     debug!("Client {} sent PUBREC for unknown id {}.", self.client_id, a.pkid);
                 }
             }
             Packet::PubComp(a) => {
-                self.inflight.pubcomp(a.pkid);
+                if self.inflight.pubcomp(a.pkid) {
+                    self.record_step(a.pkid, Step::Completed);
+                }
             }
             Packet::PubRel(a) => {
                 // Always answered, known id or not [MQTT-4.3.3-2].
                 self.inflight.release_qos2(a.pkid);
-                self.c.queue(&Packet::PubComp(Ack::ok(a.pkid)));
+                self.record_step(a.pkid, Step::Released);
+                self.ack(Reply::PubComp(Ack::ok(a.pkid)), self.persistent)?;
             }
             Packet::Subscribe(mut subscribe) => {
                 let max_qos = QoS::from_u8(self.listener.max_qos).unwrap_or(QoS::ExactlyOnce);
@@ -628,15 +654,16 @@ impl<'a> Session<'a> {
             }
             QoS::AtLeastOnce => {
                 let id = p.pkid;
+                // Until its PUBACK is written, whoever sends it.
+                self.acks_due += 1;
                 if refusal.is_some() || !v5 {
                     if refusal.is_none() {
                         self.forward(p)?;
                     }
-                    self.c.queue(&Packet::PubAck(answer(id)));
+                    self.ack(Reply::PubAck(answer(id)), true)?;
                 } else {
                     // The router answers: the reason says whether anyone
                     // subscribed and whether the ACL allowed it.
-                    self.acks_due += 1;
                     self.check_receive_maximum()?;
                     self.forward(p)?;
                 }
@@ -648,16 +675,24 @@ impl<'a> Session<'a> {
                 if new && v5 {
                     self.check_receive_maximum()?;
                 }
+                // An error PUBREC (MQTT 5) ends the flow: no PUBREL follows.
+                let refused = refusal.is_some() && v5;
+                if new && !refused {
+                    self.record(|client_id| Record::IncomingQos2 {
+                        client_id,
+                        pkid: id,
+                    });
+                }
                 if !new || refusal.is_some() || !v5 {
                     if new && refusal.is_none() {
                         self.forward(p)?;
                     }
-                    if refusal.is_some() && v5 {
-                        // An error PUBREC ends the flow: no PUBREL follows.
+                    if refused {
                         self.inflight.release_qos2(id);
                     }
-                    self.c.queue(&Packet::PubRec(answer(id)));
+                    self.ack(Reply::PubRec(answer(id)), true)?;
                 } else {
+                    // The router answers, once the journal has it.
                     self.forward(p)?;
                 }
             }
@@ -733,6 +768,71 @@ impl<'a> Session<'a> {
         })
     }
 
+    /// Takes what the router queued. Acknowledgements that the journal
+    /// released go out at once: behind a full in-flight window they would
+    /// wait for themselves (a PUBREL frees the window's QoS 2 slots).
+    fn take_outbox(&mut self) {
+        if self.shared.journal.is_none() {
+            self.outbox.take(&mut self.pending);
+            return;
+        }
+        let mut fresh = VecDeque::new();
+        self.outbox.take(&mut fresh);
+        for item in fresh {
+            match item {
+                Outgoing::Packet(
+                    p @ (Packet::PubAck(_)
+                    | Packet::PubRec(_)
+                    | Packet::PubRel(_)
+                    | Packet::PubComp(_)),
+                ) => self.control(p),
+                other => self.pending.push_back(other),
+            }
+        }
+    }
+
+    /// Sends an acknowledgement: with the journal on and `durable` set,
+    /// through the router, which has the journal send it once what it
+    /// depends on is on disk; otherwise at once.
+    fn ack(&mut self, ack: Reply, durable: bool) -> Result<(), End> {
+        if durable && self.shared.journal.is_some() {
+            self.to_router(Event::Ack {
+                conn: self.conn_id,
+                ack,
+            })
+        } else {
+            self.control(ack.packet());
+            Ok(())
+        }
+    }
+
+    /// Journals a change of this persistent session.
+    fn record(&self, r: impl FnOnce(String) -> Record) {
+        if let (Some(j), true) = (&self.shared.journal, self.persistent) {
+            j.append(r(self.client_id.clone()));
+        }
+    }
+
+    fn record_step(&self, pkid: u16, step: Step) {
+        self.record(|client_id| Record::Progress {
+            client_id,
+            pkid,
+            step,
+        });
+    }
+
+    /// A queued message went into flight. A retained copy sent after a
+    /// SUBACK (retain set) was never queued in the journal.
+    fn record_sent(&self, p: &Publish) {
+        if !p.retain {
+            self.record(|client_id| Record::Sent {
+                client_id,
+                pkid: p.pkid,
+                check: message_check(p),
+            });
+        }
+    }
+
     fn to_router(&self, ev: Event) -> Result<(), End> {
         self.shared.router.send(ev).map_err(|_| End::Shutdown)
     }
@@ -776,23 +876,27 @@ impl<'a> Session<'a> {
                     let p = if p.qos == QoS::AtMostOnce {
                         p
                     } else {
-                        self.inflight.start(p)
+                        let p = self.inflight.start(p);
+                        self.record_sent(&p);
+                        p
                     };
                     self.c.queue(&Packet::Publish(p));
                 }
-                Outgoing::Packet(p) => {
-                    match &p {
-                        Packet::PubAck(_) => self.acks_due = self.acks_due.saturating_sub(1),
-                        // An error PUBREC ends the flow: no PUBREL follows.
-                        Packet::PubRec(a) if a.reason >= 0x80 => {
-                            self.inflight.release_qos2(a.pkid)
-                        }
-                        _ => {}
-                    }
-                    self.c.queue(&p)
-                }
+                Outgoing::Packet(p) => self.control(p),
             }
         }
+    }
+
+    /// Writes a control packet from the router (or one the journal
+    /// released) after the acknowledgement bookkeeping it closes.
+    fn control(&mut self, p: Packet) {
+        match &p {
+            Packet::PubAck(_) => self.acks_due = self.acks_due.saturating_sub(1),
+            // An error PUBREC ends the flow: no PUBREL follows.
+            Packet::PubRec(a) if a.reason >= 0x80 => self.inflight.release_qos2(a.pkid),
+            _ => {}
+        }
+        self.c.queue(&p);
     }
 
     /// The state a persistent session keeps: in-flight messages and what was

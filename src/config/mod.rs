@@ -232,6 +232,9 @@ pub struct Persistence {
     pub file: String,
     pub autosave_interval: u32,
     pub autosave_on_changes: bool,
+    /// `persistence_journal` (midge's own): every acknowledged change is
+    /// fsynced to a journal before its acknowledgement goes out.
+    pub journal: bool,
 }
 
 impl Default for Persistence {
@@ -242,6 +245,7 @@ impl Default for Persistence {
             file: "midge.db".into(),
             autosave_interval: 1800,
             autosave_on_changes: false,
+            journal: false,
         }
     }
 }

@@ -436,6 +436,7 @@ impl Parser {
             },
 
             // --- midge's own --------------------------------------------------
+            "persistence_journal" => c.persistence.journal = l.bool()?,
             "client_stack_size" => {
                 c.client_stack_size = l.num::<u32>(16 * 1024, 8 * 1024 * 1024)? as usize
             }

@@ -17,6 +17,17 @@
 //! truncation, a body that does not parse): what came before it is intact
 //! and is returned with the offset and reason of the damage. The end record
 //! tells a file cut exactly between two records from a whole one.
+//!
+//! The journal (`persistence_journal true`) uses the same records after its
+//! own header, without an end record: it is appended to while the broker
+//! runs, so its end is wherever the last whole record stops.
+//!
+//! ```text
+//! journal  "MIDGEJNL" | version u16 | flags u16 (0) | generation u64 | crc32 of the 20 bytes before
+//! ```
+//!
+//! A snapshot written with the journal on holds a [`Record::JournalGen`]:
+//! journals of an older generation are already in it.
 
 use std::fmt;
 use std::sync::Arc;
@@ -42,7 +53,31 @@ const QUEUED: u8 = 4;
 const OUT_SENT: u8 = 5;
 const OUT_RELEASED: u8 = 6;
 const IN_QOS2: u8 = 7;
+const JOURNAL_GEN: u8 = 8;
+const SESSION_END: u8 = 9;
+const UNSUBSCRIPTION: u8 = 10;
+const SENT: u8 = 11;
+/// `STEP + Step as u8`: the acknowledgement records.
+const STEP: u8 = 12;
 const END: u8 = 0xff;
+
+pub const JOURNAL_MAGIC: &[u8; 8] = b"MIDGEJNL";
+pub const JOURNAL_HEADER_LEN: usize = 24;
+
+/// One step of a QoS 1/2 flow that changes what a session keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// PUBACK from the subscriber: the QoS 1 message is done.
+    Acked = 0,
+    /// PUBREC from the subscriber: the QoS 2 message awaits PUBCOMP.
+    Received = 1,
+    /// PUBCOMP from the subscriber: the QoS 2 message is done.
+    Completed = 2,
+    /// PUBREL from the publisher: the incoming QoS 2 id is free again.
+    Released = 3,
+    /// PUBREC with an error reason (MQTT 5): the QoS 2 message is done.
+    Refused = 4,
+}
 
 /// Who published a retained message (`check_retain_source`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,6 +115,34 @@ pub enum Record {
     Outgoing { client_id: String, state: OutState },
     /// An incoming QoS 2 packet id awaiting PUBREL.
     IncomingQos2 { client_id: String, pkid: u16 },
+    /// Snapshot only: the first journal generation not in it.
+    JournalGen(u64),
+    /// Journal: a persistent session and everything it kept are gone.
+    SessionEnd { client_id: String },
+    /// Journal: a persistent session dropped a subscription.
+    Unsubscription { client_id: String, filter: String },
+    /// Journal: the first queued message of the session whose topic and
+    /// payload have the CRC-32 `check` went out with packet id `pkid`.
+    Sent {
+        client_id: String,
+        pkid: u16,
+        check: u32,
+    },
+    /// Journal: an acknowledgement for packet id `pkid`.
+    Progress {
+        client_id: String,
+        pkid: u16,
+        step: Step,
+    },
+}
+
+/// What [`Record::Sent`] checks: the CRC-32 of a message's topic and payload.
+pub fn message_check(p: &Publish) -> u32 {
+    let mut c = Crc32::new();
+    c.update(p.topic.as_bytes());
+    c.update(&[0]);
+    c.update(&p.payload);
+    c.finish()
 }
 
 /// Where and why decoding stopped early.
@@ -127,19 +190,8 @@ impl Encoder {
     }
 
     pub fn record(&mut self, r: &Record) {
-        let start = self.out.len();
-        self.out.extend_from_slice(&[0; 5]);
-        let kind = encode_body(r, &mut self.out);
-        self.finish_record(start, kind);
+        encode_record(r, &mut self.out);
         self.count += 1;
-    }
-
-    fn finish_record(&mut self, start: usize, kind: u8) {
-        let len = (self.out.len() - start - 5) as u32;
-        self.out[start] = kind;
-        self.out[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
-        let crc = crc32(&self.out[start..]);
-        self.out.extend_from_slice(&crc.to_be_bytes());
     }
 
     /// Number of records so far.
@@ -151,9 +203,37 @@ impl Encoder {
         let start = self.out.len();
         self.out.extend_from_slice(&[0; 5]);
         self.out.extend_from_slice(&self.count.to_be_bytes());
-        self.finish_record(start, END);
+        finish_record(&mut self.out, start, END);
         self.out
     }
+}
+
+/// Appends one framed record (kind, length, body, CRC-32) to `out`.
+pub fn encode_record(r: &Record, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 5]);
+    let kind = encode_body(r, out);
+    finish_record(out, start, kind);
+}
+
+fn finish_record(out: &mut Vec<u8>, start: usize, kind: u8) {
+    let len = (out.len() - start - 5) as u32;
+    out[start] = kind;
+    out[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
+    let crc = crc32(&out[start..]);
+    out.extend_from_slice(&crc.to_be_bytes());
+}
+
+/// The header of journal generation `generation`.
+pub fn journal_header(generation: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(JOURNAL_HEADER_LEN);
+    out.extend_from_slice(JOURNAL_MAGIC);
+    out.extend_from_slice(&VERSION.to_be_bytes());
+    out.extend_from_slice(&0u16.to_be_bytes());
+    out.extend_from_slice(&generation.to_be_bytes());
+    let crc = crc32(&out);
+    out.extend_from_slice(&crc.to_be_bytes());
+    out
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -258,10 +338,42 @@ fn encode_body(r: &Record, out: &mut Vec<u8>) -> u8 {
             out.extend_from_slice(&pkid.to_be_bytes());
             IN_QOS2
         }
+        Record::JournalGen(g) => {
+            out.extend_from_slice(&g.to_be_bytes());
+            JOURNAL_GEN
+        }
+        Record::SessionEnd { client_id } => {
+            put_str(out, client_id);
+            SESSION_END
+        }
+        Record::Unsubscription { client_id, filter } => {
+            put_str(out, client_id);
+            put_str(out, filter);
+            UNSUBSCRIPTION
+        }
+        Record::Sent {
+            client_id,
+            pkid,
+            check,
+        } => {
+            put_str(out, client_id);
+            out.extend_from_slice(&pkid.to_be_bytes());
+            out.extend_from_slice(&check.to_be_bytes());
+            SENT
+        }
+        Record::Progress {
+            client_id,
+            pkid,
+            step,
+        } => {
+            put_str(out, client_id);
+            out.extend_from_slice(&pkid.to_be_bytes());
+            STEP + *step as u8
+        }
     }
 }
 
-/// Reads a whole file's bytes. Never panics.
+/// Reads a whole snapshot file's bytes. Never panics.
 pub fn decode(bytes: &[u8]) -> Decoded {
     let mut d = Decoded::default();
     if bytes.len() < HEADER_LEN {
@@ -272,54 +384,93 @@ pub fn decode(bytes: &[u8]) -> Decoded {
         return d;
     }
     let (head, crc) = (&bytes[..12], &bytes[12..16]);
-    if &head[..8] != MAGIC {
+    match check_header(head, crc, MAGIC, "not a midge persistence file") {
+        Ok(version) => decode_records(bytes, HEADER_LEN, true, version, &mut d),
+        Err(damage) => d.damage = Some(damage),
+    }
+    d
+}
+
+/// A journal file: its generation (None when the header is unusable) and
+/// its intact records. Never panics.
+pub fn decode_journal(bytes: &[u8]) -> (Option<u64>, Decoded) {
+    let mut d = Decoded::default();
+    if bytes.len() < JOURNAL_HEADER_LEN {
         d.damage = Some(Damage {
             offset: 0,
-            reason: "not a midge persistence file",
+            reason: "file shorter than its header",
         });
-        return d;
+        return (None, d);
+    }
+    let (head, crc) = (&bytes[..20], &bytes[20..24]);
+    let version = match check_header(head, crc, JOURNAL_MAGIC, "not a midge journal") {
+        Ok(v) => v,
+        Err(damage) => {
+            d.damage = Some(damage);
+            return (None, d);
+        }
+    };
+    let mut g = [0; 8];
+    g.copy_from_slice(&head[12..20]);
+    decode_records(bytes, JOURNAL_HEADER_LEN, false, version, &mut d);
+    (Some(u64::from_be_bytes(g)), d)
+}
+
+/// Magic, checksum and version of a header; the version when they are
+/// good.
+fn check_header(
+    head: &[u8],
+    crc: &[u8],
+    magic: &[u8; 8],
+    foreign: &'static str,
+) -> Result<u16, Damage> {
+    let damage = |offset, reason| Err(Damage { offset, reason });
+    if &head[..8] != magic {
+        return damage(0, foreign);
     }
     if crc32(head).to_be_bytes() != crc {
-        d.damage = Some(Damage {
-            offset: 0,
-            reason: "header checksum mismatch",
-        });
-        return d;
+        return damage(0, "header checksum mismatch");
     }
     let version = u16::from_be_bytes([head[8], head[9]]);
     if !(1..=VERSION).contains(&version) {
-        d.damage = Some(Damage {
+        return Err(Damage {
             offset: 8,
             reason: "unsupported file format version",
         });
-        return d;
     }
-    let mut pos = HEADER_LEN;
+    Ok(version)
+}
+
+/// Records from `pos` to the end; a snapshot (`with_end`) must close with
+/// its end record, a journal simply ends.
+fn decode_records(bytes: &[u8], mut pos: usize, with_end: bool, version: u16, d: &mut Decoded) {
     let damage = |offset, reason| Some(Damage { offset, reason });
     loop {
         // pos <= bytes.len()
         let rest = &bytes[pos..];
         if rest.is_empty() {
-            d.damage = damage(pos, "file ends without its end record");
-            return d;
+            if with_end {
+                d.damage = damage(pos, "file ends without its end record");
+            }
+            return;
         }
         if rest.len() < 9 {
             d.damage = damage(pos, "truncated record");
-            return d;
+            return;
         }
         let kind = rest[0];
         let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
         if rest.len() - 9 < len {
             d.damage = damage(pos, "truncated record");
-            return d;
+            return;
         }
         let body = &rest[5..5 + len];
         let crc = &rest[5 + len..9 + len];
         if crc32(&rest[..5 + len]).to_be_bytes() != crc {
             d.damage = damage(pos, "record checksum mismatch");
-            return d;
+            return;
         }
-        if kind == END {
+        if kind == END && with_end {
             let mut r = Reader(body);
             let count = r.u64();
             if count != Some(d.records.len() as u64) || !r.0.is_empty() {
@@ -327,13 +478,13 @@ pub fn decode(bytes: &[u8]) -> Decoded {
             } else if pos + 9 + len != bytes.len() {
                 d.damage = damage(pos + 9 + len, "bytes after the end record");
             }
-            return d;
+            return;
         }
         match decode_body(kind, body, version) {
             Some(r) => d.records.push(r),
             None => {
                 d.damage = damage(pos, "record that does not parse");
-                return d;
+                return;
             }
         }
         pos += 9 + len;
@@ -494,6 +645,30 @@ fn decode_body(kind: u8, body: &[u8], version: u16) -> Option<Record> {
             client_id: r.string()?,
             pkid: r.u16()?,
         },
+        JOURNAL_GEN => Record::JournalGen(r.u64()?),
+        SESSION_END => Record::SessionEnd {
+            client_id: r.string()?,
+        },
+        UNSUBSCRIPTION => Record::Unsubscription {
+            client_id: r.string()?,
+            filter: r.string().filter(|f| topic::valid_filter(f))?,
+        },
+        SENT => Record::Sent {
+            client_id: r.string()?,
+            pkid: r.u16()?,
+            check: r.u32()?,
+        },
+        k if (STEP..STEP + 5).contains(&k) => Record::Progress {
+            client_id: r.string()?,
+            pkid: r.u16()?,
+            step: [
+                Step::Acked,
+                Step::Received,
+                Step::Completed,
+                Step::Released,
+                Step::Refused,
+            ][(k - STEP) as usize],
+        },
         _ => return None,
     };
     r.0.is_empty().then_some(rec)
@@ -501,6 +676,15 @@ fn decode_body(kind: u8, body: &[u8], version: u16) -> Option<Record> {
 
 /// CRC-32 (IEEE 802.3, as zlib and PNG), table-driven.
 pub fn crc32(data: &[u8]) -> u32 {
+    let mut c = Crc32::new();
+    c.update(data);
+    c.finish()
+}
+
+/// A CRC-32 over several pieces.
+struct Crc32(u32);
+
+impl Crc32 {
     const TABLE: [u32; 256] = {
         let mut t = [0u32; 256];
         let mut i = 0;
@@ -520,11 +704,22 @@ pub fn crc32(data: &[u8]) -> u32 {
         }
         t
     };
-    let mut c = !0u32;
-    for &b in data {
-        c = TABLE[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8);
+
+    fn new() -> Crc32 {
+        Crc32(!0)
     }
-    !c
+
+    fn update(&mut self, data: &[u8]) {
+        let mut c = self.0;
+        for &b in data {
+            c = Self::TABLE[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8);
+        }
+        self.0 = c;
+    }
+
+    fn finish(&self) -> u32 {
+        !self.0
+    }
 }
 
 #[cfg(test)]

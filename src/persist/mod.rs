@@ -12,20 +12,22 @@
 //! docs/PERSISTENCE.md says what survives what.
 
 pub mod format;
+pub mod journal;
+pub mod model;
 pub mod writer;
 
-use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::{info, warn};
 
-use crate::client::inflight::{Inflight, OutState, SessionState};
-use crate::router::SubOpts;
+use crate::client::inflight::SessionState;
 use crate::codec::Publish;
+use crate::router::SubOpts;
 use crate::config::Persistence;
 use format::{Damage, Record, SavedSource};
+pub use model::Model;
 
 /// `persistence_location` joined with `persistence_file` (Mosquitto: the
 /// location is a prefix, the working directory when unset).
@@ -56,75 +58,63 @@ pub struct Restored {
 }
 
 impl Restored {
-    /// Groups decoded records by session. A record for a session the file
+    /// Applies decoded records in order. A record for a session the file
     /// does not hold (only a damaged or foreign file has one) is skipped
     /// and counted in the second value.
     pub fn from_records(records: Vec<Record>) -> (Restored, usize) {
-        let mut r = Restored::default();
-        let mut index: HashMap<String, usize> = HashMap::new();
-        // Per session: outgoing states, incoming ids, last id, in order.
-        let mut inflight: Vec<(Vec<OutState>, Vec<u16>, u16)> = Vec::new();
-        let mut orphans = 0;
-        for rec in records {
-            let (client_id, item) = match rec {
-                Record::Retained { publish, source } => {
-                    r.retained.push((publish, source));
-                    continue;
-                }
-                Record::Session {
-                    client_id,
-                    username,
-                    scope,
-                    last_id,
-                    expiry,
-                } => {
-                    if index.contains_key(&client_id) {
-                        orphans += 1;
-                        continue;
-                    }
-                    index.insert(client_id.clone(), r.sessions.len());
-                    r.sessions.push(SavedSession {
-                        client_id,
-                        username,
-                        scope,
-                        expiry,
-                        ..SavedSession::default()
-                    });
-                    inflight.push((Vec::new(), Vec::new(), last_id));
-                    continue;
-                }
-                Record::Subscription {
-                    client_id,
-                    filter,
-                    opts,
-                } => (client_id, Item::Sub(filter, opts)),
-                Record::Queued { client_id, publish } => (client_id, Item::Queued(publish)),
-                Record::Outgoing { client_id, state } => (client_id, Item::Out(state)),
-                Record::IncomingQos2 { client_id, pkid } => (client_id, Item::In(pkid)),
-            };
-            let Some(&i) = index.get(&client_id) else {
-                orphans += 1;
-                continue;
-            };
-            match item {
-                Item::Sub(f, q) => r.sessions[i].subs.push((f, q)),
-                Item::Queued(p) => r.sessions[i].state.pending.push_back(p),
-                Item::Out(s) => inflight[i].0.push(s),
-                Item::In(id) => inflight[i].1.push(id),
-            }
+        let mut m = Model::default();
+        for r in records {
+            m.apply(r);
         }
-        for (s, (out, incoming, last_id)) in r.sessions.iter_mut().zip(inflight) {
-            s.state.inflight = Inflight::restore(out, incoming, last_id);
-        }
-        (r, orphans)
+        (m.to_restored(), m.orphans)
     }
 }
 
-enum Item {
-    Sub(String, SubOpts),
-    Queued(Publish),
-    Out(OutState),
-    In(u16),
+/// Appends the records of one persistent session, the session first. The
+/// in-flight and queued messages (`state`) are left out when the router
+/// does not hold them (the client is connected).
+pub fn encode_session<'a>(
+    e: &mut format::Encoder,
+    client_id: &str,
+    who: (Option<&str>, u32),
+    expiry: u32,
+    subs: impl IntoIterator<Item = (&'a String, &'a SubOpts)>,
+    state: Option<&SessionState>,
+) {
+    let id = || client_id.to_string();
+    e.record(&Record::Session {
+        client_id: id(),
+        username: who.0.map(str::to_string),
+        scope: who.1,
+        last_id: state.map_or(0, |s| s.inflight.last_id()),
+        expiry,
+    });
+    for (filter, opts) in subs {
+        e.record(&Record::Subscription {
+            client_id: id(),
+            filter: filter.clone(),
+            opts: *opts,
+        });
+    }
+    let Some(state) = state else { return };
+    for out in state.inflight.outgoing() {
+        e.record(&Record::Outgoing {
+            client_id: id(),
+            state: out.clone(),
+        });
+    }
+    for &pkid in state.inflight.incoming_qos2() {
+        e.record(&Record::IncomingQos2 {
+            client_id: id(),
+            pkid,
+        });
+    }
+    for p in &state.pending {
+        e.record(&Record::Queued {
+            client_id: id(),
+            publish: p.clone(),
+        });
+    }
 }
 
 /// Check mode (`midge -t`): the directory must exist and the file, when
@@ -156,19 +146,45 @@ pub fn check(p: &Persistence) -> Result<Option<String>, String> {
     }
 }
 
-/// Reads the file at `path`. A missing file is an empty state. A file that
-/// exists but cannot be read is an error: starting empty would overwrite it
-/// at the next save. A damaged file gives back its intact records, is
-/// logged and moved aside.
+/// Reads the file at `path`, for the router. See [`load_model`].
 pub fn load(path: &Path) -> Result<Restored, String> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
+    Ok(load_model(path)?.model.to_restored())
+}
+
+/// What start-up read: the state, and the journal generations it found.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub model: Model,
+    /// Journal files found (replayed, covered by the snapshot, or set aside).
+    pub journals: usize,
+    /// The highest journal or snapshot generation seen.
+    pub last_generation: u64,
+}
+
+/// Reads the snapshot at `path`, then every journal beside it that the
+/// snapshot does not already hold, oldest first. A missing file is an empty
+/// state. A snapshot that exists but cannot be read is an error: starting
+/// empty would overwrite it at the next save. A damaged file gives back its
+/// intact records, is logged and moved aside.
+pub fn load_model(path: &Path) -> Result<Loaded, String> {
+    let mut loaded = Loaded::default();
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            info!("Restoring in-memory database from {}.", path.display());
+            let decoded = format::decode(&bytes);
+            let kept = decoded.records.len();
+            for r in decoded.records {
+                loaded.model.apply(r);
+            }
+            if let Some(damage) = decoded.damage {
+                set_aside(path, "persistence file", &damage, kept, bytes.len());
+            }
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             info!(
                 "No persistence file {} yet: starting with an empty state.",
                 path.display()
             );
-            return Ok(Restored::default());
         }
         Err(e) => {
             return Err(format!(
@@ -176,34 +192,64 @@ pub fn load(path: &Path) -> Result<Restored, String> {
                 path.display()
             ));
         }
-    };
-    info!("Restoring in-memory database from {}.", path.display());
-    let decoded = format::decode(&bytes);
-    let kept = decoded.records.len();
-    let (restored, orphans) = Restored::from_records(decoded.records);
-    if orphans > 0 {
-        warn!(
-            "Warning: {orphans} record(s) of {} name a session the file does not hold; skipped.",
-            path.display()
-        );
     }
-    if let Some(damage) = decoded.damage {
-        set_aside(path, &damage, kept, bytes.len());
+    let covered = loaded.model.generation;
+    loaded.last_generation = covered;
+    for (generation, jpath) in journal::list(path) {
+        loaded.journals += 1;
+        loaded.last_generation = loaded.last_generation.max(generation);
+        if generation < covered {
+            continue;
+        }
+        let bytes = std::fs::read(&jpath)
+            .map_err(|e| format!("unable to read journal {}: {e}", jpath.display()))?;
+        let (_, decoded) = format::decode_journal(&bytes);
+        let kept = decoded.records.len();
+        info!(
+            "Replaying {kept} journal record(s) from {}.",
+            jpath.display()
+        );
+        for r in decoded.records {
+            loaded.model.apply(r);
+        }
+        if let Some(damage) = decoded.damage {
+            set_aside(&jpath, "journal", &damage, kept, bytes.len());
+        }
+    }
+    if loaded.model.orphans > 0 {
+        warn!(
+            "Warning: {} saved record(s) name a session that is not saved; skipped.",
+            loaded.model.orphans
+        );
     }
     info!(
         "Restored {} retained message(s) and {} persistent session(s).",
-        restored.retained.len(),
-        restored.sessions.len()
+        loaded.model.retained_count(),
+        loaded.model.session_count()
     );
-    Ok(restored)
+    Ok(loaded)
+}
+
+/// Without the journal: when start-up found journals (the journal was on
+/// before), writes their state into the snapshot and removes them, so a
+/// later snapshot without a generation does not replay them again.
+pub fn fold_journals(path: &Path, loaded: &Loaded) -> Result<(), String> {
+    if loaded.journals == 0 {
+        return Ok(());
+    }
+    let next = loaded.last_generation + 1;
+    writer::write_atomic(path, &loaded.model.snapshot(next))
+        .map_err(|e| format!("unable to write persistence file {}: {e}", path.display()))?;
+    journal::remove_older(path, next);
+    Ok(())
 }
 
 /// Logs the damage and renames the file to `<file>.corrupt-<unix time>`
 /// (with `-N` added if that name is taken), so the next save cannot
 /// overwrite what a person may still want to look at.
-fn set_aside(path: &Path, damage: &Damage, kept: usize, len: usize) {
+fn set_aside(path: &Path, what: &str, damage: &Damage, kept: usize, len: usize) {
     warn!(
-        "Warning: persistence file {} is damaged ({damage}): restored the {kept} intact \
+        "Warning: {what} {} is damaged ({damage}): restored the {kept} intact \
          record(s) before it, skipped the remaining {} byte(s).",
         path.display(),
         len.saturating_sub(damage.offset)

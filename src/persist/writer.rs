@@ -149,17 +149,22 @@ pub fn temp_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Creates (or empties) a file only the broker's user may read: messages
+/// may be private.
+pub fn create_private(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+}
+
 /// temp file, fsync, rename over `path`, fsync the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = temp_path(path);
     let result = (|| {
-        // Messages may be private: only the broker's user reads the file.
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
+        let mut f = create_private(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);

@@ -6,7 +6,7 @@ use crossbeam_channel::Sender;
 
 use crate::auth::Auth;
 use crate::client::inflight::SessionState;
-use crate::codec::{Level, Publish, Subscribe, Unsubscribe, Will};
+use crate::codec::{self, Level, Packet, Publish, Subscribe, Unsubscribe, Will};
 use crate::outbox::Outbox;
 
 /// Unique per accepted connection, never reused while the broker runs.
@@ -91,12 +91,39 @@ pub enum Event {
         /// change it in DISCONNECT).
         session_expiry: u32,
     },
+    /// With the journal on: send this acknowledgement once everything the
+    /// router did for the client's earlier packets is on disk.
+    Ack {
+        conn: ConnId,
+        ack: Reply,
+    },
     /// Password and ACL files were read again: apply the new ACLs.
     Auth(Arc<Auth>),
     /// SIGUSR1: save the in-memory state now (with persistence on).
     Save,
     /// Stop: close every connection and return.
     Shutdown,
+}
+
+/// An acknowledgement that waits for the journal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reply {
+    PubAck(codec::Ack),
+    PubRec(codec::Ack),
+    PubRel(codec::Ack),
+    PubComp(codec::Ack),
+}
+
+impl Reply {
+    /// The packet to send.
+    pub fn packet(self) -> Packet {
+        match self {
+            Reply::PubAck(a) => Packet::PubAck(a),
+            Reply::PubRec(a) => Packet::PubRec(a),
+            Reply::PubRel(a) => Packet::PubRel(a),
+            Reply::PubComp(a) => Packet::PubComp(a),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -32,7 +32,8 @@ use crate::topic;
 use crate::config::Config;
 use crate::logging;
 use crate::outbox::{CloseReason, Outbox, Outgoing, QueueLimits};
-pub use event::{ConnId, ConnectReply, ConnectRequest, DisconnectKind, Event};
+use crate::persist::journal::Journal;
+pub use event::{ConnId, ConnectReply, ConnectRequest, DisconnectKind, Event, Reply};
 use retain::{Retained, Source};
 pub use sys::Metrics;
 use sys::{Snapshot, SysTree};
@@ -174,6 +175,8 @@ pub struct Router {
     auth: Arc<Auth>,
     /// Set with persistence on: where snapshots go and when.
     autosave: Option<persist::Autosave>,
+    /// Set with `persistence_journal`: where every durable change goes.
+    journal: Option<Arc<Journal>>,
     /// Shutting down: no new connection is attached.
     stopping: bool,
 }
@@ -198,6 +201,7 @@ impl Router {
             metrics,
             sys: SysTree::new(),
             autosave: None,
+            journal: None,
             stopping: false,
         }
     }
@@ -341,6 +345,7 @@ impl Router {
                 state,
                 session_expiry,
             } => self.disconnect(conn, kind, *state, session_expiry),
+            Event::Ack { conn, ack } => self.ack(conn, ack),
             Event::Save => self.save(),
             Event::Shutdown => return false,
         }
@@ -434,6 +439,12 @@ impl Router {
         let resumed = existed && !s.clean && !clean;
         // A persistent session starts, or one is discarded.
         let persistent_change = !clean || (existed && !s.clean);
+        persist::journal_attach(
+            &self.journal,
+            &client_id,
+            existed && !s.clean && !resumed,
+            (session_expiry != 0).then_some((&identity, session_expiry)),
+        );
         // A new connection within the will delay cancels the will
         // [MQTT-3.1.3-9]; timers of the absence are void.
         s.delayed_will = None;
@@ -569,6 +580,7 @@ impl Router {
         self.by_client_id.remove(&s.client_id);
         self.free.push(sid);
         if !s.clean {
+            persist::journal_end(&self.journal, &s.client_id);
             self.changed();
         }
         // A waiting takeover starts a fresh session.
@@ -608,16 +620,19 @@ impl Router {
         if live.level != Level::V5 {
             return;
         }
+        let outbox = live.outbox.clone();
         let code = match (allowed, qos) {
             (false, _) => reason::NOT_AUTHORIZED,
             (true, QoS::AtLeastOnce) if matched == 0 => reason::NO_MATCHING_SUBSCRIBERS,
             _ => reason::SUCCESS,
         };
         let ack = Ack { pkid, reason: code };
-        live.outbox.push(Outgoing::Packet(match qos {
+        let packet = match qos {
             QoS::AtLeastOnce => Packet::PubAck(ack),
             _ => Packet::PubRec(ack),
-        }));
+        };
+        // With the journal, once what the message changed is on disk.
+        self.hand_over(&outbox, vec![Outgoing::Packet(packet)], true, self.queue_limits());
     }
 
     /// Routes one message from the broker itself or a will.
@@ -658,11 +673,12 @@ impl Router {
         // disconnected first); wills with retain set are sent unretained.
         let retained = p.retain && self.config.retain_available;
         if retained {
-            self.retained.set(p.clone(), source);
             // `$SYS` is published again after a restart, never saved.
             if !p.topic.starts_with("$SYS/") {
+                persist::journal_retained(&self.journal, &p, source.as_deref());
                 self.changed();
             }
+            self.retained.set(p.clone(), source);
         }
         let mut targets = std::mem::take(&mut self.scratch);
         targets.clear();
@@ -721,14 +737,25 @@ impl Router {
         }
         let len = p.payload.len();
         let mut queued_offline = false;
+        // Journaled before the client thread can see it, so that the
+        // record of its sending comes after.
+        let journaled = !s.clean && p.qos != QoS::AtMostOnce;
         let delivered = match &s.live {
-            Some(live) => live.outbox.push_publish(p, limits),
+            Some(live) => {
+                if journaled && live.outbox.has_room(len, limits) {
+                    persist::journal_queued(&self.journal, &s.client_id, &p);
+                }
+                live.outbox.push_publish(p, limits)
+            }
             // Offline persistent session: QoS 1/2 are queued, QoS 0 only
             // with queue_qos0_messages.
             None if !s.clean
                 && (p.qos != QoS::AtMostOnce || self.config.queue_qos0_messages)
                 && limits.room(s.offline.pending.len(), s.offline_bytes, len) =>
             {
+                if journaled {
+                    persist::journal_queued(&self.journal, &s.client_id, &p);
+                }
                 s.offline.pending.push_back(p);
                 s.offline_bytes += len;
                 queued_offline = true;
@@ -838,6 +865,7 @@ impl Router {
         };
         let Some(live) = &s.live else { return };
         let outbox = live.outbox.clone();
+        let v5 = live.level == Level::V5;
         let subject = s.acl.clone();
         let persistent = !s.clean;
         let mut codes = Vec::with_capacity(sub.filters.len());
@@ -854,6 +882,9 @@ impl Router {
             };
             let old = s.subs.insert(f.filter.clone(), opts);
             added.push((f.filter.clone(), opts, old));
+            if persistent {
+                persist::journal_subscription(&self.journal, &s.client_id, &f.filter, Some(opts));
+            }
             codes.push(f.qos as u8);
             // Retained messages are never sent for a shared subscription.
             let shared = topic::shared(&f.filter).is_some();
@@ -869,10 +900,10 @@ impl Router {
         for (filter, opts, old) in added {
             self.index(&filter, sid, opts, old);
         }
-        outbox.push(Outgoing::Packet(Packet::SubAck(SubAck {
+        let mut out = vec![Outgoing::Packet(Packet::SubAck(SubAck {
             pkid: sub.pkid,
             codes,
-        })));
+        }))];
         if persistent {
             self.changed();
         }
@@ -880,7 +911,6 @@ impl Router {
         let limits = self.queue_limits();
         let auth = self.auth.clone();
         let now = Instant::now();
-        let v5 = live_level(&outbox, self.sessions[sid as usize].as_ref()) == Level::V5;
         for (f, send) in sub.filters.iter().zip(send_retained) {
             if !send {
                 continue;
@@ -900,15 +930,16 @@ impl Router {
                         return;
                     }
                 }
-                let mut out = m.clone();
-                out.qos = out.qos.min(f.qos);
-                out.retain = true;
+                let mut copy = m.clone();
+                copy.qos = copy.qos.min(f.qos);
+                copy.retain = true;
                 if let (true, Some(id)) = (v5, sub.sub_id) {
-                    with_sub_id(&mut out, id);
+                    with_sub_id(&mut copy, id);
                 }
-                outbox.push_publish(out, limits);
+                out.push(Outgoing::Publish(copy));
             });
         }
+        self.hand_over(&outbox, out, persistent, limits);
     }
 
     fn unsubscribe(&mut self, conn: ConnId, unsub: Unsubscribe) {
@@ -929,6 +960,9 @@ impl Router {
             let old = s.subs.remove(f);
             if let Some(opts) = old {
                 removed.push((f.clone(), opts));
+                if persistent {
+                    persist::journal_subscription(&self.journal, &s.client_id, f, None);
+                }
             }
             if v5 {
                 codes.push(match old {
@@ -940,10 +974,11 @@ impl Router {
         for (f, opts) in removed {
             self.unindex(&f, sid, opts);
         }
-        outbox.push(Outgoing::Packet(Packet::UnsubAck(UnsubAck {
+        let unsuback = vec![Outgoing::Packet(Packet::UnsubAck(UnsubAck {
             pkid: unsub.pkid,
             codes,
-        })));
+        }))];
+        self.hand_over(&outbox, unsuback, persistent, self.queue_limits());
         if persistent {
             self.changed();
         }
@@ -1033,11 +1068,6 @@ impl Router {
     pub fn session_count(&self) -> usize {
         self.by_client_id.len()
     }
-}
-
-/// The protocol level of a session's live connection.
-fn live_level(_outbox: &Outbox, s: Option<&Session>) -> Level {
-    s.and_then(|s| s.live.as_ref()).map_or(Level::V311, |l| l.level)
 }
 
 /// Sets the subscription identifier of one delivery [MQTT-3.3.4-3]; the

@@ -18,11 +18,14 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use log::{debug, info};
 
 use super::retain::Source;
-use super::{Event, Identity, Router};
+use super::{ConnId, Event, Identity, Reply, Router, SubOpts};
+use crate::codec::Publish;
 use crate::config::Persistence;
-use crate::persist::Restored;
+use crate::outbox::{Outbox, Outgoing, QueueLimits};
 use crate::persist::format::{Encoder, Record, SavedSource};
+use crate::persist::journal::Journal;
 use crate::persist::writer::Writer;
+use crate::persist::{Restored, encode_session};
 
 /// How long a shutdown waits for client threads to hand back their
 /// in-flight state before the final snapshot.
@@ -30,7 +33,8 @@ const DRAIN: Duration = Duration::from_secs(1);
 
 /// Persistence state of the router.
 pub(super) struct Autosave {
-    writer: Writer,
+    /// None with the journal on: the journal thread writes the snapshots.
+    writer: Option<Writer>,
     /// `autosave_interval`: seconds, or changes with `autosave_on_changes`;
     /// 0 saves only on SIGUSR1 and shutdown.
     interval: u32,
@@ -44,6 +48,17 @@ pub(super) struct Autosave {
 impl Router {
     /// Writes snapshots through `writer` from now on, as `p` says.
     pub fn persist_with(&mut self, writer: Writer, p: &Persistence) {
+        self.autosave_with(Some(writer), p);
+    }
+
+    /// Journals every durable change through `journal`, which also writes
+    /// the snapshots, as `p` says.
+    pub fn journal_with(&mut self, journal: Arc<Journal>, p: &Persistence) {
+        self.journal = Some(journal);
+        self.autosave_with(None, p);
+    }
+
+    fn autosave_with(&mut self, writer: Option<Writer>, p: &Persistence) {
         let timed = p.autosave_interval > 0 && !p.autosave_on_changes;
         self.autosave = Some(Autosave {
             writer,
@@ -134,10 +149,18 @@ impl Router {
         if self.autosave.is_none() {
             return;
         }
-        let bytes = self.snapshot_bytes();
+        if let Some(j) = &self.journal {
+            // The journal thread's model holds connected clients' messages
+            // too: its snapshot is the complete one.
+            j.compact();
+        } else {
+            let bytes = self.snapshot_bytes();
+            if let Some(w) = self.autosave.as_ref().and_then(|a| a.writer.as_ref()) {
+                w.save(bytes);
+            }
+        }
         if let Some(a) = &mut self.autosave {
             a.changes = 0;
-            a.writer.save(bytes);
         }
     }
 
@@ -165,11 +188,55 @@ impl Router {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
-        let bytes = self.snapshot_bytes();
-        if let Some(a) = self.autosave.take() {
-            a.writer.save(bytes);
-            a.writer.finish();
+        if let Some(j) = self.journal.take() {
+            j.finish();
+            return;
         }
+        let bytes = self.snapshot_bytes();
+        if let Some(w) = self.autosave.take().and_then(|a| a.writer) {
+            w.save(bytes);
+            w.finish();
+        }
+    }
+
+    /// Hands `items` to a client: with the journal on and `durable` set,
+    /// once the journal has everything so far on disk; otherwise now.
+    pub(super) fn hand_over(
+        &self,
+        outbox: &Arc<Outbox>,
+        items: Vec<Outgoing>,
+        durable: bool,
+        limits: QueueLimits,
+    ) {
+        if let (Some(j), true) = (&self.journal, durable) {
+            j.after_durable(outbox, items);
+            return;
+        }
+        for item in items {
+            match item {
+                Outgoing::Publish(p) => {
+                    outbox.push_publish(p, limits);
+                }
+                other => outbox.push(other),
+            }
+        }
+    }
+
+    /// [`Event::Ack`]: the client's acknowledgement goes out once what the
+    /// router did for its packets before it is on disk.
+    pub(super) fn ack(&self, conn: ConnId, ack: Reply) {
+        let Some(&sid) = self.by_conn.get(&conn) else {
+            return;
+        };
+        let Some(live) = self
+            .sessions
+            .get(sid as usize)
+            .and_then(|s| s.as_ref()?.live.as_ref())
+        else {
+            return;
+        };
+        let items = vec![Outgoing::Packet(ack.packet())];
+        self.hand_over(&live.outbox.clone(), items, true, QueueLimits::default());
     }
 
     fn snapshot_bytes(&self) -> Vec<u8> {
@@ -189,44 +256,92 @@ impl Router {
             });
         });
         for s in self.sessions.iter().flatten().filter(|s| !s.clean) {
-            let client_id = || s.client_id.clone();
-            let offline = s.live.is_none().then_some(&s.offline);
-            e.record(&Record::Session {
-                client_id: client_id(),
-                username: s.identity.username.clone(),
-                scope: s.identity.scope as u32,
-                last_id: offline.map_or(0, |o| o.inflight.last_id()),
-                expiry: s.expiry,
-            });
-            for (filter, opts) in &s.subs {
-                e.record(&Record::Subscription {
-                    client_id: client_id(),
-                    filter: filter.clone(),
-                    opts: *opts,
-                });
-            }
-            let Some(state) = offline else { continue };
-            for out in state.inflight.outgoing() {
-                e.record(&Record::Outgoing {
-                    client_id: client_id(),
-                    state: out.clone(),
-                });
-            }
-            for &pkid in state.inflight.incoming_qos2() {
-                e.record(&Record::IncomingQos2 {
-                    client_id: client_id(),
-                    pkid,
-                });
-            }
-            for p in &state.pending {
-                e.record(&Record::Queued {
-                    client_id: client_id(),
-                    publish: p.clone(),
-                });
-            }
+            encode_session(
+                &mut e,
+                &s.client_id,
+                (s.identity.username.as_deref(), s.identity.scope as u32),
+                s.expiry,
+                &s.subs,
+                s.live.is_none().then_some(&s.offline),
+            );
         }
         e.finish()
     }
+}
+
+/// Appends a record when the journal is on.
+fn journal(j: &Option<Arc<Journal>>, r: impl FnOnce() -> Record) {
+    if let Some(j) = j {
+        j.append(r());
+    }
+}
+
+/// A session attached: `discarded` when a persistent session was dropped
+/// by a clean start, `persistent` with the identity of a persistent one.
+pub(super) fn journal_attach(
+    j: &Option<Arc<Journal>>,
+    client_id: &str,
+    discarded: bool,
+    persistent: Option<(&Identity, u32)>,
+) {
+    if discarded {
+        journal_end(j, client_id);
+    }
+    if let Some((who, expiry)) = persistent {
+        journal(j, || Record::Session {
+            client_id: client_id.to_string(),
+            username: who.username.clone(),
+            scope: who.scope as u32,
+            last_id: 0,
+            expiry,
+        });
+    }
+}
+
+pub(super) fn journal_end(j: &Option<Arc<Journal>>, client_id: &str) {
+    journal(j, || Record::SessionEnd {
+        client_id: client_id.to_string(),
+    });
+}
+
+/// A retained message set (or cleared, with an empty payload).
+pub(super) fn journal_retained(j: &Option<Arc<Journal>>, p: &Publish, source: Option<&Source>) {
+    journal(j, || Record::Retained {
+        publish: p.clone(),
+        source: source.map(|s| SavedSource {
+            client_id: s.client_id.clone(),
+            username: s.username.clone(),
+            scope: s.scope as u32,
+        }),
+    });
+}
+
+/// A QoS 1/2 message queued for a persistent session.
+pub(super) fn journal_queued(j: &Option<Arc<Journal>>, client_id: &str, p: &Publish) {
+    journal(j, || Record::Queued {
+        client_id: client_id.to_string(),
+        publish: p.clone(),
+    });
+}
+
+/// A subscription of a persistent session added (`Some(qos)`) or removed.
+pub(super) fn journal_subscription(
+    j: &Option<Arc<Journal>>,
+    client_id: &str,
+    filter: &str,
+    opts: Option<SubOpts>,
+) {
+    journal(j, || match opts {
+        Some(opts) => Record::Subscription {
+            client_id: client_id.to_string(),
+            filter: filter.to_string(),
+            opts,
+        },
+        None => Record::Unsubscription {
+            client_id: client_id.to_string(),
+            filter: filter.to_string(),
+        },
+    });
 }
 
 #[cfg(test)]

@@ -39,6 +39,16 @@ impl Kind {
 pub struct Settings {
     pub max_queued: usize,
     pub max_inflight: u16,
+    pub persistence: Persistence,
+}
+
+/// `persistence true` in the broker's folder; the journal is midge's own
+/// (Mosquitto gets `persistence true` alone).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Persistence {
+    Off,
+    Snapshot,
+    Journal,
 }
 
 impl Default for Settings {
@@ -46,17 +56,34 @@ impl Default for Settings {
         Settings {
             max_queued: 100_000,
             max_inflight: 20,
+            persistence: Persistence::Off,
         }
     }
 }
 
+/// midge's log, with persistence on (for the journal's counters).
+pub const LOG: &str = "broker.log";
+
 /// The config file text. The options are the same for both brokers:
 /// midge reads Mosquitto's syntax.
-pub fn config_text(port: u16, s: Settings) -> String {
-    format!(
+pub fn config_text(port: u16, s: Settings, kind: Kind, dir: &Path) -> String {
+    let mut text = format!(
         "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages {}\nmax_inflight_messages {}\n",
         s.max_queued, s.max_inflight
-    )
+    );
+    if s.persistence != Persistence::Off {
+        text.push_str(&format!(
+            "persistence true\npersistence_location {}/\nautosave_interval 0\n",
+            dir.display()
+        ));
+    }
+    if s.persistence == Persistence::Journal && kind == Kind::Midge {
+        text.push_str("persistence_journal true\n");
+    }
+    if s.persistence != Persistence::Off && kind == Kind::Midge {
+        text.push_str(&format!("log_dest file {}/{LOG}\n", dir.display()));
+    }
+    text
 }
 
 /// A fresh directory, removed on drop.
@@ -339,7 +366,8 @@ pub struct Broker {
     pub proc: Proc,
     /// From spawn to the first CONNACK.
     pub startup: Duration,
-    _dir: TempDir,
+    /// Its config, log and persistence files.
+    pub dir: TempDir,
 }
 
 impl Broker {
@@ -359,7 +387,12 @@ impl Broker {
         let dir = TempDir::new("midge-bench")?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let conf = dir.path().join(format!("{}.conf", kind.name()));
-        fs::write(&conf, config_text(port, settings))?;
+        fs::write(&conf, config_text(port, settings, kind, dir.path()))?;
+        if settings.persistence != Persistence::Off {
+            use std::os::unix::fs::PermissionsExt;
+            // Started as root, midge runs as `nobody` and must write here.
+            fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777))?;
+        }
         let program = match kind {
             Kind::Midge => midge,
             Kind::Mosquitto => Path::new(MOSQUITTO),
@@ -396,7 +429,7 @@ impl Broker {
             port,
             proc,
             startup,
-            _dir: dir,
+            dir,
         })
     }
 }

@@ -9,6 +9,7 @@
 //! with the machine and nothing fails on them.
 
 mod broker;
+mod durable;
 mod floor;
 mod load;
 mod mqtt;
@@ -19,7 +20,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use broker::{Broker, Kind, Settings};
+use broker::{Broker, Kind, Persistence, Settings};
 use load::Flow;
 
 const MIDGE: &str = env!("CARGO_BIN_EXE_midge");
@@ -258,6 +259,9 @@ fn run(quick: bool, only: &[&str]) -> io::Result<()> {
     }
     if want("slow") {
         slow(&mut t, &plan, midge)?;
+    }
+    if want("durable") {
+        durable(&mut t, &plan, midge)?;
     }
 
     let mut out = String::new();
@@ -653,6 +657,51 @@ fn slow(t: &mut Table, plan: &Plan, midge: &Path) -> io::Result<()> {
                 let b = Broker::start(k, midge, settings)?;
                 let r = load::flow(&b, &f)?;
                 flow_rows(t, &scen, k, &r);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// QoS 1 to an offline persistent subscriber, midge with its snapshot
+/// (Mosquitto-compatible) persistence and with the journal, each beside
+/// Mosquitto with `persistence true` (which writes nothing until it saves).
+fn durable(t: &mut Table, plan: &Plan, midge: &Path) -> io::Result<()> {
+    let n = 20_000 / plan.scale;
+    for (i, (mode, what)) in [
+        (Persistence::Snapshot, "snapshot only"),
+        (Persistence::Journal, "midge journal on"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let scen = format!("QoS 1 32 B to offline persistent sub, {what}");
+        let settings = Settings {
+            max_queued: 0,
+            persistence: mode,
+            ..Settings::default()
+        };
+        for rep in 0..plan.reps {
+            for k in order(i, rep) {
+                progress(&format!("{scen}: {} rep {}", k.name(), rep + 1));
+                let r = durable::run(Broker::start(k, midge, settings)?, n, 32)?;
+                t.add(
+                    &scen,
+                    "msgs/s acknowledged",
+                    Better::Higher,
+                    k,
+                    r.msgs_per_sec,
+                );
+                t.add(
+                    &scen,
+                    "storage bytes per msg",
+                    Better::Lower,
+                    k,
+                    r.bytes_per_msg,
+                );
+                if let Some(f) = r.fsyncs_per_sec {
+                    t.add(&scen, "journal fsyncs/s", Better::Lower, k, f);
+                }
             }
         }
     }

@@ -186,3 +186,97 @@ fn a_well_formed_record_with_a_wildcard_topic_is_refused() {
         Some("record that does not parse")
     );
 }
+
+/// A journal of generation 3 holding the sample plus the journal-only
+/// records, and where each record ends.
+fn journal_sample() -> (Vec<Record>, Vec<u8>, Vec<usize>) {
+    let mut records = sample();
+    records.extend([
+        Record::Sent {
+            client_id: "s1".into(),
+            pkid: 8,
+            check: 0xdead_beef,
+        },
+        Record::Progress {
+            client_id: "s1".into(),
+            pkid: 8,
+            step: Step::Received,
+        },
+        Record::Unsubscription {
+            client_id: "s1".into(),
+            filter: "a/#".into(),
+        },
+        Record::SessionEnd {
+            client_id: "s1".into(),
+        },
+    ]);
+    let mut bytes = journal_header(3);
+    let mut ends = Vec::new();
+    for r in &records {
+        encode_record(r, &mut bytes);
+        ends.push(bytes.len());
+    }
+    (records, bytes, ends)
+}
+
+#[test]
+fn a_journal_round_trips() {
+    let (records, bytes, _) = journal_sample();
+    let (generation, d) = decode_journal(&bytes);
+    assert_eq!(generation, Some(3));
+    assert_eq!(d.damage, None);
+    assert_eq!(d.records, records);
+}
+
+/// As [`damaged_everywhere`], for a journal: a cut exactly after a record
+/// is a whole journal (it has no end record).
+fn journal_damaged_everywhere(what: &str, damage: impl Fn(&[u8], usize) -> Vec<u8>) {
+    let (records, bytes, ends) = journal_sample();
+    for at in 0..bytes.len() {
+        let (_, d) = decode_journal(&damage(&bytes, at));
+        let whole = ends.iter().filter(|&&e| e <= at).count();
+        assert_eq!(d.records, records[..whole], "{what} at {at}");
+        let clean_cut = at == JOURNAL_HEADER_LEN || ends.contains(&at);
+        match d.damage {
+            Some(found) => assert!(found.offset <= at, "{what} at {at}: {found}"),
+            None => assert!(clean_cut && what == "cut", "{what} at {at} not noticed"),
+        }
+    }
+}
+
+#[test]
+fn a_journal_cut_at_every_offset_keeps_the_whole_records_before_the_cut() {
+    journal_damaged_everywhere("cut", |b, at| b[..at].to_vec());
+}
+
+#[test]
+fn a_journal_zeroed_from_every_offset_keeps_the_whole_records_before() {
+    journal_damaged_everywhere("zeros", |b, at| {
+        let mut b = b.to_vec();
+        b[at..].fill(0);
+        b
+    });
+}
+
+#[test]
+fn a_flipped_bit_anywhere_in_a_journal_is_noticed() {
+    journal_damaged_everywhere("flipped bit", |b, at| {
+        let mut b = b.to_vec();
+        b[at] ^= 0x10;
+        b
+    });
+}
+
+proptest! {
+    #[test]
+    fn random_journal_bytes_never_panic(
+        tail in proptest::collection::vec(any::<u8>(), 0..512),
+        keep in 0usize..200,
+    ) {
+        let (_, good, _) = journal_sample();
+        let mut b = good[..keep.min(good.len())].to_vec();
+        b.extend_from_slice(&tail);
+        let _ = decode_journal(&b);
+        let _ = decode_journal(&tail);
+    }
+}

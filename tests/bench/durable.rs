@@ -1,0 +1,92 @@
+//! QoS 1 to an offline persistent subscriber with persistence on: the cost
+//! of the journal. One publisher keeps `WINDOW` messages in flight; the
+//! numbers are acknowledged messages per second, the fsyncs per second the
+//! journal made (midge's `Journal:` log line at shutdown) and the bytes
+//! that reached storage per message (`write_bytes` of /proc/PID/io).
+
+use std::io::{self, Write};
+use std::time::{Duration, Instant};
+
+use super::broker::{Broker, LOG};
+use super::mqtt::{self, Framer};
+
+/// Messages the publisher has in flight at once.
+const WINDOW: usize = 20;
+
+pub struct Durable {
+    pub msgs_per_sec: f64,
+    /// None when the broker does not say (Mosquitto).
+    pub fsyncs_per_sec: Option<f64>,
+    pub bytes_per_msg: f64,
+}
+
+/// `/proc/PID/io` `write_bytes`: bytes this process caused to reach storage.
+fn write_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("write_bytes: ")?.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Sends `n` QoS 1 messages of `size` bytes to an offline persistent
+/// session, then stops the broker (SIGTERM) to read its counters.
+pub fn run(mut b: Broker, n: usize, size: usize) -> io::Result<Durable> {
+    // The persistent subscriber: clean session 0, subscribes, goes away.
+    let mut out = Vec::new();
+    mqtt::connect(&mut out, "durable-sub", 0);
+    out[9] = 0; // connect flags: clean session 0
+    mqtt::subscribe(&mut out, 1, "d/#", 1);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", b.port))?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    s.write_all(&out)?;
+    let mut fr = Framer::new(4096);
+    mqtt::expect(&mut s, &mut fr, &[mqtt::CONNACK, mqtt::SUBACK])?;
+    s.write_all(&[0xe0, 0])?;
+    drop(s);
+
+    let (mut p, mut fr) = mqtt::client(b.port, "durable-pub", None, 64 * 1024)?;
+    let payload = vec![b'x'; size];
+    let pid = b.proc.pid();
+    let bytes0 = write_bytes(pid);
+    let t0 = Instant::now();
+    let (mut sent, mut acked) = (0usize, 0usize);
+    let mut buf = Vec::with_capacity(64 * 1024);
+    while acked < n {
+        buf.clear();
+        while sent < n && sent - acked < WINDOW {
+            let id = (sent % 65000 + 1) as u16;
+            mqtt::publish(&mut buf, "d/t", 1, false, id, &payload);
+            sent += 1;
+        }
+        p.write_all(&buf)?;
+        if fr.fill(&mut p)? == 0 {
+            return Err(io::Error::other("broker closed the connection"));
+        }
+        fr.drain(|first, _| {
+            if first & 0xf0 == mqtt::PUBACK {
+                acked += 1;
+            }
+            true
+        });
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let bytes = write_bytes(pid).saturating_sub(bytes0);
+    drop(p);
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let _ = b.proc.child().wait();
+    let log = std::fs::read_to_string(b.dir.path().join(LOG)).unwrap_or_default();
+    let fsyncs = log
+        .lines()
+        .find_map(|l| l.split("Journal: ").nth(1))
+        .and_then(|rest| rest.split(" record(s), ").nth(1))
+        .and_then(|rest| rest.split(' ').next()?.parse::<f64>().ok());
+    Ok(Durable {
+        msgs_per_sec: n as f64 / secs,
+        fsyncs_per_sec: fsyncs.map(|f| f / secs),
+        bytes_per_msg: bytes as f64 / n as f64,
+    })
+}

@@ -1,0 +1,361 @@
+//! The journal (`persistence_journal true`): every change a client got an
+//! acknowledgement for survives `kill -9`, a damaged journal tail does not
+//! stop the start, and a crash test kills the broker at random moments
+//! under QoS 1 and 2 traffic.
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::packets::{Connect, PUBLISH, PUBREL, connect, publish, pubrel};
+use common::*;
+
+fn conf(dir: &TempDir, extra: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    // Writable by anyone: started as root, the broker runs as `nobody`.
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).expect("chmod");
+    format!(
+        "persistence true\npersistence_journal true\nautosave_interval 0\n\
+         persistence_location {}/\n{extra}",
+        dir.path().display()
+    )
+}
+
+fn persistent(b: &Broker, id: &str, session_present: bool) -> RawClient {
+    RawClient::connect_with(b.addr(), &Connect::new(id).clean(false), session_present).named(id)
+}
+
+/// The journal files in `dir`, and the files set aside.
+fn files(dir: &Path, part: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .expect("read dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().contains(part))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The retained messages a fresh subscriber to `#` gets, sorted.
+fn retained_topics(b: &Broker) -> Vec<String> {
+    let mut c = b.client("peek");
+    c.subscribe(1, &[("#", 0)]);
+    let mut topics: Vec<String> = c
+        .read_for(QUIET)
+        .into_iter()
+        .filter(|p| p.kind() == PUBLISH)
+        .map(|p| p.publish().topic)
+        .collect();
+    topics.sort();
+    topics
+}
+
+#[test]
+fn kill_9_keeps_every_acknowledged_change() {
+    let dir = TempDir::new("journal");
+    let mut b = Broker::start(&conf(&dir, ""));
+    // A persistent subscriber with two subscriptions, one dropped again.
+    let mut s = persistent(&b, "sub", false);
+    s.subscribe(1, &[("q/#", 2), ("x/#", 1)]);
+    s.send(&common::packets::unsubscribe(2, &["x/#"]));
+    s.expect_unsuback(2);
+    s.disconnect();
+    // A persistent session that a clean start then discards.
+    persistent(&b, "gone", false).disconnect();
+    b.client("gone").disconnect();
+    let mut p = b.client("pub");
+    p.publish("r/1", b"retained", 1, true, 1);
+    p.publish("r/2", b"cleared", 1, true, 2);
+    p.publish("r/2", b"", 1, true, 3);
+    p.publish("q/1", b"one", 1, false, 4);
+    p.publish("q/2", b"two", 2, false, 5);
+    p.publish("x/1", b"unsubscribed", 1, false, 6);
+    // An inbound QoS 2 message whose PUBREL has not come: PUBREC sent.
+    let mut half = persistent(&b, "half", false);
+    half.send(&publish("q/3", b"three", 2, false, false, 9));
+    half.expect_pubrec(9);
+    b.stop(libc::SIGKILL);
+
+    let b = Broker::start(&conf(&dir, ""));
+    b.wait_for_log(
+        "Restored 1 retained message(s) and 2 persistent session(s).",
+        TIMEOUT,
+    );
+    let mut s = persistent(&b, "sub", true);
+    for (t, pl, q) in [("q/1", "one", 1), ("q/2", "two", 2), ("q/3", "three", 2)] {
+        let m = s.expect_publish_eq(t, pl.as_bytes(), q, false);
+        s.ack(&m);
+    }
+    // The QoS 2 sender repeats its PUBLISH: only PUBREC again, no second copy.
+    let mut half = persistent(&b, "half", true);
+    half.send(&publish("q/3", b"three", 2, false, true, 9));
+    half.expect_pubrec(9);
+    half.send(&pubrel(9));
+    half.expect_pubcomp(9);
+    s.expect_nothing(QUIET);
+    assert_eq!(retained_topics(&b), vec!["r/1".to_string()]);
+    // "gone" was discarded: it comes back without a session.
+    RawClient::connect_with(b.addr(), &Connect::new("gone").clean(false), false);
+}
+
+#[test]
+fn a_connected_clients_in_flight_and_queued_messages_survive_a_snapshot_and_kill_9() {
+    let dir = TempDir::new("journal");
+    let mut b = Broker::start(&conf(&dir, "max_inflight_messages 1\n"));
+    let mut s = persistent(&b, "online", false);
+    s.subscribe(1, &[("o/#", 1)]);
+    let mut p = b.client("pub");
+    p.publish("o/1", b"in flight", 1, false, 1);
+    p.publish("o/2", b"queued", 1, false, 2);
+    let first = s.expect_publish_eq("o/1", b"in flight", 1, false);
+    // A snapshot while the client is connected, never acknowledging.
+    let from = b.log_len();
+    b.signal(libc::SIGUSR1);
+    b.wait_for_log_from(from, "Saved in-memory database", TIMEOUT);
+    p.publish("o/3", b"after the snapshot", 1, false, 3);
+    b.stop(libc::SIGKILL);
+
+    let b = Broker::start(&conf(&dir, "max_inflight_messages 1\n"));
+    let mut s = persistent(&b, "online", true);
+    let m = s.expect_publish_eq("o/1", b"in flight", 1, false);
+    assert!(m.dup, "a redelivery carries DUP: {m:?}");
+    assert_eq!(m.pkid, first.pkid, "same packet id after the restart");
+    s.ack(&m);
+    for (t, pl) in [("o/2", "queued"), ("o/3", "after the snapshot")] {
+        let m = s.expect_publish_eq(t, pl.as_bytes(), 1, false);
+        s.ack(&m);
+    }
+    s.expect_nothing(QUIET);
+}
+
+#[test]
+fn completed_deliveries_are_not_repeated_after_kill_9() {
+    let dir = TempDir::new("journal");
+    let mut b = Broker::start(&conf(&dir, ""));
+    let mut s = persistent(&b, "sub", false);
+    s.subscribe(1, &[("d/#", 2)]);
+    let mut p = b.client("pub");
+    p.publish("d/1", b"qos1", 1, false, 1);
+    p.publish("d/2", b"qos2", 2, false, 2);
+    for (t, pl, q) in [("d/1", "qos1", 1), ("d/2", "qos2", 2)] {
+        let m = s.expect_publish_eq(t, pl.as_bytes(), q, false);
+        s.ack(&m);
+    }
+    // A SUBACK of a persistent session leaves once everything journaled
+    // before it is on disk, the acknowledgements above included.
+    s.subscribe(3, &[("other", 0)]);
+    b.stop(libc::SIGKILL);
+
+    let b = Broker::start(&conf(&dir, ""));
+    let mut s = persistent(&b, "sub", true);
+    s.expect_nothing(QUIET);
+}
+
+#[test]
+fn a_damaged_journal_tail_is_set_aside_and_its_intact_records_restored() {
+    for (what, damage) in [
+        (
+            "cut",
+            (|b: &mut Vec<u8>| b.truncate(b.len() - 3)) as fn(&mut Vec<u8>),
+        ),
+        ("zeros", |b| {
+            let n = b.len();
+            b[n - 10..].fill(0)
+        }),
+    ] {
+        let dir = TempDir::new("journal");
+        let mut b = Broker::start(&conf(&dir, ""));
+        let mut p = b.client("pub");
+        p.publish("t/1", b"first", 1, true, 1);
+        p.publish("t/2", b"second", 1, true, 2);
+        b.stop(libc::SIGKILL);
+        let journals = files(dir.path(), ".journal.");
+        assert_eq!(journals.len(), 1, "{what}: {journals:?}");
+        let mut bytes = fs::read(&journals[0]).expect("read journal");
+        damage(&mut bytes);
+        fs::write(&journals[0], &bytes).expect("write journal");
+
+        let b = Broker::start(&conf(&dir, ""));
+        b.wait_for_log("is damaged (", TIMEOUT);
+        b.wait_for_log("moved the damaged file to", TIMEOUT);
+        assert_eq!(retained_topics(&b), vec!["t/1".to_string()], "{what}");
+        let aside = files(dir.path(), ".corrupt-");
+        assert_eq!(aside.len(), 1, "{what}: {aside:?}");
+        assert_eq!(
+            fs::read(&aside[0]).expect("read"),
+            bytes,
+            "{what}: kept as it was"
+        );
+    }
+}
+
+#[test]
+fn switching_the_journal_off_keeps_its_state_once() {
+    let dir = TempDir::new("journal");
+    let mut b = Broker::start(&conf(&dir, ""));
+    b.client("pub").publish("kept", b"1", 1, true, 1);
+    b.stop(libc::SIGKILL);
+    let compat = conf(&dir, "").replace("persistence_journal true\n", "");
+    let mut b = Broker::start(&compat);
+    assert_eq!(retained_topics(&b), vec!["kept".to_string()]);
+    assert!(
+        files(dir.path(), ".journal.").is_empty(),
+        "folded into the snapshot"
+    );
+    b.client("pub").publish("kept", b"", 1, true, 1);
+    b.stop(libc::SIGTERM);
+    let b = Broker::start(&compat);
+    assert!(retained_topics(&b).is_empty(), "not replayed a second time");
+}
+
+// --- crash test -----------------------------------------------------------
+
+/// xorshift32: the crash test's moments, from a seed it prints.
+struct Rng(u32);
+
+impl Rng {
+    fn below(&mut self, n: u32) -> u32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 17;
+        self.0 ^= self.0 << 5;
+        self.0 % n
+    }
+}
+
+/// Publishes `prefix-N` at `qos` until the connection fails; returns the
+/// payloads whose PUBACK (QoS 1) or PUBCOMP (QoS 2) came back.
+fn publish_until_killed(
+    addr: std::net::SocketAddr,
+    qos: u8,
+    prefix: &str,
+    stop: &AtomicBool,
+) -> Vec<String> {
+    let mut acked = Vec::new();
+    let Ok(mut sock) = TcpStream::connect(addr) else {
+        return acked;
+    };
+    let _ = sock.set_read_timeout(Some(TIMEOUT));
+    let mut ack = [0u8; 4];
+    // Sends `bytes` and reads the 4-byte answer into `ack`.
+    let step = |sock: &mut TcpStream, ack: &mut [u8; 4], bytes: &[u8]| -> bool {
+        sock.write_all(bytes).is_ok() && sock.read_exact(ack).is_ok()
+    };
+    if !step(&mut sock, &mut ack, &connect(&format!("{prefix}-pub"))) {
+        return acked;
+    }
+    for n in 0u32.. {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let payload = format!("{prefix}-{n}");
+        let id = (n % 60000 + 1) as u16;
+        if !step(
+            &mut sock,
+            &mut ack,
+            &publish("c/t", payload.as_bytes(), qos, false, false, id),
+        ) {
+            break;
+        }
+        if qos == 2 && (ack[0] >> 4 != 5 || !step(&mut sock, &mut ack, &pubrel(id))) {
+            break;
+        }
+        acked.push(payload);
+    }
+    acked
+}
+
+#[test]
+fn kill_9_at_random_moments_loses_no_acknowledged_message() {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.subsec_nanos() | 1);
+    eprintln!("crash test seed {seed}");
+    let mut rng = Rng(seed);
+    let dir = TempDir::new("journal-crash");
+    let cfg = conf(&dir, "max_queued_messages 0\n");
+    {
+        let b = Broker::start(&cfg);
+        let mut s = persistent(&b, "sink", false);
+        s.subscribe(1, &[("c/#", 2)]);
+        s.disconnect();
+    }
+    let acked: Arc<Mutex<Vec<(u8, String)>>> = Arc::default();
+    let started = Instant::now();
+    for round in 0..20 {
+        if started.elapsed() > scaled(Duration::from_secs(20)) {
+            break;
+        }
+        let mut b = Broker::start(&cfg);
+        let stop = Arc::new(AtomicBool::new(false));
+        std::thread::scope(|scope| {
+            for qos in [1u8, 2] {
+                let (addr, stop, acked) = (b.addr(), stop.clone(), acked.clone());
+                scope.spawn(move || {
+                    let got = publish_until_killed(addr, qos, &format!("r{round}q{qos}"), &stop);
+                    let mut all = acked.lock().unwrap_or_else(|p| p.into_inner());
+                    all.extend(got.into_iter().map(|p| (qos, p)));
+                });
+            }
+            std::thread::sleep(Duration::from_millis(u64::from(20 + rng.below(150))));
+            if rng.below(4) == 0 {
+                // Sometimes a compaction is under way when the kill comes.
+                b.signal(libc::SIGUSR1);
+                std::thread::sleep(Duration::from_millis(u64::from(rng.below(20))));
+            }
+            b.stop(libc::SIGKILL);
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
+    let acked = acked.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    assert!(
+        acked.len() > 20,
+        "too few messages to test anything: {}",
+        acked.len()
+    );
+
+    let b = Broker::start(&cfg);
+    let mut s = persistent(&b, "sink", true);
+    let mut seen: std::collections::HashMap<String, usize> = Default::default();
+    loop {
+        let p = match s.try_read(QUIET) {
+            ReadOutcome::Packet(p) => p,
+            ReadOutcome::Timeout => break,
+            ReadOutcome::Closed => panic!("sink: connection closed"),
+        };
+        if p.kind() == PUBREL {
+            continue;
+        }
+        assert_eq!(p.kind(), PUBLISH, "{}", p.describe());
+        let m = p.publish();
+        *seen
+            .entry(String::from_utf8_lossy(&m.payload).into_owned())
+            .or_default() += 1;
+        s.ack(&m);
+    }
+    for (qos, payload) in &acked {
+        let n = seen.get(payload).copied().unwrap_or(0);
+        assert!(
+            n >= 1,
+            "acknowledged QoS {qos} message {payload} lost (seed {seed})"
+        );
+    }
+    for (payload, n) in &seen {
+        if payload.contains("q2-") {
+            assert_eq!(
+                *n, 1,
+                "QoS 2 message {payload} delivered {n} times (seed {seed})"
+            );
+        }
+    }
+    eprintln!(
+        "crash test: {} acknowledged, {} delivered",
+        acked.len(),
+        seen.len()
+    );
+}
