@@ -47,7 +47,7 @@ QEMU_SKIP := a_thousand_clients
 
 # Client tools installed as symbolic links to the broker binary, which
 # picks its role from argv[0] (src/tools/mod.rs).
-TOOLS := midge_passwd midge_cert midge_pub midge_sub
+TOOLS := midge_passwd midge_cert midge_pub midge_sub midge_rr
 
 # The steps of `make test`, in order; tests/ci.sh times each one.
 CI_STEPS := test-deps setup test-amd64 msrv armv7 qemu-test deb deb-armhf lint deb-install-test

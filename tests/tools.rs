@@ -1,6 +1,7 @@
-//! midge_pub and midge_sub (issue 8): their flags against midge, a
-//! representative set against Debian's mosquitto, and their output and
-//! errors compared with mosquitto_pub and mosquitto_sub's.
+//! midge_pub, midge_sub and midge_rr (issue 8): their flags against midge,
+//! a representative set against Debian's mosquitto, and their output and
+//! errors compared with mosquitto_pub and mosquitto_sub's; MQTT 5 (`-V
+//! mqttv5`, `-D`, `-x`, the property formats) against both brokers.
 
 mod common;
 
@@ -478,14 +479,24 @@ fn errors_and_help_read_as_mosquitto_s() {
             "{args:?}"
         );
     }
-    // Not there yet: said plainly, exit 1.
-    {
-        let m = tool("midge_sub", &["-t", "a", "-V", "mqttv5"]);
-        assert_eq!(m.status.code(), Some(1));
-        assert!(
-            m.stderr.contains("not supported by midge_sub yet"),
-            "{}",
-            m.stderr
+    // -D mistakes read as mosquitto_pub's.
+    for args in [
+        &["-V", "5", "-D", "publish", "bogus", "x", "-t", "a", "-m", "b"][..],
+        &["-V", "5", "-D", "bogus", "content-type", "x", "-t", "a", "-m", "b"],
+        &["-V", "5", "-D", "connect", "content-type", "x", "-t", "a", "-m", "b"],
+        &["-V", "5", "-D", "publish", "payload-format-indicator", "300", "-t", "a", "-m", "b"],
+        &[
+            "-V", "5", "-D", "publish", "content-type", "x", "-D", "publish", "content-type", "y",
+            "-t", "a", "-m", "b",
+        ],
+    ] {
+        let m = tool("midge_pub", args);
+        let q = mosquitto_tool(tools::MOSQUITTO_PUB, args);
+        assert_eq!(m.status.code(), q.status.code(), "{args:?}");
+        assert_eq!(
+            m.stderr.replace("midge_pub", "mosquitto_pub"),
+            q.stderr,
+            "{args:?}"
         );
     }
     let h = tool("midge_sub", &["--help"]);
@@ -740,4 +751,97 @@ fn signed_messages() {
         .expect("signed message");
     let out = tools::run_py("ecdsa_verify.py", &[pk, &line[3..]]);
     assert_eq!(out.trim_end(), "Testmessage_42:with colon");
+}
+
+/// MQTT 5 through the tools, against midge and against Debian's mosquitto:
+/// `-D` properties sent by midge_pub reach mosquitto_sub, and midge_sub
+/// prints what mosquitto_pub sent with the property formats of `-F`.
+#[test]
+fn mqtt5_properties_both_ways() {
+    for broker in [Broker::start(""), Broker::mosquitto("")] {
+        let port = broker.addr().port();
+        // midge_pub -D ... → mosquitto_sub -V mqttv5 -F.
+        let theirs = mosquitto_sub(
+            port,
+            &["-V", "mqttv5", "-t", "p/#", "-t", "probe", "-F", "%t|%P|%C|%R|%D|%F|%p"],
+        );
+        tools::wait_until_subscribed(&broker, &theirs, "probe");
+        let f = midge_pub(
+            port,
+            &[
+                "-V", "mqttv5", "-q", "1", "-t", "p/1", "-m", "hello",
+                "-D", "publish", "user-property", "k1", "v1",
+                "-D", "publish", "user-property", "k2", "v2",
+                "-D", "publish", "content-type", "text/plain",
+                "-D", "publish", "response-topic", "back/here",
+                "-D", "publish", "correlation-data", "c42",
+                "-D", "publish", "payload-format-indicator", "1",
+            ],
+        );
+        ok(&f);
+        theirs.wait_line("p/1|k1:v1 k2:v2|text/plain|back/here|c42|1|hello", TIMEOUT);
+
+        // mosquitto_pub -D ... → midge_sub -V mqttv5 with a subscription id.
+        let ours = midge_sub(
+            port,
+            &[
+                "-V", "mqttv5", "-t", "q/#", "-t", "probe",
+                "-D", "subscribe", "subscription-identifier", "7",
+                "-F", "%t|%P|%C|%S|%E|%p",
+            ],
+        );
+        tools::wait_until_subscribed(&broker, &ours, "probe");
+        ok(&tools::mosquitto_pub(
+            port,
+            &[
+                "-V", "mqttv5", "-t", "q/1", "-m", "there",
+                "-D", "publish", "user-property", "a", "b",
+                "-D", "publish", "content-type", "ct",
+                "-D", "publish", "message-expiry-interval", "100",
+            ],
+        ));
+        let line = match ours.stdout.wait_from(0, TIMEOUT, |l| l.starts_with("q/1|")) {
+            Some((_, l)) => l,
+            None => panic!("no message: {}", ours.output_text()),
+        };
+        let parts: Vec<&str> = line.split('|').collect();
+        assert_eq!(parts[..4], ["q/1", "a:b", "ct", "7"], "{line}");
+        let left: u32 = parts[4].parse().expect("expiry");
+        assert!((95..=100).contains(&left), "{line}");
+        assert_eq!(parts[5], "there", "{line}");
+    }
+}
+
+/// midge_rr publishes the request with its response topic and prints the
+/// first response; -W ends it with mosquitto_rr's timeout.
+#[test]
+fn rr_request_and_response() {
+    for broker in [Broker::start(""), Broker::mosquitto("")] {
+        let port = broker.addr().port();
+        // The responder learns where to answer from the request (%R).
+        let responder = mosquitto_sub(
+            port,
+            &["-V", "mqttv5", "-t", "req", "-t", "probe", "-F", "%t %R %p"],
+        );
+        tools::wait_until_subscribed(&broker, &responder, "probe");
+        let mut cmd = tool_command("midge_rr");
+        cmd.args([
+            "-h", "127.0.0.1", "-p", &port.to_string(),
+            "-t", "req", "-e", "resp/1", "-m", "ping", "-W", "20",
+        ]);
+        let mut rr = Proc::spawn(cmd, "midge_rr", false);
+        responder.wait_line("req resp/1 ping", TIMEOUT);
+        ok(&tools::mosquitto_pub(port, &["-t", "resp/1", "-m", "pong"]));
+        assert!(rr.wait_exit(TIMEOUT).success());
+        assert_eq!(rr.stdout.all(), ["pong"], "{}", rr.output_text());
+
+        let f = tool(
+            "midge_rr",
+            &["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "req", "-e", "nobody", "-m", "x", "-W", "1"],
+        );
+        assert_eq!((f.status.code(), f.stderr.as_str()), (Some(27), "Timed out"));
+    }
+    let f = tool("midge_rr", &["-t", "req", "-m", "x"]);
+    assert_eq!(f.status.code(), Some(1));
+    assert!(f.stderr.starts_with("Error: All of topic, message, and response topic must be supplied."), "{}", f.stderr);
 }

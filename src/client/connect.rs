@@ -129,14 +129,14 @@ pub fn handshake(
                 NoIdentity::NoCertificate => connack::BAD_USERNAME_OR_PASSWORD,
                 NoIdentity::NoCommonName => connack::NOT_AUTHORIZED,
             };
-            return Err(refuse(c, connect.level, code, &connect.client_id));
+            return Err(refuse(c, listener, connect.level, code, &connect.client_id));
         }
     };
     // midge offers no enhanced authentication method: Mosquitto without an
     // auth plugin answers 0x8C.
     if connect.props.get(id::AUTH_METHOD).is_some() {
         let code = reason::BAD_AUTHENTICATION_METHOD;
-        return Err(refuse(c, connect.level, code, &connect.client_id));
+        return Err(refuse(c, listener, connect.level, code, &connect.client_id));
     }
     let (client_id, assigned) = check(c, shared, listener, &connect, tls_user)?;
     // MQTT 5 gets the server's keepalive instead of a refusal when it asks
@@ -153,7 +153,10 @@ pub fn handshake(
 
     let outbox = match Outbox::new() {
         Ok(o) => Arc::new(o),
-        Err(_) => return Err(refuse(c, connect.level, connack::SERVER_UNAVAILABLE, &client_id)),
+        Err(_) => {
+            let code = connack::SERVER_UNAVAILABLE;
+            return Err(refuse(c, listener, connect.level, code, &client_id));
+        }
     };
     let limits = ClientLimits::of(&connect);
     let (tx, rx) = crossbeam_channel::bounded(1);
@@ -249,8 +252,13 @@ fn connack_properties(
 
 /// Sends a refusing CONNACK and says why the connection ends. `code` is
 /// the 3.1.1 return code; MQTT 5 clients get Mosquitto's reason code for it.
-fn refuse(c: &mut Conn, level: Level, code: u8, client_id: &str) -> Refused {
-    send_connack(c, level, code, false, Properties::default());
+fn refuse(c: &mut Conn, l: &Listener, level: Level, code: u8, client_id: &str) -> Refused {
+    // Mosquitto tells a refused MQTT 5 client the maximum QoS too.
+    let mut props = Properties::default();
+    if l.max_qos < 2 {
+        props.push(id::MAXIMUM_QOS, Value::Byte(l.max_qos));
+    }
+    send_connack(c, level, code, false, props);
     Refused::Code {
         code,
         client_id: client_id.to_string(),
@@ -268,7 +276,7 @@ fn check(
     p: &Connect,
     tls_user: bool,
 ) -> Result<(String, bool), Refused> {
-    let refuse = |c: &mut Conn, code: u8, id: &str| Err(refuse(c, p.level, code, id));
+    let refuse = |c: &mut Conn, code: u8, id: &str| Err(refuse(c, l, p.level, code, id));
     let config = &shared.config;
     let security = config.security(l);
     let mut client_id = p.client_id.clone();

@@ -134,6 +134,86 @@ fn spec(id: u8) -> Option<(Kind, &'static [Context])> {
     })
 }
 
+/// The names Mosquitto's tools give the properties (`-D`).
+const NAMES: &[(u8, &str)] = &[
+    (id::PAYLOAD_FORMAT, "payload-format-indicator"),
+    (id::MESSAGE_EXPIRY, "message-expiry-interval"),
+    (id::CONTENT_TYPE, "content-type"),
+    (id::RESPONSE_TOPIC, "response-topic"),
+    (id::CORRELATION_DATA, "correlation-data"),
+    (id::SUBSCRIPTION_ID, "subscription-identifier"),
+    (id::SESSION_EXPIRY, "session-expiry-interval"),
+    (id::ASSIGNED_CLIENT_ID, "assigned-client-identifier"),
+    (id::SERVER_KEEP_ALIVE, "server-keep-alive"),
+    (id::AUTH_METHOD, "authentication-method"),
+    (id::AUTH_DATA, "authentication-data"),
+    (id::REQUEST_PROBLEM_INFO, "request-problem-information"),
+    (id::WILL_DELAY, "will-delay-interval"),
+    (id::REQUEST_RESPONSE_INFO, "request-response-information"),
+    (id::RESPONSE_INFO, "response-information"),
+    (id::SERVER_REFERENCE, "server-reference"),
+    (id::REASON_STRING, "reason-string"),
+    (id::RECEIVE_MAXIMUM, "receive-maximum"),
+    (id::TOPIC_ALIAS_MAXIMUM, "topic-alias-maximum"),
+    (id::TOPIC_ALIAS, "topic-alias"),
+    (id::MAXIMUM_QOS, "maximum-qos"),
+    (id::RETAIN_AVAILABLE, "retain-available"),
+    (id::USER_PROPERTY, "user-property"),
+    (id::MAXIMUM_PACKET_SIZE, "maximum-packet-size"),
+    (id::WILDCARD_AVAILABLE, "wildcard-subscription-available"),
+    (id::SUBSCRIPTION_ID_AVAILABLE, "subscription-identifier-available"),
+    (id::SHARED_AVAILABLE, "shared-subscription-available"),
+];
+
+/// The identifier of a property by its Mosquitto name.
+pub fn by_name(name: &str) -> Option<u8> {
+    NAMES.iter().find(|(_, n)| *n == name).map(|(i, _)| *i)
+}
+
+/// The Mosquitto name of a property.
+pub fn name(pid: u8) -> &'static str {
+    NAMES
+        .iter()
+        .find(|(i, _)| *i == pid)
+        .map_or("unknown", |(_, n)| *n)
+}
+
+/// Whether `pid` may appear on the packet `ctx`.
+pub fn allowed(pid: u8, ctx: Context) -> bool {
+    spec(pid).is_some_and(|(_, ctxs)| ctxs.contains(&ctx))
+}
+
+/// A property value from its text, as Mosquitto's tools read `-D`: the
+/// text itself for strings and binary data, a number otherwise (with the
+/// largest value it may take). `second` is a user property's value.
+pub fn parse_value(pid: u8, text: &str, second: &str) -> Result<Value, i64> {
+    let num = |max: u64| -> Result<u64, i64> {
+        let n = text.trim().parse::<i64>().unwrap_or(0);
+        u64::try_from(n).ok().filter(|&v| v <= max).ok_or(n)
+    };
+    let Some((kind, _)) = spec(pid) else {
+        return Err(0);
+    };
+    Ok(match kind {
+        Kind::Byte => Value::Byte(num(255)? as u8),
+        Kind::Two => Value::Two(num(65_535)? as u16),
+        Kind::Four => Value::Four(num(u64::from(u32::MAX))? as u32),
+        Kind::Var => Value::Var(num(268_435_455)? as u32),
+        Kind::Str => Value::Str(text.to_string()),
+        Kind::Bin => Value::Bin(text.as_bytes().to_vec()),
+        Kind::Pair => Value::Pair(text.to_string(), second.to_string()),
+    })
+}
+
+/// Whether a property list repeats one that may appear once on `ctx`.
+pub fn has_duplicate(p: &Properties, ctx: Context) -> bool {
+    p.0.iter().enumerate().any(|(i, (pid, _))| {
+        let repeatable =
+            *pid == id::USER_PROPERTY || (*pid == id::SUBSCRIPTION_ID && ctx == Context::Publish);
+        !repeatable && p.0[..i].iter().any(|(q, _)| q == pid)
+    })
+}
+
 /// Whether a value is one the specification allows for `id`.
 fn valid(id: u8, v: &Value) -> bool {
     match (id, v) {

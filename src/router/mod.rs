@@ -597,7 +597,7 @@ impl Router {
         self.stats.bytes_received += publish.payload.len() as u64;
         let (pkid, qos) = (publish.pkid, publish.qos);
         let allowed = self.may_publish(conn, &publish);
-        let mut matched = 0;
+        let mut matched = false;
         if allowed {
             let source = self.source(conn, &publish);
             let from = if self.no_local_subs > 0 {
@@ -623,7 +623,7 @@ impl Router {
         let outbox = live.outbox.clone();
         let code = match (allowed, qos) {
             (false, _) => reason::NOT_AUTHORIZED,
-            (true, QoS::AtLeastOnce) if matched == 0 => reason::NO_MATCHING_SUBSCRIBERS,
+            (true, QoS::AtLeastOnce) if !matched => reason::NO_MATCHING_SUBSCRIBERS,
             _ => reason::SUCCESS,
         };
         let ack = Ack { pkid, reason: code };
@@ -663,10 +663,10 @@ impl Router {
         );
     }
 
-    /// Routes one message to every matching subscription and returns how
-    /// many subscribers it matched. `from` is the publisher's session,
-    /// for no-local subscriptions.
-    fn route(&mut self, mut p: Publish, source: Option<Arc<Source>>, from: Option<SessionId>) -> usize {
+    /// Routes one message to every matching subscription and returns
+    /// whether any matched. `from` is the publisher's session, for no-local
+    /// subscriptions.
+    fn route(&mut self, mut p: Publish, source: Option<Arc<Source>>, from: Option<SessionId>) -> bool {
         p.dup = false;
         p.pkid = 0;
         // With retain_available false, clients cannot retain (they are
@@ -687,7 +687,6 @@ impl Router {
         self.shared
             .for_each_match(&p.topic, |sid, opts| targets.push((sid, opts, true)));
         self.seq += 1;
-        let mut matched = 0;
         for &(sid, opts, shared) in &targets {
             if opts.no_local && from == Some(sid) {
                 continue;
@@ -695,10 +694,12 @@ impl Router {
             // [MQTT-3.3.1-9]: a message sent to an established subscription
             // carries retain 0, unless it asked for retain as published.
             let retain = retained && opts.retain_as_published;
-            if self.deliver(sid, &p, opts, retain, shared) {
-                matched += 1;
-            }
+            self.deliver(sid, &p, opts, retain, shared);
         }
+        // A subscription that matched counts, even where no-local or the
+        // ACL kept the message back (Mosquitto's "no matching
+        // subscribers" is about subscriptions).
+        let matched = !targets.is_empty();
         self.scratch = targets;
         matched
     }
@@ -707,15 +708,15 @@ impl Router {
     /// by several of its filters gets one copy, at the QoS of the filter
     /// the trie walk meets first (literal level, then `+`, then `#`), which
     /// is what Mosquitto 2.0 delivers; a shared subscription's pick gets
-    /// its own copy. Returns false when the session had seen it already.
-    fn deliver(&mut self, sid: SessionId, p: &Publish, opts: SubOpts, retain: bool, shared: bool) -> bool {
+    /// its own copy.
+    fn deliver(&mut self, sid: SessionId, p: &Publish, opts: SubOpts, retain: bool, shared: bool) {
         let limits = self.queue_limits();
         let Some(s) = self.sessions.get_mut(sid as usize).and_then(|s| s.as_mut()) else {
-            return false;
+            return;
         };
         if !shared {
             if s.last_seq == self.seq {
-                return false;
+                return;
             }
             s.last_seq = self.seq;
         }
@@ -723,7 +724,7 @@ impl Router {
             .as_ref()
             .is_some_and(|a| !a.allows(&p.topic, acl::READ))
         {
-            return true;
+            return;
         }
         let mut p = p.clone();
         p.retain = retain;
@@ -776,7 +777,6 @@ impl Router {
         if queued_offline {
             self.changed();
         }
-        true
     }
 
     /// Adds a subscription to the trie or to its shared group; `old` is

@@ -7,7 +7,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::codec::{Level, QoS};
+use crate::codec::{Level, Properties, QoS};
 use crate::topic;
 
 /// Which tool is parsing: options that belong to the other one are unknown.
@@ -15,6 +15,8 @@ use crate::topic;
 pub enum Kind {
     Pub,
     Sub,
+    /// `midge_rr`: one request, one response.
+    Rr,
 }
 
 impl Kind {
@@ -22,8 +24,20 @@ impl Kind {
         match self {
             Kind::Pub => "midge_pub",
             Kind::Sub => "midge_sub",
+            Kind::Rr => "midge_rr",
         }
     }
+}
+
+/// The `-D command identifier value` properties, per packet.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ToolProps {
+    pub connect: Properties,
+    pub publish: Properties,
+    pub subscribe: Properties,
+    pub unsubscribe: Properties,
+    pub disconnect: Properties,
+    pub will: Properties,
 }
 
 /// Where `midge_pub` takes its message from (`-m -f -s -l -n`).
@@ -60,6 +74,12 @@ pub struct Config {
     pub keepalive: u16,
     pub clean: bool,
     pub level: Level,
+    /// `-x`: the MQTT 5 session expiry interval.
+    pub session_expiry: Option<u32>,
+    /// `-D`: MQTT 5 properties.
+    pub props: ToolProps,
+    /// `midge_rr -e`: where the response is awaited.
+    pub response_topic: Option<String>,
     pub debug: bool,
     pub quiet: bool,
     pub nodelay: bool,
@@ -165,7 +185,11 @@ impl Config {
             id_prefix: None,
             keepalive: 60,
             clean: true,
-            level: Level::V311,
+            // mosquitto_rr speaks MQTT 5 unless told otherwise.
+            level: if kind == Kind::Rr { Level::V5 } else { Level::V311 },
+            session_expiry: None,
+            props: ToolProps::default(),
+            response_topic: None,
             debug: false,
             quiet: false,
             nodelay: false,
@@ -253,7 +277,72 @@ impl Config {
         Ok(cfg)
     }
 
+    /// `-D command identifier value [value]`: returns how many arguments
+    /// after `-D` it took.
+    fn property(&mut self, rest: &[String]) -> Result<usize, Stop> {
+        use crate::codec::props::{self, Context};
+        let (Some(cmd), Some(name), Some(text)) = (rest.first(), rest.get(1), rest.get(2)) else {
+            return err("Error: --property argument given but not enough arguments specified.\n\n");
+        };
+        let (list, ctx) = match cmd.as_str() {
+            "connect" => (&mut self.props.connect, Context::Connect),
+            "publish" => (&mut self.props.publish, Context::Publish),
+            "subscribe" => (&mut self.props.subscribe, Context::Subscribe),
+            "unsubscribe" => (&mut self.props.unsubscribe, Context::Unsubscribe),
+            "disconnect" => (&mut self.props.disconnect, Context::Disconnect),
+            "will" => (&mut self.props.will, Context::Will),
+            "auth" => return err("Error: auth properties are not supported (midge offers no AUTH).\n\n"),
+            _ => return err("Error: Invalid command given in --property argument.\n\n"),
+        };
+        let Some(pid) = props::by_name(name) else {
+            return err("Error: Invalid property name given in --property argument.\n\n");
+        };
+        if !props::allowed(pid, ctx) {
+            return err(format!(
+                "Error: {name} property not allowed for {cmd} in --property argument.\n\n"
+            ));
+        }
+        let pair = pid == props::id::USER_PROPERTY;
+        let second = match (pair, rest.get(3)) {
+            (false, _) => "",
+            (true, Some(v)) => v.as_str(),
+            (true, None) => {
+                return err(
+                    "Error: --property argument given but not enough arguments specified.\n\n",
+                );
+            }
+        };
+        let value = props::parse_value(pid, text, second).or_else(|n| {
+            err(format!(
+                "Error: Property value ({n}) out of range for property {name}.\n\n"
+            ))
+        })?;
+        list.push(pid, value);
+        Ok(if pair { 4 } else { 3 })
+    }
+
     fn finish(&mut self) -> Res {
+        use crate::codec::props::{Context, has_duplicate};
+        let p = &self.props;
+        for (list, ctx, cmd) in [
+            (&p.connect, Context::Connect, "CONNECT"),
+            (&p.publish, Context::Publish, "PUBLISH"),
+            (&p.subscribe, Context::Subscribe, "SUBSCRIBE"),
+            (&p.unsubscribe, Context::Unsubscribe, "UNSUBSCRIBE"),
+            (&p.disconnect, Context::Disconnect, "DISCONNECT"),
+            (&p.will, Context::Will, "WILL"),
+        ] {
+            if has_duplicate(list, ctx) {
+                return err(format!(
+                    "Error in {cmd} properties: Duplicate property in property list\n"
+                ));
+            }
+        }
+        if self.kind == Kind::Rr
+            && (self.topic.is_none() || self.mode == PubMode::None || self.response_topic.is_none())
+        {
+            return err("Error: All of topic, message, and response topic must be supplied.\n");
+        }
         if self.will_payload.is_some() && self.will_topic.is_none() {
             return err("Error: Will payload given, but no will topic given.\n");
         }
@@ -276,8 +365,13 @@ impl Config {
     }
 
     fn parse(&mut self, argv: &[String]) -> Res {
-        let pubs = self.kind == Kind::Pub;
-        let subs = self.kind == Kind::Sub;
+        let rr = self.kind == Kind::Rr;
+        // midge_rr takes the message options of midge_pub and the output
+        // options of midge_sub.
+        let pubs = self.kind == Kind::Pub || rr;
+        let subs = self.kind == Kind::Sub || rr;
+        let pub_only = self.kind == Kind::Pub;
+        let sub_only = self.kind == Kind::Sub;
         let mut i = 0;
         while i < argv.len() {
             let opt = argv[i].as_str();
@@ -295,7 +389,7 @@ impl Config {
             };
             match opt {
                 "-A" => self.bind_address = Some(value("address")?),
-                "-C" if subs => {
+                "-C" if sub_only => {
                     let v = atoi(&value("count")?);
                     if v < 1 {
                         return err(format!("Error: Invalid message count \"{v}\".\n\n"));
@@ -305,24 +399,27 @@ impl Config {
                 "-c" | "--disable-clean-session" => self.clean = false,
                 "-d" | "--debug" => self.debug = true,
                 "-x" => {
-                    // Applies to MQTT v5 only; Mosquitto checks and ignores it.
+                    // MQTT 5 only; "∞" or -1 is "never expires".
                     let v = value("session expiry interval")?;
-                    if v != "∞" {
+                    let n = if v == "∞" {
+                        -1
+                    } else {
                         let Ok(n) = v.parse::<i64>() else {
                             return err("Error: session-expiry-interval not a number.\n\n");
                         };
                         if !(-1..=i64::from(u32::MAX)).contains(&n) {
                             return err("Error: session-expiry-interval out of range.\n\n");
                         }
-                    }
+                        n
+                    };
+                    self.session_expiry = Some(u32::try_from(n).unwrap_or(u32::MAX));
                 }
                 "-D" | "--property" => {
-                    return err(format!(
-                        "Error: {opt}: MQTT v5 properties are not supported by {} yet.\n",
-                        self.kind.name()
-                    ));
+                    let n = self.property(&argv[i + 1..])?;
+                    i += n;
                 }
-                "-E" if subs => self.exit_after_sub = true,
+                "-e" if rr => self.response_topic = Some(value("response topic")?),
+                "-E" if sub_only => self.exit_after_sub = true,
                 "-f" | "--file" if pubs => {
                     self.set_mode(PubMode::None)?;
                     let f = value("file")?;
@@ -362,7 +459,7 @@ impl Config {
                     let url = value("URL")?;
                     self.url(&url)?;
                 }
-                "-l" | "--stdin-line" if pubs => self.set_mode(PubMode::StdinLine)?,
+                "-l" | "--stdin-line" if pub_only => self.set_mode(PubMode::StdinLine)?,
                 "-m" | "--message" if pubs => {
                     self.set_mode(PubMode::None)?;
                     let m = value("message")?;
@@ -395,37 +492,37 @@ impl Config {
                     self.qos = qos(atoi(&value("QoS")?), "Error: Invalid QoS given: {}\n")?
                 }
                 "--quiet" => self.quiet = true,
-                "-r" | "--retain" if pubs => self.retain = true,
+                "-r" | "--retain" if pub_only => self.retain = true,
                 "-R" if subs => self.no_retain = true,
-                "--random-filter" if subs => {
+                "--random-filter" if sub_only => {
                     let f = (10.0 * atof(&value("chance")?)) as i64;
                     if !(1..=10_000).contains(&f) {
                         return err("Error: --random-filter chance must be between 0.1-100.0\n\n");
                     }
                     self.random_filter = f as u32;
                 }
-                "--remove-retained" if subs => self.remove_retained = true,
-                "--repeat" if pubs => {
+                "--remove-retained" if sub_only => self.remove_retained = true,
+                "--repeat" if pub_only => {
                     let n = atoi(&value("count")?);
                     if n < 1 {
                         return err("Error: --repeat argument must be >0.\n\n");
                     }
                     self.repeat_count = u32::try_from(n).unwrap_or(u32::MAX);
                 }
-                "--repeat-delay" if pubs => {
+                "--repeat-delay" if pub_only => {
                     let f = atof(&value("time")?);
                     if f < 0.0 || !f.is_finite() {
                         return err("Error: --repeat-delay argument must be >=0.0.\n\n");
                     }
                     self.repeat_delay = Duration::from_micros((f * 1e6) as u64);
                 }
-                "--retained-only" if subs => self.retained_only = true,
+                "--retained-only" if sub_only => self.retained_only = true,
                 "-s" | "--stdin-file" if pubs => self.set_mode(PubMode::StdinFile)?,
                 "-t" | "--topic" => {
                     let t = value("topic")?;
                     self.add_topic(t)?;
                 }
-                "-T" | "--filter-out" if subs => {
+                "-T" | "--filter-out" if sub_only => {
                     let t = value("topic filter")?;
                     if !topic::valid_filter(&t) {
                         return err(format!(
@@ -434,7 +531,7 @@ impl Config {
                     }
                     self.filter_outs.push(t);
                 }
-                "-U" | "--unsubscribe" if subs => {
+                "-U" | "--unsubscribe" if sub_only => {
                     let t = value("unsubscribe topic")?;
                     if !topic::valid_filter(&t) {
                         return err(format!(
@@ -460,12 +557,7 @@ impl Config {
                     self.level = match v.as_str() {
                         "mqttv31" | "31" => Level::V31,
                         "mqttv311" | "311" => Level::V311,
-                        "mqttv5" | "5" => {
-                            return err(format!(
-                                "Error: MQTT v5 is not supported by {} yet; use -V mqttv311.\n",
-                                self.kind.name()
-                            ));
-                        }
+                        "mqttv5" | "5" => Level::V5,
                         _ => return err("Error: Invalid protocol version argument given.\n\n"),
                     };
                 }
@@ -495,8 +587,8 @@ impl Config {
                     }
                     self.will_topic = Some(t);
                 }
-                "--sign-key" if pubs => self.sign_key = Some(PathBuf::from(value("key file")?)),
-                "--verify-key" if subs => {
+                "--sign-key" if pub_only => self.sign_key = Some(PathBuf::from(value("key file")?)),
+                "--verify-key" if sub_only => {
                     self.verify_key = Some(PathBuf::from(value("key file")?));
                 }
                 "--sign-digest" => {
@@ -555,6 +647,14 @@ impl Config {
     fn add_topic(&mut self, t: String) -> Res {
         match self.kind {
             Kind::Pub => {
+                if !topic::valid_name(&t) {
+                    return err(format!(
+                        "Error: Invalid publish topic '{t}', does it contain '+' or '#'?\n"
+                    ));
+                }
+                self.topic = Some(t);
+            }
+            Kind::Rr => {
                 if !topic::valid_name(&t) {
                     return err(format!(
                         "Error: Invalid publish topic '{t}', does it contain '+' or '#'?\n"

@@ -20,7 +20,7 @@ use super::args::Config;
 use super::tls::TlsStream;
 use crate::codec::{
     self, Ack, Connect, DecodeError, Disconnect, Level, MAX_REMAINING, Packet, Properties,
-    Publish, QoS, SubAck, Subscribe, SubscribeFilter, Unsubscribe, Will,
+    PubProps, Publish, QoS, SubAck, Subscribe, SubscribeFilter, Unsubscribe, Value, Will, props,
 };
 use crate::sys::{self, PollFd};
 
@@ -49,8 +49,12 @@ pub mod rc {
     pub const TIMEOUT: u8 = 27;
 }
 
-/// Mosquitto's words for a CONNACK return code (mosquitto_connack_string).
+/// Mosquitto's words for a CONNACK return code (mosquitto_connack_string),
+/// or for an MQTT 5 reason code (mosquitto_reason_string).
 pub fn connack_string(code: u8) -> &'static str {
+    if code >= 0x80 {
+        return crate::codec::reason::text(code);
+    }
     match code {
         0 => "Connection Accepted.",
         1 => "Connection Refused: unacceptable protocol version.",
@@ -247,6 +251,11 @@ pub struct Client {
     inflight: HashSet<u16>,
     /// QoS 2 messages received, delivered on PUBREL as libmosquitto does.
     incoming: HashMap<u16, Publish>,
+    /// MQTT 5 (`-D`): the properties of every PUBLISH, SUBSCRIBE and
+    /// DISCONNECT sent.
+    publish_props: Option<Arc<PubProps>>,
+    subscribe_props: Properties,
+    disconnect_props: Properties,
 }
 
 impl Client {
@@ -274,13 +283,18 @@ impl Client {
             next_mid: 0,
             inflight: HashSet::new(),
             incoming: HashMap::new(),
+            publish_props: (!cfg.props.publish.is_empty())
+                .then(|| Arc::new(PubProps::from_properties(&cfg.props.publish, now))),
+            subscribe_props: cfg.props.subscribe.clone(),
+            disconnect_props: cfg.props.disconnect.clone(),
         };
         let will = cfg.will_topic.as_ref().map(|t| Will {
             topic: Arc::from(t.as_str()),
             payload: Arc::from(cfg.will_payload.clone().unwrap_or_default()),
             qos: cfg.will_qos,
             retain: cfg.will_retain,
-            props: None,
+            props: (!cfg.props.will.is_empty())
+                .then(|| Arc::new(PubProps::from_properties(&cfg.props.will, now))),
         });
         let connect = Connect {
             level: cfg.level,
@@ -295,7 +309,7 @@ impl Client {
                 .map(|p| p.as_bytes().to_vec()),
             username: cfg.username.clone(),
             will,
-            props: Properties::default(),
+            props: connect_properties(cfg),
             bridge: false,
         };
         c.log("sending CONNECT");
@@ -357,7 +371,7 @@ impl Client {
             topic: Arc::from(topic),
             pkid: if qos == QoS::AtMostOnce { 0 } else { mid },
             payload: Arc::from(payload),
-            props: None,
+            props: self.publish_props.clone(),
         };
         if qos != QoS::AtMostOnce {
             self.inflight.insert(mid);
@@ -382,8 +396,15 @@ impl Client {
         let s = Subscribe {
             pkid: mid,
             filters: filters.iter().map(|f| SubscribeFilter::new(f, qos)).collect(),
-            sub_id: None,
-            props: Properties::default(),
+            sub_id: self.subscribe_props.int(props::id::SUBSCRIPTION_ID),
+            props: Properties(
+                self.subscribe_props
+                    .0
+                    .iter()
+                    .filter(|(i, _)| *i != props::id::SUBSCRIPTION_ID)
+                    .cloned()
+                    .collect(),
+            ),
         };
         self.send(&Packet::Subscribe(s)).map_err(|_| Broken::Lost)?;
         Ok(mid)
@@ -406,7 +427,11 @@ impl Client {
     /// Sends DISCONNECT and closes the connection.
     pub fn disconnect(mut self) {
         self.log("sending DISCONNECT");
-        let _ = self.send(&Packet::Disconnect(Disconnect::default()));
+        let d = Disconnect {
+            reason: 0,
+            props: std::mem::take(&mut self.disconnect_props),
+        };
+        let _ = self.send(&Packet::Disconnect(d));
         self.stream.shutdown();
     }
 
@@ -575,6 +600,23 @@ impl Client {
             }
         }
     }
+}
+
+/// The CONNECT properties: `-D connect ...`, and the session expiry
+/// interval of `-x`, or "never" with `-c` as Mosquitto's tools ask.
+fn connect_properties(cfg: &Config) -> Properties {
+    let mut p = cfg.props.connect.clone();
+    if cfg.level == Level::V5 && p.get(props::id::SESSION_EXPIRY).is_none() {
+        let expiry = match (cfg.session_expiry, cfg.clean) {
+            (Some(x), _) => Some(x),
+            (None, false) => Some(u32::MAX),
+            (None, true) => None,
+        };
+        if let Some(x) = expiry.filter(|&x| x > 0) {
+            p.push(props::id::SESSION_EXPIRY, Value::Four(x));
+        }
+    }
+    p
 }
 
 fn earliest(a: Option<Instant>, b: Instant) -> Option<Instant> {

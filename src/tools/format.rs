@@ -8,7 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::args::Config;
 use super::json::{self, Value};
-use crate::codec::Publish;
+use crate::codec::props::id;
+use crate::codec::{Properties, Publish};
 use crate::sys;
 
 /// Checks a `-F` format as `mosquitto_sub` does before connecting; the
@@ -241,9 +242,44 @@ fn percent(
 ) {
     match c {
         b'%' => out.push(b'%'),
-        // MQTT v5 properties: a v3 message has none.
-        b'A' | b'E' | b'F' | b'S' => out.resize(out.len() + spec.width, spec.pad),
-        b'C' => out.resize(out.len() + spec.width, b' '),
+        // MQTT 5 properties; a message without one prints blanks (or
+        // nothing), as mosquitto_sub does.
+        b'A' | b'E' | b'F' | b'S' => {
+            let pp = m.props.as_deref();
+            let v = match c {
+                b'A' => pp.and_then(|p| p.topic_alias).map(u32::from),
+                b'E' => pp.and_then(|p| p.expiry),
+                b'F' => prop(m, id::PAYLOAD_FORMAT).and_then(|p| p.int(id::PAYLOAD_FORMAT)),
+                _ => pp.and_then(|p| p.sub_ids.first().copied()),
+            };
+            match v {
+                Some(v) => put_int(i64::from(v), spec, out),
+                None => out.resize(out.len() + spec.width, spec.pad),
+            }
+        }
+        b'C' | b'R' => {
+            let pid = if c == b'C' { id::CONTENT_TYPE } else { id::RESPONSE_TOPIC };
+            match prop(m, pid).as_ref().and_then(|p| p.str(pid)) {
+                Some(s) => put_str(s.as_bytes(), spec, out),
+                None if c == b'C' => out.resize(out.len() + spec.width, b' '),
+                None => {}
+            }
+        }
+        b'D' => {
+            if let Some(p) = prop(m, id::CORRELATION_DATA) {
+                out.extend_from_slice(p.bin(id::CORRELATION_DATA).unwrap_or_default());
+            }
+        }
+        b'P' => {
+            if let Some(p) = prop(m, id::USER_PROPERTY) {
+                for (i, (k, v)) in p.user().enumerate() {
+                    if i > 0 {
+                        out.push(b' ');
+                    }
+                    out.extend_from_slice(format!("{k}:{v}").as_bytes());
+                }
+            }
+        }
         b'I' => put_str(now.strftime("%FT%T%z").as_bytes(), spec, out),
         b'j' | b'J' => {
             if let Err(e) = json_line(m, now, c == b'j', cfg.pretty, out) {
@@ -266,6 +302,12 @@ fn percent(
         b'X' => put_payload(&m.payload, Hex::Upper, spec, out),
         _ => {}
     }
+}
+
+/// The forwarded MQTT 5 properties of `m`, when it has one `pid`.
+fn prop(m: &Publish, pid: u8) -> Option<Properties> {
+    let p = m.props.as_ref()?.forwarded();
+    p.get(pid).is_some().then_some(p)
 }
 
 /// printf's `%d` with the spec's flags and width.

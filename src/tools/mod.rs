@@ -3,8 +3,9 @@
 //! `main` looks at the name it was started under and runs the tool of that
 //! name. On a board this keeps rustls, ring and the codec on disk once.
 //!
-//! `midge_pub` and `midge_sub` are Mosquitto's `mosquitto_pub` and
-//! `mosquitto_sub`: the same options, output, messages and exit codes.
+//! `midge_pub`, `midge_sub` and `midge_rr` are Mosquitto's `mosquitto_pub`,
+//! `mosquitto_sub` and `mosquitto_rr`: the same options, output, messages
+//! and exit codes.
 //! [`args`] reads their command line, [`client`] holds the connection,
 //! [`format`] prints `-F` formats and [`sign`] signs and verifies payloads.
 
@@ -13,6 +14,7 @@ pub mod client;
 pub mod format;
 mod json;
 mod r#pub;
+mod rr;
 pub mod sign;
 mod sub;
 pub mod tls;
@@ -38,6 +40,7 @@ const TOOLS: &[(&str, Main)] = &[
     ("midge_cert", cert::main),
     ("midge_pub", r#pub::main),
     ("midge_sub", sub::main),
+    ("midge_rr", rr::main),
 ];
 
 /// The tool `argv0` names (by its file name), or `None` for the broker.

@@ -30,6 +30,8 @@ Usage: midge_pub {[-h host] [--unix path] [-p port] [-u username] [-P password] 
  -A : bind the outgoing socket to this host/ip address. Use to control which interface
       the client communicates over.
  -d : enable debug messages.
+ -D : Define MQTT v5 properties: -D command identifier value, e.g.
+      -D publish user-property key value, -D connect session-expiry-interval 60.
  -c : disable clean session/enable persistent client mode
       When this argument is used, the broker will be instructed not to clean existing sessions
       for the same client id when the client connects. Needs -i.
@@ -56,8 +58,11 @@ Usage: midge_pub {[-h host] [--unix path] [-p port] [-u username] [-P password] 
  -t : mqtt topic to publish to.
  -u : provide a username
  -V : specify the version of the MQTT protocol to use when connecting.
-      Can be mqttv311 or mqttv31. Defaults to mqttv311.
- -x : the MQTT v5 session-expiry-interval; checked, and unused with MQTT v3.
+      Can be mqttv5, mqttv311 or mqttv31. Defaults to mqttv311.
+ -x : Set the session-expiry-interval property on the CONNECT packet. Applies to MQTT v5
+      clients only. Set to 0-4294967294 to specify the session will expire in that many
+      seconds after the client disconnects, or use -1, 4294967295, or ∞ for a session
+      that does not expire. Defaults to -1 if -c is also given, or 0 if -c not given.
  --help : display this message.
  --nodelay : disable Nagle's algorithm, to reduce socket sending latency at the possible
              expense of more packets being sent.
@@ -99,7 +104,26 @@ fn run(cfg: &Config, topic: &str) -> Result<(), Exit> {
         Some(path) => Some(Signer::load(path, cfg.digest).map_err(|e| Exit::new(1, e))?),
         None => None,
     };
-    let message = match &cfg.mode {
+    let message = load_message(cfg)?;
+    let mut c = connect(cfg)?;
+    let mut session = Session {
+        cfg,
+        topic,
+        signer,
+        client: &mut c,
+    };
+    match message {
+        Some(m) => session.repeat(&m)?,
+        None => session.lines()?,
+    }
+    session.drain()?;
+    c.disconnect();
+    Ok(())
+}
+
+/// The message of `-m`, `-n`, `-f` or `-s`; None for `-l`.
+pub(super) fn load_message(cfg: &Config) -> Result<Option<Vec<u8>>, Exit> {
+    Ok(match &cfg.mode {
         PubMode::Message(m) => Some(m.clone()),
         PubMode::Null => Some(Vec::new()),
         PubMode::File(path) => match std::fs::read(path) {
@@ -122,21 +146,7 @@ fn run(cfg: &Config, topic: &str) -> Result<(), Exit> {
             Some(m)
         }
         PubMode::StdinLine | PubMode::None => None,
-    };
-    let mut c = connect(cfg)?;
-    let mut session = Session {
-        cfg,
-        topic,
-        signer,
-        client: &mut c,
-    };
-    match message {
-        Some(m) => session.repeat(&m)?,
-        None => session.lines()?,
-    }
-    session.drain()?;
-    c.disconnect();
-    Ok(())
+    })
 }
 
 /// Connects, turning a failure into `mosquitto_pub`'s lines and codes.

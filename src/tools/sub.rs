@@ -40,10 +40,14 @@ Usage: midge_sub {[-h host] [--unix path] [-p port] [-u username] [-P password] 
       for the same client id when the client connects. Needs -i.
  -C : disconnect and exit after receiving the 'msg_count' messages.
  -d : enable debug messages.
+ -D : Define MQTT v5 properties: -D command identifier value, e.g.
+      -D publish user-property key value, -D connect session-expiry-interval 60.
  -E : Exit once all subscriptions have been acknowledged by the broker.
  -F : output format (see docs/TOOLS.md): %t topic, %p payload, %q qos, %r retained flag,
       %l payload length, %m message id, %x/%X payload in hex, %I ISO-8601 time,
-      %U Unix time with nanoseconds, %j/%J JSON, %% a literal %; @X strftime's %X,
+      %U Unix time with nanoseconds, %j/%J JSON, %% a literal %; MQTT v5: %A topic
+      alias, %C content type, %D correlation data, %E message expiry, %F payload format,
+      %P user properties, %R response topic, %S subscription identifier; @X strftime's %X,
       @N nanoseconds, @@ a literal @; \\n \\t \\r \\0 \\a \\e \\v \\\\ escapes.
       Flags as printf's: %-10t, %05l, %.3t.
  -h : mqtt host to connect to. Defaults to localhost.
@@ -66,9 +70,12 @@ Usage: midge_sub {[-h host] [--unix path] [-p port] [-u username] [-P password] 
  -U : unsubscribe from a topic. May be repeated.
  -v : print published messages verbosely.
  -V : specify the version of the MQTT protocol to use when connecting.
-      Can be mqttv311 or mqttv31. Defaults to mqttv311.
+      Can be mqttv5, mqttv311 or mqttv31. Defaults to mqttv311.
  -W : Specifies a timeout in seconds how long to process incoming MQTT messages.
- -x : the MQTT v5 session-expiry-interval; checked, and unused with MQTT v3.
+ -x : Set the session-expiry-interval property on the CONNECT packet. Applies to MQTT v5
+      clients only. Set to 0-4294967294 to specify the session will expire in that many
+      seconds after the client disconnects, or use -1, 4294967295, or ∞ for a session
+      that does not expire. Defaults to -1 if -c is also given, or 0 if -c not given.
  --help : display this message.
  --nodelay : disable Nagle's algorithm, to reduce socket sending latency at the possible
              expense of more packets being sent.

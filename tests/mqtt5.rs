@@ -1,0 +1,309 @@
+//! MQTT 5 on the wire, with packets built by hand: CONNACK, SUBACK,
+//! UNSUBACK and PUBACK bytes compared with Debian's mosquitto for several
+//! shapes, properties on packets that may not carry them, malformed
+//! variable byte integers and repeated properties, and the reason codes
+//! midge sends when it refuses something or closes a connection.
+
+mod common;
+
+use std::time::Duration;
+
+use common::packets::{Packet, RawClient, ReadOutcome, field, packet};
+use common::*;
+
+/// A variable byte integer [MQTT-1.5.5].
+fn vbi(mut n: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let mut b = (n % 128) as u8;
+        n /= 128;
+        if n > 0 {
+            b |= 0x80;
+        }
+        out.push(b);
+        if n == 0 {
+            return out;
+        }
+    }
+}
+
+/// A property section: length, then the properties as given.
+fn props(p: &[u8]) -> Vec<u8> {
+    let mut v = vbi(p.len());
+    v.extend_from_slice(p);
+    v
+}
+
+/// An MQTT 5 CONNECT: clean start, keepalive `ka`, properties `p`.
+fn connect5(id: &str, ka: u16, p: &[u8]) -> Vec<u8> {
+    let mut body = field(b"MQTT");
+    body.extend_from_slice(&[5, 0x02]);
+    body.extend_from_slice(&ka.to_be_bytes());
+    body.extend(props(p));
+    body.extend(field(id.as_bytes()));
+    packet(0x10, &body)
+}
+
+fn subscribe5(pkid: u16, p: &[u8], filters: &[(&str, u8)]) -> Vec<u8> {
+    let mut body = pkid.to_be_bytes().to_vec();
+    body.extend(props(p));
+    for (f, o) in filters {
+        body.extend(field(f.as_bytes()));
+        body.push(*o);
+    }
+    packet(0x82, &body)
+}
+
+fn publish5(qos: u8, pkid: u16, topic: &str, p: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut body = field(topic.as_bytes());
+    if qos > 0 {
+        body.extend_from_slice(&pkid.to_be_bytes());
+    }
+    body.extend(props(p));
+    body.extend_from_slice(payload);
+    packet(0x30 | (qos << 1), &body)
+}
+
+/// A user property.
+fn user(k: &str, v: &str) -> Vec<u8> {
+    let mut p = vec![0x26];
+    p.extend(field(k.as_bytes()));
+    p.extend(field(v.as_bytes()));
+    p
+}
+
+/// Connects with `connect` and returns the client and the CONNACK.
+fn open(b: &Broker, name: &str, connect: &[u8]) -> (RawClient, Packet) {
+    let mut c = b.raw().named(name);
+    c.send(connect);
+    let ack = c.read_packet();
+    (c, ack)
+}
+
+/// A CONNACK with an assigned client id cut out (it is random).
+fn masked(p: &Packet) -> Vec<u8> {
+    let mut bytes = p.bytes();
+    if let Some(at) = bytes.windows(2).position(|w| w == [0x12, 0x00]) {
+        let len = usize::from(bytes[at + 2]);
+        bytes.drain(at + 3..at + 3 + len);
+        bytes.extend_from_slice(&[0xAA; 2]);
+    }
+    bytes
+}
+
+/// The next packet's bytes, or what happened instead.
+fn next(c: &mut RawClient) -> Vec<u8> {
+    match c.try_read(Duration::from_secs(3)) {
+        ReadOutcome::Packet(p) => p.bytes(),
+        ReadOutcome::Closed => b"closed".to_vec(),
+        ReadOutcome::Timeout => b"nothing".to_vec(),
+    }
+}
+
+/// Every CONNECT shape once, then SUBSCRIBE, UNSUBSCRIBE and PUBLISH
+/// shapes on one connection: the bytes the broker answered.
+fn answers(b: &Broker) -> Vec<(String, Vec<u8>)> {
+    let mut seen = Vec::new();
+    let shapes: &[(&str, Vec<u8>)] = &[
+        ("plain", connect5("c1", 60, &[])),
+        ("keepalive 0", connect5("c2", 0, &[])),
+        ("keepalive 65535", connect5("c3", 65535, &[])),
+        ("empty id", connect5("", 60, &[])),
+        ("empty id, keepalive 0", connect5("", 0, &[])),
+        ("session expiry", connect5("c4", 60, &[0x11, 0, 0, 0, 0x10])),
+        ("receive maximum", connect5("c5", 60, &[0x21, 0, 5])),
+        ("maximum packet size", connect5("c6", 60, &[0x27, 0, 0, 1, 0])),
+        ("no problem information", connect5("c7", 60, &[0x17, 0])),
+        ("user property", connect5("c8", 60, &user("a", "b"))),
+        ("authentication method", {
+            let mut p = vec![0x15];
+            p.extend(field(b"SCRAM-SHA-1"));
+            connect5("c9", 60, &p)
+        }),
+    ];
+    for (what, bytes) in shapes {
+        let (_c, ack) = open(b, what, bytes);
+        seen.push((what.to_string(), masked(&ack)));
+    }
+    let (mut c, _) = open(b, "subscriber", &connect5("s", 60, &[]));
+    let subs: &[(&str, Vec<u8>)] = &[
+        ("qos 1", subscribe5(1, &[], &[("a/b", 1)])),
+        ("options", subscribe5(2, &[], &[("a/#", 0x2E)])),
+        ("shared", subscribe5(3, &[], &[("$share/g/x", 2)])),
+        ("subscription id", subscribe5(4, &[0x0B, 5], &[("x", 1)])),
+        ("several", subscribe5(5, &[], &[("p", 0), ("q", 1), ("r", 2)])),
+    ];
+    for (what, bytes) in subs {
+        c.send(bytes);
+        seen.push((format!("SUBACK {what}"), next(&mut c)));
+    }
+    let mut body = 9u16.to_be_bytes().to_vec();
+    body.push(0);
+    body.extend(field(b"a/b"));
+    body.extend(field(b"never"));
+    c.send(&packet(0xA2, &body));
+    seen.push(("UNSUBACK".into(), next(&mut c)));
+    c.send(&publish5(1, 10, "nobody/listens", &[], b"x"));
+    seen.push(("PUBACK no subscribers".into(), next(&mut c)));
+    c.send(&publish5(1, 11, "a/b", &[], b"x"));
+    // The message itself (we subscribed to a/b), and its PUBACK.
+    let mut got = vec![next(&mut c), next(&mut c)];
+    got.sort();
+    seen.push(("PUBACK delivered".into(), got[0].clone()));
+    // Refused with max_qos 1.
+    c.send(&publish5(2, 12, "nobody/listens", &[], b"x"));
+    seen.push(("PUBREC no subscribers".into(), next(&mut c)));
+    seen
+}
+
+#[test]
+fn connack_suback_and_acks_are_mosquitto_s_bytes() {
+    common::compare::same_as_mosquitto("default settings", "", answers);
+    common::compare::same_as_mosquitto(
+        "limits set",
+        "max_keepalive 30\nmax_packet_size 2000\nretain_available false\n\
+         max_qos 1\nmax_inflight_messages 5\nmax_topic_alias 3\n",
+        answers,
+    );
+}
+
+/// A CONNECT, then `bad`: the broker sends DISCONNECT with `reason`,
+/// closes, logs the protocol error, and other clients carry on.
+fn refused_with(b: &Broker, name: &str, bad: &[u8], reason: u8) {
+    let (mut c, _) = open(b, name, &connect5(name, 60, &[]));
+    c.send(bad);
+    c.expect_bytes(&[0xE0, 0x01, reason], &format!("DISCONNECT for {name}"));
+    c.expect_closed();
+    b.wait_for_log(&format!("Client {name} disconnected due to protocol error"), TIMEOUT);
+    let (mut other, _) = open(b, "other", &connect5("other", 60, &[]));
+    other.send(&[0xC0, 0]);
+    other.expect_bytes(&[0xD0, 0], "PINGRESP");
+}
+
+#[test]
+fn malformed_properties_close_only_that_connection() {
+    let b = Broker::start("");
+    // A session expiry interval on a PUBLISH.
+    refused_with(&b, "wrong-packet", &publish5(0, 0, "t", &[0x11, 0, 0, 0, 1], b""), 0x81);
+    // An unknown property identifier.
+    refused_with(&b, "unknown-id", &publish5(0, 0, "t", &[0x7F, 0], b""), 0x81);
+    // A content type given twice.
+    let mut twice = vec![0x03];
+    twice.extend(field(b"a"));
+    twice.push(0x03);
+    twice.extend(field(b"b"));
+    refused_with(&b, "repeated", &publish5(0, 0, "t", &twice, b""), 0x82);
+    // A property length that runs past four bytes.
+    let mut body = field(b"t");
+    body.extend_from_slice(&[0xFF, 0xFF, 0xFF, 0xFF, 0x01]);
+    refused_with(&b, "long-vbi", &packet(0x30, &body), 0x81);
+    // A property list longer than the packet.
+    let mut body = field(b"t");
+    body.extend_from_slice(&[0x10, 0x26]);
+    refused_with(&b, "short", &packet(0x30, &body), 0x81);
+    // A payload format indicator of 2 and a subscription identifier of 0.
+    refused_with(&b, "bad-value", &publish5(0, 0, "t", &[0x01, 2], b""), 0x81);
+    refused_with(&b, "sub-id-0", &subscribe5(1, &[0x0B, 0], &[("x", 0)]), 0x81);
+    // Retain handling 3 and a reserved option bit.
+    refused_with(&b, "rh3", &subscribe5(1, &[], &[("x", 0x30)]), 0x81);
+    refused_with(&b, "reserved", &subscribe5(1, &[], &[("x", 0x40)]), 0x81);
+    // A user property whose value is not UTF-8.
+    let mut bad = vec![0x26];
+    bad.extend(field(b"k"));
+    bad.extend(field(&[0xC3, 0x28]));
+    refused_with(&b, "not-utf8", &publish5(0, 0, "t", &bad, b""), 0x81);
+}
+
+#[test]
+fn topic_alias_and_receive_maximum_refusals() {
+    let b = Broker::start("max_topic_alias 2\nmax_inflight_messages 3\n");
+    // Above the topic alias maximum, and an alias never set up.
+    refused_with(&b, "alias-3", &publish5(0, 0, "t", &[0x23, 0, 3], b""), 0x94);
+    refused_with(&b, "alias-unknown", &publish5(0, 0, "", &[0x23, 0, 1], b""), 0x94);
+    // An alias set up and used: the (3.1.1) subscriber sees the topic.
+    let mut sub = b.client("sub");
+    sub.send(&common::packets::subscribe(1, &[("long/topic/name", 0)]));
+    sub.read_packet();
+    let (mut p, _) = open(&b, "aliaser", &connect5("aliaser", 60, &[]));
+    p.send(&publish5(0, 0, "long/topic/name", &[0x23, 0, 1], b"one"));
+    p.send(&publish5(0, 0, "", &[0x23, 0, 1], b"two"));
+    for want in ["one", "two"] {
+        let m = sub.read_packet().publish();
+        assert_eq!((m.topic.as_str(), m.payload_str().as_str()), ("long/topic/name", want));
+    }
+    // Four QoS 2 messages without PUBREL exceed a receive maximum of 3.
+    let (mut c, _) = open(&b, "greedy", &connect5("greedy", 60, &[]));
+    for id in 1..=3 {
+        c.send(&publish5(2, id, "q", &[], b"x"));
+        assert_eq!(c.read_packet().kind(), 5, "PUBREC");
+    }
+    c.send(&publish5(2, 4, "q", &[], b"x"));
+    c.expect_bytes(&[0xE0, 0x01, 0x93], "DISCONNECT receive maximum exceeded");
+    c.expect_closed();
+}
+
+#[test]
+fn server_side_disconnect_reasons() {
+    let mut b = Broker::start("");
+    // Session taken over.
+    let (mut first, _) = open(&b, "first", &connect5("same", 60, &[]));
+    let (_second, ack) = open(&b, "second", &connect5("same", 60, &[]));
+    assert_eq!(ack.kind(), 2);
+    first.expect_bytes(&[0xE0, 0x01, 0x8E], "DISCONNECT session taken over");
+    first.expect_closed();
+    // Keep alive timeout: 1.5 x 1 s without a packet.
+    let (mut quiet, _) = open(&b, "quiet", &connect5("quiet", 1, &[]));
+    match quiet.try_read(Duration::from_secs(5)) {
+        ReadOutcome::Packet(p) => assert_eq!(p.bytes(), [0xE0, 0x01, 0x8D]),
+        other => panic!("expected DISCONNECT 0x8D, got {other:?}"),
+    }
+    quiet.expect_closed();
+    // AUTH without an authentication method on offer.
+    let (mut auth, _) = open(&b, "auth", &connect5("auth", 60, &[]));
+    auth.send(&[0xF0, 0x00]);
+    auth.expect_bytes(&[0xE0, 0x01, 0x8C], "DISCONNECT bad authentication method");
+    auth.expect_closed();
+    // Shutting down.
+    let (mut last, _) = open(&b, "last", &connect5("last", 60, &[]));
+    b.signal(libc::SIGTERM);
+    last.expect_bytes(&[0xE0, 0x01, 0x8B], "DISCONNECT server shutting down");
+}
+
+#[test]
+fn a_3_1_1_subscriber_gets_a_5_0_message_without_properties() {
+    let b = Broker::start("");
+    let mut old = b.client("old");
+    old.send(&common::packets::subscribe(1, &[("mixed", 1)]));
+    old.read_packet();
+    let (mut new, _) = open(&b, "new", &connect5("new", 60, &[]));
+    new.send(&subscribe5(1, &[0x0B, 9], &[("mixed", 1)]));
+    new.read_packet();
+    let mut p = user("k", "v");
+    p.extend_from_slice(&[0x02, 0, 0, 0, 60]);
+    let (mut publisher, _) = open(&b, "pub5", &connect5("pub5", 60, &[]));
+    publisher.send(&publish5(1, 1, "mixed", &p, b"payload"));
+    // 3.1.1: topic, packet id, payload; no property section.
+    let got = old.read_packet();
+    let mut want = field(b"mixed");
+    want.extend_from_slice(&1u16.to_be_bytes());
+    want.extend_from_slice(b"payload");
+    assert_eq!(got.body, want, "{}", got.describe());
+    // 5.0: subscription id first, the user property, the expiry left.
+    let got = new.read_packet();
+    let mut want = field(b"mixed");
+    want.extend_from_slice(&1u16.to_be_bytes());
+    let mut wp = vec![0x0B, 9];
+    wp.extend(user("k", "v"));
+    wp.extend_from_slice(&[0x02, 0, 0, 0, 60]);
+    want.extend(props(&wp));
+    want.extend_from_slice(b"payload");
+    assert_eq!(got.body, want, "{}", got.describe());
+    // And a 3.1.1 message reaches the 5.0 subscriber with only its id.
+    old.send(&common::packets::publish("mixed", b"old", 1, false, false, 7));
+    let got = new.read_packet();
+    let mut want = field(b"mixed");
+    want.extend_from_slice(&2u16.to_be_bytes());
+    want.extend(props(&[0x0B, 9]));
+    want.extend_from_slice(b"old");
+    assert_eq!(got.body, want, "{}", got.describe());
+}
