@@ -147,7 +147,7 @@ fn answers(b: &Broker) -> Vec<(String, Vec<u8>)> {
     seen.push(("PUBACK no subscribers".into(), next(&mut c)));
     c.send(&publish5(1, 11, "a/b", &[], b"x"));
     // The message itself (we subscribed to a/b), and its PUBACK.
-    let mut got = vec![next(&mut c), next(&mut c)];
+    let mut got = [next(&mut c), next(&mut c)];
     got.sort();
     seen.push(("PUBACK delivered".into(), got[0].clone()));
     // Refused with max_qos 1.
@@ -244,7 +244,7 @@ fn topic_alias_and_receive_maximum_refusals() {
 
 #[test]
 fn server_side_disconnect_reasons() {
-    let mut b = Broker::start("");
+    let b = Broker::start("");
     // Session taken over.
     let (mut first, _) = open(&b, "first", &connect5("same", 60, &[]));
     let (_second, ack) = open(&b, "second", &connect5("same", 60, &[]));
