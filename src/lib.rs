@@ -22,6 +22,8 @@ pub mod auth;
 pub mod client;
 pub mod codec;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod listener;
 pub mod logging;
 pub mod notify;
