@@ -11,9 +11,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::auth::Auth;
 use crate::auth::acl::{self, AclFile};
 use crate::auth::passwd::Passwords;
-use crate::auth::Auth;
 use crate::codec::{self, Level, Packet};
 use crate::config::Config;
 use crate::persist::{self, format};
@@ -131,7 +131,11 @@ pub fn persist_file(data: &[u8]) {
     let Some((&first, rest)) = data.split_first() else {
         return;
     };
-    let bytes = if first & 1 == 1 { frame(rest) } else { rest.to_vec() };
+    let bytes = if first & 1 == 1 {
+        frame(rest)
+    } else {
+        rest.to_vec()
+    };
     let decoded = format::decode(&bytes);
     let (restored, _) = persist::Restored::from_records(decoded.records);
     let metrics = Arc::new(Metrics::default());

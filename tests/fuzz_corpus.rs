@@ -30,9 +30,16 @@ fn every_seed_of_every_target_runs_to_its_end() {
 fn every_target_has_a_seed_folder_and_a_fuzz_target() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     for (name, _) in TARGETS {
-        assert!(root.join("seeds").join(name).is_dir(), "no seeds for {name}");
+        assert!(
+            root.join("seeds").join(name).is_dir(),
+            "no seeds for {name}"
+        );
         let target = root.join("fuzz_targets").join(format!("{name}.rs"));
         let text = std::fs::read_to_string(&target).expect("fuzz target source");
-        assert!(text.contains("midge::fuzzing::"), "{} calls no entry", target.display());
+        assert!(
+            text.contains("midge::fuzzing::"),
+            "{} calls no entry",
+            target.display()
+        );
     }
 }

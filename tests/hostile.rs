@@ -147,7 +147,12 @@ fn publish_while_reading(
 ) -> u64 {
     let payload = vec![b'p'; size];
     let one = publish(topic, &payload, 0, false, false, 0);
-    let batch: Vec<u8> = one.iter().copied().cycle().take(one.len() * per_batch).collect();
+    let batch: Vec<u8> = one
+        .iter()
+        .copied()
+        .cycle()
+        .take(one.len() * per_batch)
+        .collect();
     let mut peak = 0;
     for _ in 0..batches {
         publ.send(&batch);
@@ -203,7 +208,12 @@ fn persistent_sessions_with_random_ids_are_held_by_the_queue_limits() {
     round_trip(&b, "warm-up");
     let start = rss(&b);
     let ids: Vec<String> = (0..SESSIONS)
-        .map(|i| format!("dev-{:016x}", (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+        .map(|i| {
+            format!(
+                "dev-{:016x}",
+                (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            )
+        })
         .collect();
     for id in &ids {
         let mut c = RawClient::connect_with(b.addr(), &Connect::new(id).clean(false), false);
@@ -245,7 +255,10 @@ fn persistent_sessions_with_random_ids_are_held_by_the_queue_limits() {
     }
     let end = rss(&b);
     eprintln!("after removing them: {end} KiB");
-    assert!(end < start + 4 * 1024, "RSS {start} KiB at start, {end} KiB at the end");
+    assert!(
+        end < start + 4 * 1024,
+        "RSS {start} KiB at start, {end} KiB at the end"
+    );
 }
 
 /// Two clients with one client id connecting in turn `rounds` times each,
@@ -257,7 +270,14 @@ fn takeover_storm(b: &Broker, rounds: usize) {
             for i in 0..rounds {
                 let mut c = RawClient::open(addr);
                 c.send_lossy(&Connect::new("twin").clean(clean).build());
-                c.send_lossy(&publish("storm/t", format!("{i}").as_bytes(), 0, false, false, 0));
+                c.send_lossy(&publish(
+                    "storm/t",
+                    format!("{i}").as_bytes(),
+                    0,
+                    false,
+                    false,
+                    0,
+                ));
                 // The other twin may already have taken over: no reads.
                 let _ = c.stream.shutdown(Shutdown::Write);
             }
@@ -319,7 +339,10 @@ fn hostile_names_never_widen_patterns_and_failed_logins_name_the_peer() {
         "acl",
         "pattern readwrite dev/%c/#\npattern readwrite user/%u/#\nuser admin\ntopic read #\n",
     );
-    let b = Broker::start(&format!("allow_anonymous true\nacl_file {}\n", acl.display()));
+    let b = Broker::start(&format!(
+        "allow_anonymous true\nacl_file {}\n",
+        acl.display()
+    ));
     let mut victim = b.client("victim");
     victim.subscribe(1, &[("dev/victim/#", 0), ("user/victim/#", 0)]);
     let long = "v".repeat(60_000);
@@ -363,9 +386,17 @@ fn hostile_names_never_widen_patterns_and_failed_logins_name_the_peer() {
         "passwd",
         "admin:$6$c2FsdDEyMzRzYWx0$I7WFtbgRQB05B2AiBrcR2B28Jz6nVhAw6ZzzUpxwaXtUrdbOilNDlwVmK47jp17cVkCd9e6csCTQz60JfKmFVA==\n",
     );
-    let b2 = Broker::start(&format!("allow_anonymous false\npassword_file {}\n", pw.display()));
+    let b2 = Broker::start(&format!(
+        "allow_anonymous false\npassword_file {}\n",
+        pw.display()
+    ));
     let mut bad = b2.raw();
-    bad.send(&Connect::new("guesser").username("admin").password(b"guess").build());
+    bad.send(
+        &Connect::new("guesser")
+            .username("admin")
+            .password(b"guess")
+            .build(),
+    );
     bad.expect_connack(5, false);
     let local = bad.stream.local_addr().expect("local address");
     b2.wait_for_log(

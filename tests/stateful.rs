@@ -20,15 +20,30 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use common::packets::{
-    Connect, PUBLISH, PUBREC, PUBREL, disconnect, publish, pubcomp, puback, pubrec, pubrel,
+    Connect, PUBLISH, PUBREC, PUBREL, disconnect, puback, pubcomp, publish, pubrec, pubrel,
     subscribe, unsubscribe,
 };
 use common::*;
 
 const CLIENTS: usize = 4;
 const STEPS: usize = 1500;
-const FILTERS: &[&str] = &["t/#", "t/open/+", "t/open/a", "#", "t/secret/#", "+/+/b", "$SYS/#"];
-const TOPICS: &[&str] = &["t/open/a", "t/open/b", "t/open", "t/secret/x", "u/z", "t/x/b"];
+const FILTERS: &[&str] = &[
+    "t/#",
+    "t/open/+",
+    "t/open/a",
+    "#",
+    "t/secret/#",
+    "+/+/b",
+    "$SYS/#",
+];
+const TOPICS: &[&str] = &[
+    "t/open/a",
+    "t/open/b",
+    "t/open",
+    "t/secret/x",
+    "u/z",
+    "t/x/b",
+];
 /// Everyone may write `t/#`; only `t/open` and below may be read.
 const ACL: &str = "topic write t/#\ntopic read t/open/#\n";
 
@@ -146,7 +161,10 @@ impl Run {
                 let m = &mut self.clients[i];
                 m.next_id = m.next_id % 60_000 + 1;
                 let id = if qos == 0 { 0 } else { m.next_id };
-                self.send(i, &publish(topic, payload.as_bytes(), qos, false, false, id));
+                self.send(
+                    i,
+                    &publish(topic, payload.as_bytes(), qos, false, false, id),
+                );
             }
             25..=34 => {
                 let f = *self.rng.pick(FILTERS);
@@ -214,13 +232,21 @@ impl Run {
         let payload = p.payload_str();
         let m = &self.clients[i];
         if !m.subs.iter().any(|f| matches(f, &p.topic)) {
-            self.fail(format!("c{i} got {} ({payload}) without a matching subscription {:?}", p.topic, m.subs));
+            self.fail(format!(
+                "c{i} got {} ({payload}) without a matching subscription {:?}",
+                p.topic, m.subs
+            ));
         }
         if !readable(&p.topic) {
-            self.fail(format!("c{i} got {} ({payload}), which the ACL does not let it read", p.topic));
+            self.fail(format!(
+                "c{i} got {} ({payload}), which the ACL does not let it read",
+                p.topic
+            ));
         }
         if m.released.contains(&payload) {
-            self.fail(format!("c{i} got QoS 2 message {payload} again after its PUBREL"));
+            self.fail(format!(
+                "c{i} got QoS 2 message {payload} again after its PUBREL"
+            ));
         }
         if !p.dup && !self.clients[i].seen.insert(payload.clone()) {
             self.fail(format!("c{i} got {payload} twice without DUP"));
@@ -299,7 +325,9 @@ fn random_sessions_keep_the_invariants() {
         run.fail(format!("a panic in the log:\n{}", run.b.logs().join("\n")));
     }
     if end > start + 4 * 1024 {
-        run.fail(format!("RSS {start} KiB at start, {end} KiB after everyone left"));
+        run.fail(format!(
+            "RSS {start} KiB at start, {end} KiB after everyone left"
+        ));
     }
     assert!(delivered > 0, "seed {seed}: nothing was delivered at all");
 }
