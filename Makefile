@@ -6,6 +6,11 @@
 #               .deb packages, lintian and an install into a bookworm chroot
 #   make bench  midge against Mosquitto side by side (about 5 minutes;
 #               bench-quick: about 1); see docs/PERFORMANCE.md
+#   make fuzz   every fuzz target for FUZZ_SECONDS (60) each; installs
+#               cargo-fuzz if missing; see docs/SECURITY.md
+#   make soak   mixed load for SOAK_SECONDS (600), clients joining and
+#               leaving; reports memory, descriptors, threads and losses
+#               (soak-short: 60 seconds)
 #
 # Single steps (each installs what it needs first):
 #   make test-amd64         unit and integration tests, default toolchain
@@ -53,7 +58,8 @@ TOOLS := midge_passwd midge_cert midge_pub midge_sub midge_rr
 CI_STEPS := test-deps setup test-amd64 msrv armv7 qemu-test deb deb-armhf lint deb-install-test
 
 .PHONY: all build run test test-deps setup test-amd64 msrv armv7 qemu-test \
-	deb deb-armhf lint deb-install-test cross-armv7 clean-cross bench bench-quick
+	deb deb-armhf lint deb-install-test cross-armv7 clean-cross bench bench-quick \
+	fuzz soak soak-short
 
 all: build
 
@@ -115,3 +121,18 @@ bench:
 bench-quick:
 	$(CARGO) bench --locked --bench compare -- --quick
 	$(CARGO) bench --locked --bench acl
+
+# Coverage-guided fuzzing (fuzz/, its own workspace): cargo-fuzz on the
+# stable toolchain with RUSTC_BOOTSTRAP=1. Crashes land in fuzz/seeds,
+# which `cargo test` replays.
+FUZZ_SECONDS ?= 60
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) sh fuzz/run.sh
+
+# The soak run (tests/soak.rs): a release broker under mixed load.
+SOAK_SECONDS ?= 600
+soak:
+	SOAK_SECONDS=$(SOAK_SECONDS) $(CARGO) bench --locked --bench soak
+
+soak-short:
+	SOAK_SECONDS=60 $(CARGO) bench --locked --bench soak

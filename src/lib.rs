@@ -23,6 +23,8 @@ pub mod bridge;
 pub mod client;
 pub mod codec;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod listener;
 pub mod logging;
 pub mod notify;

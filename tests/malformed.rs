@@ -1,5 +1,6 @@
 //! Malformed packets and protocol violations close that one connection
-//! (publishing its will), and the broker keeps serving everyone else.
+//! (publishing its will) with one log line, and the broker keeps serving
+//! everyone else.
 
 mod common;
 
@@ -48,10 +49,25 @@ impl Bystanders {
     }
 }
 
+/// The one log line of a connection closed for a protocol error, among the
+/// lines from `from` on: exactly one line names the error.
+fn expect_one_error_line(b: &Broker, from: usize, who: &str, case: &str) -> String {
+    let line = b.wait_for_log_from(from, "disconnected due to protocol error", TIMEOUT);
+    assert!(line.contains(who), "{case}: the line names {who}: {line}");
+    let lines: Vec<String> = b.logs()[from..]
+        .iter()
+        .filter(|l| l.contains("protocol error"))
+        .cloned()
+        .collect();
+    assert_eq!(lines.len(), 1, "{case}: one log line, got {lines:?}");
+    line
+}
+
 /// Connects a client with a will, sends `bytes`, and expects the broker to
-/// close the connection without answering; then the will is published and
-/// the bystanders still work.
+/// close the connection without answering, with one log line; then the will
+/// is published and the bystanders still work.
 fn violation(b: &Broker, by: &mut Bystanders, id: &str, case: &str, bytes: &[u8], will: bool) {
+    let from = b.log_len();
     let mut c = RawClient::connect_with(
         b.addr(),
         &Connect::new(id).will("will/bad", id.as_bytes(), 1, false),
@@ -60,6 +76,7 @@ fn violation(b: &Broker, by: &mut Bystanders, id: &str, case: &str, bytes: &[u8]
     .named(case);
     c.send_lossy(bytes);
     c.expect_closed();
+    expect_one_error_line(b, from, &format!("Client {id} "), case);
     if will {
         by.expect_will(id, case);
     }
@@ -140,6 +157,25 @@ violation_test!(
     remaining_length_too_long,
     vec![0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]
 );
+// Lengths inside the packet that reach beyond its end.
+violation_test!(
+    publish_topic_length_beyond_packet,
+    packet(0x30, &[0, 200, b'a', b'b'])
+);
+violation_test!(
+    subscribe_filter_length_beyond_packet,
+    packet(0x82, &[0, 1, 0xFF, 0xFF, b'a', 0])
+);
+violation_test!(
+    unsubscribe_filter_length_beyond_packet,
+    packet(0xA2, &[0, 1, 0, 9, b'a'])
+);
+// A remaining length too short for the packet's fixed part.
+violation_test!(puback_with_one_byte, packet(0x40, &[1]));
+violation_test!(pingreq_with_a_body, packet(0xC0, &[0]));
+// Packets only a server sends.
+violation_test!(connack_from_a_client, packet(0x20, &[0, 0]));
+violation_test!(suback_from_a_client, packet(0x90, &[0, 1, 0]));
 
 #[test]
 fn packet_before_connect_closes() {
@@ -154,9 +190,11 @@ fn packet_before_connect_closes() {
             b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
         ),
     ] {
+        let from = b.log_len();
         let mut c = b.raw().named(case);
         c.send_lossy(&bytes);
         c.expect_closed();
+        expect_one_error_line(&b, from, "Client <unknown> from 127.0.0.1:", case);
         by.still_work(case);
     }
 }
@@ -186,10 +224,18 @@ fn bad_connect_packets_close() {
             Connect::new("p").password(b"pw").build(),
         ),
         ("truncated CONNECT", packet(0x10, &[0, 4, b'M', b'Q'])),
+        ("client id length beyond the packet", {
+            let mut v = connect("x");
+            let n = v.len();
+            v[n - 3] = 0x7F; // the client id's length: 0x7F01
+            v
+        }),
     ] {
+        let from = b.log_len();
         let mut c = b.raw().named(case);
         c.send_lossy(&bytes);
         c.expect_closed();
+        expect_one_error_line(&b, from, "Client <unknown> from 127.0.0.1:", case);
         by.still_work(case);
     }
 }
@@ -226,4 +272,31 @@ fn half_a_packet_then_close_publishes_the_will() {
     c.drop_connection();
     by.expect_will("half", "a half packet");
     by.still_work("a half packet");
+}
+
+/// A packet cut short and then silence: the keepalive (1.5 x 1 s here)
+/// ends the connection with its one log line, and the will goes out.
+#[test]
+fn truncated_packet_then_silence_ends_at_the_keepalive() {
+    let b = Broker::start("");
+    let mut by = Bystanders::new(&b);
+    let mut c = RawClient::connect_with(
+        b.addr(),
+        &Connect::new("mute")
+            .keepalive(1)
+            .will("will/bad", b"mute", 1, false),
+        false,
+    );
+    let full = publish("by/t", b"never complete", 1, false, false, 1);
+    c.send(&full[..full.len() - 3]);
+    c.expect_closed();
+    b.wait_for_log("Client mute has exceeded timeout, disconnecting.", TIMEOUT);
+    let lines: Vec<String> = b
+        .logs()
+        .into_iter()
+        .filter(|l| l.contains("mute") && !l.contains("New "))
+        .collect();
+    assert_eq!(lines.len(), 1, "one line for its end: {lines:?}");
+    by.expect_will("mute", "a truncated packet");
+    by.still_work("a truncated packet");
 }

@@ -635,7 +635,9 @@ fn check_tls(t: &TlsSettings) -> Result<(), ConfigError> {
 fn parse_expiration(l: &Line) -> Result<Duration, ConfigError> {
     let v = l.one()?;
     let bad = || l.bad(format!("'{v}' is not a period like 2h, 14d, 1w, 6m or 1y"));
-    let (num, unit) = v.split_at(v.len().saturating_sub(1));
+    // The unit is the last character, which need not be one byte.
+    let unit_at = v.char_indices().last().map_or(0, |(i, _)| i);
+    let (num, unit) = v.split_at(unit_at);
     let n: u64 = num.parse().map_err(|_| bad())?;
     let hours = match unit {
         "h" => 1,

@@ -183,6 +183,8 @@ fn errors_name_file_line_and_option() {
     assert!(err("log_dest carrier-pigeon\n").contains("'carrier-pigeon' is not one of"));
     assert!(err("log_type chatter\n").contains("'chatter' is not a log type"));
     assert!(err("persistent_client_expiration 3x\n").contains("not a period"));
+    // A unit of more than one byte was once cut inside the character.
+    assert!(err("persistent_client_expiration 2\u{1de}\n").contains("not a period"));
     assert!(err("socket_domain ipv5\n").contains("'ipv5'"));
     assert!(err("protocol websockets\n").contains("not supported yet"));
     assert!(err("mount_point a/#\n").contains("mount point"));
