@@ -91,6 +91,30 @@ fn message_properties_are_forwarded_unchanged() {
 }
 
 #[test]
+fn overlapping_subscriptions_each_carry_their_identifier() {
+    let b = Broker::start("");
+    let mut lines = scenario(&b, "overlap", &[]);
+    // One copy per matching subscription, each at its own QoS with its own
+    // identifier, as Mosquitto sends an MQTT 5 client [MQTT-3.3.4-5]
+    // (a single copy would have to carry both identifiers [MQTT-3.3.4-4]).
+    // Their order is the broker's business.
+    let last = lines.pop();
+    assert_eq!(last.as_deref(), Some("t MSG ov/r q1 r1 kept | sid=9"));
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "s MSG ov/a/b q1 r0 end | sid=1",
+            "s MSG ov/x q0 r0 x | sid=2",
+            "s MSG ov/x q1 r0 x",
+            "s MSG ov/x q1 r0 x | sid=1",
+            "s MSG ov/y q0 r0 y | sid=2",
+            "s MSG ov/y q1 r0 y | sid=1",
+        ]
+    );
+}
+
+#[test]
 fn mixed_versions_exchange_messages() {
     let b = Broker::start("");
     // Debian's client at 3.1.1, and a raw one that checks the bytes.
@@ -347,7 +371,12 @@ fn receive_maximum_of_the_client_is_respected() {
     let lines = scenario(&b, "receive-maximum", &[]);
     // With receive maximum 1 the next message comes only after the PUBACK.
     let expected: Vec<String> = (1..=5)
-        .flat_map(|i| [format!("sub MSG rm/{i} q1 r0 message {i}"), format!("ACK {i}")])
+        .flat_map(|i| {
+            [
+                format!("sub MSG rm/{i} q1 r0 message {i}"),
+                format!("ACK {i}"),
+            ]
+        })
         .collect();
     assert_eq!(lines, expected);
 }
@@ -396,7 +425,10 @@ fn mosquitto_clients_with_mqtt5_properties() {
     }
     mosquitto_pub(b.port, &args);
     mosquitto_pub(b.port, &["-V", "mqttv5", "-t", "mt/b", "-m", "plain"]);
-    let i = sub.wait_line("mt/a|k:v k2:v2 k:v3|text/plain|mt/reply|abc|1|5|hello", TIMEOUT);
+    let i = sub.wait_line(
+        "mt/a|k:v k2:v2 k:v3|text/plain|mt/reply|abc|1|5|hello",
+        TIMEOUT,
+    );
     sub.wait_line_from(i + 1, "mt/b||||||5|plain", TIMEOUT);
 }
 
@@ -416,7 +448,12 @@ fn keep_alive_timeout_is_told_to_the_client() {
     let (mut c, _) = raw_v5(&b, &connect_v5("silent", true, 1, 0));
     // Silent for 1.5 x keepalive: DISCONNECT 0x8D, then the close.
     let p = c.read_packet_within(scaled(TIMEOUT));
-    assert_eq!(p.kind(), DISCONNECT, "expected DISCONNECT, got {}", p.describe());
+    assert_eq!(
+        p.kind(),
+        DISCONNECT,
+        "expected DISCONNECT, got {}",
+        p.describe()
+    );
     assert_eq!(p.body.first(), Some(&0x8D), "{}", p.describe());
     c.expect_closed();
 }

@@ -219,6 +219,25 @@ def scenario_props(port):
     sub.report(sub.expect(2))
 
 
+def scenario_overlap(port):
+    """Overlapping subscriptions, two with a subscription identifier."""
+    s = V5(port, "s")
+    s.subscribe("ov/#", 1, sub_id=1)
+    s.subscribe("ov/+", 0, sub_id=2)
+    s.subscribe("ov/x", 2)
+    p = V5(port, "p")
+    p.publish("ov/x", "x", 1)
+    p.publish("ov/y", "y", 1)
+    # Matches ov/# only: the end of what came for the others.
+    p.publish("ov/a/b", "end", 1)
+    s.report(s.until("end"))
+    p.publish("ov/r", "kept", 1, retain=True)
+    t = V5(port, "t")
+    t.subscribe("ov/r", 1, sub_id=9)
+    t.report(t.expect(1))
+    p.publish("ov/r", "", 1, retain=True)
+
+
 def scenario_mixed(port):
     """3.1.1 and 5.0 clients side by side."""
     sub3 = V5(port, "sub3", v311=True)
@@ -421,6 +440,7 @@ def scenario_takeover(port):
 
 SCENARIOS = {
     "props": scenario_props,
+    "overlap": scenario_overlap,
     "mixed": scenario_mixed,
     "no-local": scenario_no_local,
     "retain-as-published": scenario_retain_as_published,
