@@ -222,6 +222,16 @@ fn shared_subscription_round_robin_and_a_member_leaving() {
     assert_eq!(payloads(after, "m2"), rest, "{after:#?}");
 }
 
+/// "When a new Non-shared Subscription is made, the last retained message
+/// ... is sent" (MQTT 5.0 section 3.3.1.3): a shared one gets none.
+/// Debian's Mosquitto 2.0.11 sends it, so this fails there by design.
+#[test]
+fn shared_subscription_gets_no_retained_message() {
+    let b = Broker::start("");
+    let lines = scenario(&b, "shared-retained", &[]);
+    assert_eq!(lines, ["g MSG shr/t q1 r0 live"]);
+}
+
 #[test]
 fn topic_aliases_from_a_client_are_resolved() {
     let b = Broker::start("");
@@ -432,6 +442,9 @@ fn mosquitto_clients_with_mqtt5_properties() {
     sub.wait_line_from(i + 1, "mt/b||||||5|plain", TIMEOUT);
 }
 
+/// midge tells an MQTT 5 client why it closes the connection (the
+/// specification allows it, later Mosquitto releases do it); Debian's
+/// Mosquitto 2.0.11 closes without DISCONNECT, so this fails there by design.
 #[test]
 fn session_taken_over_is_told_to_the_old_connection() {
     let b = Broker::start("");
@@ -442,6 +455,7 @@ fn session_taken_over_is_told_to_the_old_connection() {
     );
 }
 
+/// As above: fails against Debian's Mosquitto 2.0.11 by design.
 #[test]
 fn keep_alive_timeout_is_told_to_the_client() {
     let b = Broker::start("");

@@ -330,6 +330,17 @@ def scenario_shared(port):
     m2.report(m2.rest())
 
 
+def scenario_shared_retained(port):
+    pub = V5(port, "pub")
+    pub.publish("shr/t", "kept", 1, retain=True)
+    g = V5(port, "g")
+    g.subscribe("$share/g/shr/t", 1)
+    # A live message after the SUBACK: what came before it was retained.
+    pub.publish("shr/t", "live", 1)
+    g.report(g.until("live"))
+    pub.publish("shr/t", "", 1, retain=True)
+
+
 def scenario_alias(port):
     sub = V5(port, "sub")
     sub.subscribe("ta/#", 1)
@@ -446,6 +457,7 @@ SCENARIOS = {
     "retain-as-published": scenario_retain_as_published,
     "retain-handling": scenario_retain_handling,
     "shared": scenario_shared,
+    "shared-retained": scenario_shared_retained,
     "alias": scenario_alias,
     "expiry": scenario_expiry,
     "session": scenario_session,
