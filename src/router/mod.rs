@@ -102,7 +102,7 @@ struct Session {
     /// A CONNECT for this client id waiting for the old connection to end.
     takeover: Option<Box<ConnectRequest>>,
     /// The last message routed to this session ([`Router::seq`]), so that
-    /// overlapping subscriptions deliver one copy.
+    /// overlapping subscriptions of a 3.x session deliver one copy.
     last_seq: u64,
     /// Payload bytes of `offline.pending`, for `max_queued_bytes`.
     offline_bytes: usize,
@@ -357,6 +357,9 @@ impl Router {
     }
 
     fn connect(&mut self, req: Box<ConnectRequest>) {
+        // A session or will delay that ran out while events queued ends
+        // before this connection can revive or cancel it.
+        self.fire_timers();
         if self.stopping {
             // Dropping the reply sender closes that connection.
             return;
@@ -704,17 +707,19 @@ impl Router {
         matched
     }
 
-    /// Queues `p` for one session at most `opts.qos`. A session matched
-    /// by several of its filters gets one copy, at the QoS of the filter
-    /// the trie walk meets first (literal level, then `+`, then `#`), which
-    /// is what Mosquitto 2.0 delivers; a shared subscription's pick gets
-    /// its own copy.
+    /// Queues `p` for one session at most `opts.qos`. A 3.x session
+    /// matched by several of its filters gets one copy, at the QoS of the
+    /// filter the trie walk meets first (literal level, then `+`, then
+    /// `#`), which is what Mosquitto 2.0 delivers. An MQTT 5 session gets
+    /// one copy per matching subscription, each with that subscription's
+    /// QoS and identifier [MQTT-3.3.4-5], as Mosquitto 2.0 sends; a shared
+    /// subscription's pick gets its own copy.
     fn deliver(&mut self, sid: SessionId, p: &Publish, opts: SubOpts, retain: bool, shared: bool) {
         let limits = self.queue_limits();
         let Some(s) = self.sessions.get_mut(sid as usize).and_then(|s| s.as_mut()) else {
             return;
         };
-        if !shared {
+        if !shared && s.level != Level::V5 {
             if s.last_seq == self.seq {
                 return;
             }
