@@ -397,11 +397,7 @@ fn mosquitto_option_not_supported_yet() {
 
 #[test]
 fn other_mosquitto_options_not_supported_yet() {
-    for (opt, value) in [
-        ("connection", "central"),
-        ("http_dir", "/var/www"),
-        ("max_qos", "1"),
-    ] {
+    for (opt, value) in [("connection", "central"), ("max_qos", "1")] {
         let (_st, err, path) = Broker::start_expect_fail(&format!("{opt} {value}\n"));
         let line = one_line(&err);
         assert_eq!(
