@@ -256,7 +256,18 @@ impl WsStream {
             t.tls.send_close_notify();
             let _ = self.inner.push();
         }
-        let _ = self.inner.tcp().shutdown(std::net::Shutdown::Write);
+        let sock = self.inner.tcp();
+        let _ = sock.shutdown(std::net::Shutdown::Write);
+        // Closing with unread bytes would reset the connection and could
+        // destroy the answer before the client reads it: drop what has
+        // arrived (a request over the size limit), without waiting.
+        let mut sink = [0u8; 512];
+        for _ in 0..128 {
+            match (&*sock).read(&mut sink) {
+                Ok(n) if n > 0 => {}
+                _ => break,
+            }
+        }
     }
 
     /// Writes all of `bytes` by `deadline`, waiting for room as needed.
