@@ -215,7 +215,7 @@ impl WsStream {
                 if self.send_file(&mut f, deadline).is_err() {
                     ws_log(
                         s,
-                        LLL_NOTICE,
+                        LLL_ERR,
                         format_args!("http: {peer} GET {target}: not sent in full"),
                     );
                 }
