@@ -208,6 +208,9 @@ fn mqttv31_subprotocol_and_mqtt_3_1() {
     );
     c.send_mqtt(&Connect::new("old-client").level(3).build());
     c.expect_connack(0);
+    // After DISCONNECT the broker closes with a close frame.
+    c.send_mqtt(&packets::disconnect());
+    assert_eq!(c.expect_closed(), Some(1000));
     // The first of several offered that the broker speaks is chosen.
     let req = ws::upgrade_request("/mqtt", Some("wamp, mqtt, mqttv3.1"));
     let c = WsClient::handshake(ws, req.as_bytes());

@@ -24,6 +24,7 @@ const MAX_HEADER: usize = 14;
 const MAX_CONTROL: u64 = 125;
 
 /// Close status codes (RFC 6455 7.4.1).
+pub const CLOSE_NORMAL: u16 = 1000;
 pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
 pub const CLOSE_UNSUPPORTED_DATA: u16 = 1003;
 pub const CLOSE_TOO_BIG: u16 = 1009;

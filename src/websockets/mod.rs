@@ -84,6 +84,8 @@ pub struct WsStream {
     early: Vec<u8>,
     /// A close frame came: reads give end of stream.
     closed: bool,
+    /// Upgraded, and no close frame sent yet: dropping the stream sends one.
+    open: bool,
     /// Until the handshake is done; then dropped.
     settings: Option<Box<Settings>>,
 }
@@ -97,6 +99,7 @@ impl WsStream {
             opos: 0,
             early: Vec::new(),
             closed: false,
+            open: false,
             settings: Some(Box::new(settings)),
         }
     }
@@ -150,6 +153,7 @@ impl WsStream {
         match handshake::parse(&head) {
             Ok(Request::Upgrade { response }) => {
                 self.send_all(response.as_bytes(), deadline)?;
+                self.open = true;
                 Ok(())
             }
             Ok(Request::Get { target }) => {
@@ -325,6 +329,7 @@ impl Read for WsStream {
                 Ok(d) => d,
                 Err(e) => {
                     frame::encode_close(e.close_code(), &mut self.out);
+                    self.open = false;
                     let _ = self.push();
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
@@ -341,10 +346,24 @@ impl Read for WsStream {
                 }
             }
             self.closed = d.closed;
+            // The answer to a close frame is queued.
+            self.open &= !d.closed;
             if d.data > 0 {
                 return Ok(d.data);
             }
             // Only headers or control frames: read on.
+        }
+    }
+}
+
+impl Drop for WsStream {
+    /// The broker ends the connection (DISCONNECT, keepalive, takeover,
+    /// shutdown): a close frame first, so that the browser sees a normal
+    /// close (1000) rather than a lost connection; best effort.
+    fn drop(&mut self) {
+        if self.open {
+            frame::encode_close(frame::CLOSE_NORMAL, &mut self.out);
+            let _ = self.push();
         }
     }
 }
