@@ -287,6 +287,10 @@ fn malformed_frames_close_only_that_connection() {
     let mut c = WsClient::open(ws);
     c.send_frame(true, ws::TEXT, b"hello");
     assert_eq!(c.expect_closed(), Some(1003));
+    b.wait_for_log(
+        "disconnected due to protocol error: WebSocket protocol error: text frame",
+        TIMEOUT,
+    );
     watcher.send_frame(true, ws::PING, b"");
     assert!(matches!(
         watcher.read_frame(TIMEOUT),

@@ -176,6 +176,10 @@ fn run(sock: TcpStream, peer: SocketAddr, slot: &Slot, id: ConnId, shared: &Shar
                 Refused::Timeout => {
                     info!("Client <unknown> from {peer} sent no CONNECT in time, disconnecting.")
                 }
+                // A bad WebSocket frame or TLS record.
+                Refused::Read(ReadError::Io(e)) if e.kind() == io::ErrorKind::InvalidData => {
+                    warn!("Client <unknown> from {peer} disconnected due to protocol error: {e}.")
+                }
                 Refused::Read(ReadError::Closed) | Refused::Read(ReadError::Io(_)) => {
                     info!("Client <unknown> closed its connection.")
                 }
