@@ -4,7 +4,8 @@
 //!
 //! 1. [`listener`] binds the configured ports and accepts connections.
 //! 2. Each connection gets one OS thread with a small stack ([`client`]);
-//!    on a TLS listener that thread also runs rustls ([`transport`], [`tls`]).
+//!    on a TLS listener that thread also runs rustls ([`transport`], [`tls`]),
+//!    on a WebSockets listener it unwraps frames ([`websockets`]).
 //! 3. That thread reads bytes, and the [`codec`] turns them into packets.
 //! 4. CONNECT is checked in the client thread, then registered with the router.
 //! 5. PUBLISH, SUBSCRIBE, UNSUBSCRIBE and disconnects travel as [`router::Event`]s
@@ -36,6 +37,7 @@ pub mod tls;
 pub mod tools;
 pub mod topic;
 pub mod transport;
+pub mod websockets;
 
 /// The version printed in logs and by `--version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

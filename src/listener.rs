@@ -99,7 +99,10 @@ pub fn bind(l: &Listener, tls: Option<Arc<ServerTls>>) -> io::Result<Vec<Bound>>
         match bind_one(SocketAddr::new(ip, port), l.bind_interface.as_deref()) {
             Ok(socket) => {
                 port = socket.local_addr()?.port();
-                info!("Opening {family} listen socket on port {port}.");
+                // A WebSockets listener has one line, as in Mosquitto.
+                if !l.websockets {
+                    info!("Opening {family} listen socket on port {port}.");
+                }
                 sockets.push(socket);
             }
             Err(e) => {
@@ -120,6 +123,9 @@ pub fn bind(l: &Listener, tls: Option<Arc<ServerTls>>) -> io::Result<Vec<Bound>>
             io::ErrorKind::AddrNotAvailable,
             "no address to listen on",
         ));
+    }
+    if l.websockets {
+        info!("Opening websockets listen socket on port {port}.");
     }
     let state = Arc::new(ListenerState {
         conf: l.clone(),

@@ -26,6 +26,7 @@ use crate::sys;
 pub const INFORMATION: &str = "information";
 pub const SUBSCRIBE: &str = "subscribe";
 pub const UNSUBSCRIBE: &str = "unsubscribe";
+pub const WEBSOCKETS: &str = "websockets";
 
 enum Sink {
     Stderr,
@@ -143,6 +144,7 @@ fn classify(r: &log::Metadata) -> (u32, i32, &'static str) {
         (log::Level::Info, SUBSCRIBE) => (log_type::SUBSCRIBE, sys::LOG_NOTICE, "M"),
         (log::Level::Info, UNSUBSCRIBE) => (log_type::UNSUBSCRIBE, sys::LOG_NOTICE, "M"),
         (log::Level::Info, INFORMATION) => (log_type::INFORMATION, sys::LOG_INFO, "I"),
+        (log::Level::Info, WEBSOCKETS) => (log_type::WEBSOCKETS, sys::LOG_DEBUG, "WS"),
         (log::Level::Info, _) => (log_type::NOTICE, sys::LOG_NOTICE, "N"),
         _ => (log_type::DEBUG, sys::LOG_DEBUG, "D"),
     }

@@ -1,11 +1,16 @@
 //! A client's byte stream: plain TCP, or TLS over TCP with rustls driven
 //! sans-I/O in the client thread itself (no extra thread per client).
 //!
-//! Both kinds are non-blocking and read and written the same way by
-//! [`crate::client::conn::Conn`]: `read` gives plaintext until it would
-//! block, `write` takes plaintext and sends what the socket accepts. With
-//! TLS, encrypted bytes may wait inside rustls; [`Stream::wants_write`]
-//! tells the client thread to poll for POLLOUT until they are out.
+//! On a WebSockets listener either kind is wrapped in a
+//! [`WsStream`](crate::websockets::WsStream), which carries MQTT in binary
+//! frames.
+//!
+//! All kinds are non-blocking and read and written the same way by
+//! [`crate::client::conn::Conn`]: `read` gives MQTT bytes until it would
+//! block, `write` takes MQTT bytes and sends what the socket accepts. With
+//! TLS or WebSockets, output may wait inside the stream;
+//! [`Stream::wants_write`] tells the client thread to poll for POLLOUT
+//! until it is out.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -14,11 +19,16 @@ use std::time::Instant;
 
 use rustls::ServerConnection;
 
+use crate::config::Config;
+use crate::listener::ListenerState;
 use crate::sys::{self, POLLIN, POLLOUT, PollFd};
+use crate::websockets::{self, WsStream};
 
 pub enum Stream {
     Plain(TcpStream),
     Tls(Box<TlsStream>),
+    /// MQTT over WebSockets, over a plain or TLS stream.
+    Ws(Box<WsStream>),
 }
 
 pub struct TlsStream {
@@ -29,36 +39,71 @@ pub struct TlsStream {
 /// Why a TLS handshake did not complete.
 #[derive(Debug)]
 pub enum HandshakeError {
-    /// Not done by the deadline.
-    Timeout,
-    /// The peer closed the connection.
-    Closed,
+    /// Not done by the deadline; what was not (TLS, WebSocket).
+    Timeout(&'static str),
+    /// The peer closed the connection during this handshake.
+    Closed(&'static str),
     /// The peer's bytes are not TLS: a plain MQTT client on a TLS port.
     NotTls,
     Tls(rustls::Error),
     Io(io::Error),
+    /// The WebSocket upgrade was refused; why.
+    WebSocket(String),
+    /// A plain HTTP request on a WebSockets listener, answered (`http_dir`).
+    Http,
 }
 
 impl std::fmt::Display for HandshakeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            HandshakeError::Timeout => write!(f, "TLS handshake not finished in time"),
-            HandshakeError::Closed => write!(f, "connection closed during the TLS handshake"),
+            HandshakeError::Timeout(what) => write!(f, "{what} handshake not finished in time"),
+            HandshakeError::Closed(what) => {
+                write!(f, "connection closed during the {what} handshake")
+            }
             HandshakeError::NotTls => write!(
                 f,
                 "the client does not speak TLS (a plain MQTT client on a TLS port?)"
             ),
             HandshakeError::Tls(e) => write!(f, "TLS handshake failed: {e}"),
-            HandshakeError::Io(e) => write!(f, "TLS handshake failed: {e}"),
+            HandshakeError::Io(e) => write!(f, "handshake failed: {e}"),
+            HandshakeError::WebSocket(why) => write!(f, "WebSocket handshake refused: {why}"),
+            HandshakeError::Http => write!(f, "HTTP request answered"),
         }
     }
 }
 
 impl Stream {
+    /// The stream for a connection accepted on listener `l`: TLS when it
+    /// has certificates, inside WebSockets for `protocol websockets`.
+    pub fn new(
+        sock: TcpStream,
+        l: &ListenerState,
+        config: &Config,
+    ) -> Result<Stream, rustls::Error> {
+        let stream = match &l.tls {
+            None => Stream::Plain(sock),
+            Some(tls) => Stream::Tls(Box::new(TlsStream {
+                sock,
+                tls: ServerConnection::new(tls.config())?,
+            })),
+        };
+        if !l.conf.websockets {
+            return Ok(stream);
+        }
+        let settings = websockets::Settings {
+            http_dir: l.conf.http_dir.as_ref().map(|d| d.path.clone()),
+            headers_size: config.websockets_headers_size,
+            log_level: config.websockets_log_level,
+            max_frame: config.max_packet_size as u64,
+        };
+        Ok(Stream::Ws(Box::new(WsStream::new(stream, settings))))
+    }
+
     pub fn tcp(&self) -> &TcpStream {
         match self {
             Stream::Plain(s) => s,
             Stream::Tls(t) => &t.sock,
+            Stream::Ws(w) => w.inner.tcp(),
         }
     }
 
@@ -66,27 +111,33 @@ impl Stream {
         self.tcp().peer_addr()
     }
 
-    pub fn is_tls(&self) -> bool {
-        matches!(self, Stream::Tls(_))
+    /// Whether a read shorter than asked for shows that the socket is
+    /// drained (plain TCP); TLS and WebSockets return fewer bytes than they
+    /// took from the socket.
+    pub fn short_read_drains(&self) -> bool {
+        matches!(self, Stream::Plain(_))
     }
 
-    /// Whether encrypted output waits to be written.
+    /// Whether output (TLS records, WebSocket frames) waits to be written.
     pub fn wants_write(&self) -> bool {
         match self {
             Stream::Plain(_) => false,
             Stream::Tls(t) => t.tls.wants_write(),
+            Stream::Ws(w) => w.wants_write(),
         }
     }
 
-    /// Writes encrypted output that waits, as far as the socket takes it.
+    /// Writes output that waits, as far as the socket takes it.
     pub fn push(&mut self) -> io::Result<()> {
         match self {
             Stream::Plain(_) => Ok(()),
             Stream::Tls(t) => t.push(),
+            Stream::Ws(w) => w.push(),
         }
     }
 
-    /// Whether decrypted bytes wait inside rustls (poll(2) cannot see them).
+    /// Whether received bytes wait inside the stream (poll(2) cannot see
+    /// them): decrypted by rustls, or read behind a WebSocket request.
     pub fn buffered(&mut self) -> bool {
         match self {
             Stream::Plain(_) => false,
@@ -94,6 +145,7 @@ impl Stream {
                 .tls
                 .process_new_packets()
                 .is_ok_and(|s| s.plaintext_bytes_to_read() > 0),
+            Stream::Ws(w) => w.buffered(),
         }
     }
 
@@ -102,28 +154,32 @@ impl Stream {
         match self {
             Stream::Plain(_) => None,
             Stream::Tls(t) => t.tls.peer_certificates()?.first().map(|c| c.as_ref()),
+            Stream::Ws(w) => w.inner.peer_certificate(),
         }
     }
 
-    /// Runs the TLS handshake to its end or to `deadline`. Plaintext the
-    /// client sent right behind its handshake stays buffered for `read`.
+    /// Runs the TLS handshake, then the WebSocket one, to its end or to
+    /// `deadline`. Bytes the client sent right behind its handshake stay
+    /// buffered for `read`.
     pub fn handshake(&mut self, deadline: Instant) -> Result<(), HandshakeError> {
-        let Stream::Tls(t) = self else {
-            return Ok(());
+        let t = match self {
+            Stream::Plain(_) => return Ok(()),
+            Stream::Ws(w) => return w.handshake(deadline),
+            Stream::Tls(t) => t,
         };
         while t.tls.is_handshaking() {
             if t.tls.wants_write() {
                 match t.push() {
                     Ok(()) => continue,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        wait(&t.sock, POLLOUT, deadline)?;
+                        wait(&t.sock, POLLOUT, deadline, "TLS")?;
                         continue;
                     }
                     Err(e) => return Err(HandshakeError::Io(e)),
                 }
             }
             match t.tls.read_tls(&mut t.sock) {
-                Ok(0) => return Err(HandshakeError::Closed),
+                Ok(0) => return Err(HandshakeError::Closed("TLS")),
                 Ok(_) => {
                     if let Err(e) = t.tls.process_new_packets() {
                         return Err(match e {
@@ -140,7 +196,7 @@ impl Stream {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    wait(&t.sock, POLLIN, deadline)?;
+                    wait(&t.sock, POLLIN, deadline, "TLS")?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(HandshakeError::Io(e)),
@@ -154,15 +210,20 @@ impl Stream {
     }
 }
 
-/// Waits for `events` on `sock` until `deadline`.
-fn wait(sock: &TcpStream, events: i16, deadline: Instant) -> Result<(), HandshakeError> {
+/// Waits for `events` on `sock` until `deadline`, in the `what` handshake.
+pub(crate) fn wait(
+    sock: &TcpStream,
+    events: i16,
+    deadline: Instant,
+    what: &'static str,
+) -> Result<(), HandshakeError> {
     let now = Instant::now();
     if now >= deadline {
-        return Err(HandshakeError::Timeout);
+        return Err(HandshakeError::Timeout(what));
     }
     let mut fds = [PollFd::new(sock.as_raw_fd(), events)];
     match sys::poll(&mut fds, Some(deadline - now)) {
-        Ok(0) => Err(HandshakeError::Timeout),
+        Ok(0) => Err(HandshakeError::Timeout(what)),
         Ok(_) => Ok(()),
         Err(e) => Err(HandshakeError::Io(e)),
     }
@@ -194,6 +255,7 @@ impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let t = match self {
             Stream::Plain(s) => return s.read(buf),
+            Stream::Ws(w) => return w.read(buf),
             Stream::Tls(t) => t,
         };
         loop {
@@ -221,6 +283,7 @@ impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let t = match self {
             Stream::Plain(s) => return s.write(buf),
+            Stream::Ws(w) => return w.write(buf),
             Stream::Tls(t) => t,
         };
         if buf.is_empty() {

@@ -397,11 +397,7 @@ fn mosquitto_option_not_supported_yet() {
 
 #[test]
 fn other_mosquitto_options_not_supported_yet() {
-    for (opt, value) in [
-        ("websockets_headers_size", "4096"),
-        ("http_dir", "/var/www"),
-        ("memory_limit", "1000000"),
-    ] {
+    for (opt, value) in [("memory_limit", "1000000")] {
         let (_st, err, path) = Broker::start_expect_fail(&format!("{opt} {value}\n"));
         let line = one_line(&err);
         assert_eq!(

@@ -3,6 +3,8 @@
 #   - Debian's mosquitto (the reference broker for comparison tests) and
 #     mosquitto-clients (mosquitto_pub/mosquitto_sub), without letting the
 #     package start a system mosquitto on port 1883;
+#   - Debian's chromium, and nodejs with npm, for the browser test of
+#     tests/websockets.rs (it installs the `mqtt` npm package into target/);
 #   - .venv with paho-mqtt 2.1.0, for the Python client tests, and
 #     python-ecdsa 0.19.1, for the signed-message interop tests.
 #
@@ -35,6 +37,9 @@ as_root() {
 missing=()
 [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 { [ -x /usr/bin/mosquitto_pub ] && [ -x /usr/bin/mosquitto_sub ]; } || missing+=(mosquitto-clients)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 
 if [ "${#missing[@]}" -gt 0 ]; then
     log "installing ${missing[*]}"
@@ -91,7 +96,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     fi
 fi
 
-for tool in /usr/sbin/mosquitto /usr/bin/mosquitto_pub /usr/bin/mosquitto_sub; do
+for tool in /usr/sbin/mosquitto /usr/bin/mosquitto_pub /usr/bin/mosquitto_sub /usr/bin/chromium; do
     if [ ! -x "$tool" ]; then
         log "$tool is still missing after the install" >&2
         exit 1
@@ -121,4 +126,9 @@ if ! venv_ok; then
     fi
 fi
 
-log "ready: $(/usr/sbin/mosquitto -h 2>/dev/null | head -n 1 || true); paho-mqtt $PAHO_VERSION and ecdsa $ECDSA_VERSION in .venv"
+if ! command -v npm >/dev/null 2>&1; then
+    log "npm is still missing after the install" >&2
+    exit 1
+fi
+
+log "ready: $(/usr/sbin/mosquitto -h 2>/dev/null | head -n 1 || true); $(/usr/bin/chromium --version 2>/dev/null | head -n 1 || true); paho-mqtt $PAHO_VERSION and ecdsa $ECDSA_VERSION in .venv"

@@ -96,9 +96,9 @@ impl Conn {
                 Ok(n) => {
                     any = true;
                     self.counts.bytes_in += n as u64;
-                    // A short plain read drained the socket (TLS goes on
-                    // until rustls has nothing more).
-                    if n < READ_CHUNK && !self.sock.is_tls() {
+                    // A short plain read drained the socket (TLS and
+                    // WebSockets go on until they have nothing more).
+                    if n < READ_CHUNK && self.sock.short_read_drains() {
                         return Ok(true);
                     }
                     // Give other work a turn after a large burst.

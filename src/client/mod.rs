@@ -32,7 +32,7 @@ use crate::persist::format::{Record, Step, message_check};
 use crate::persist::journal::Journal;
 use crate::router::{ConnId, DisconnectKind, Event, Metrics, Reply};
 use crate::sys::{self, POLLERR, POLLIN, POLLOUT, PollFd};
-use crate::transport::{Stream, TlsStream};
+use crate::transport::{HandshakeError, Stream};
 use conn::{Conn, ReadError};
 use connect::{Accepted, ClientLimits, Refused};
 use inflight::{Inflight, Resend, SessionState};
@@ -150,15 +150,12 @@ fn run(sock: TcpStream, peer: SocketAddr, slot: &Slot, id: ConnId, shared: &Shar
     if shared.config.set_tcp_nodelay {
         let _ = sock.set_nodelay(true);
     }
-    let stream = match &slot.listener().tls {
-        None => Stream::Plain(sock),
-        Some(tls) => match rustls::ServerConnection::new(tls.config()) {
-            Ok(conn) => Stream::Tls(Box::new(TlsStream { sock, tls: conn })),
-            Err(e) => {
-                warn!("Unable to set up TLS for {peer}: {e}.");
-                return;
-            }
-        },
+    let stream = match Stream::new(sock, slot.listener(), &shared.config) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!("Unable to set up TLS for {peer}: {e}.");
+            return;
+        }
     };
     let mut c = match Conn::new(stream, shared.config.max_packet_size) {
         Ok(c) => c,
@@ -169,9 +166,14 @@ fn run(sock: TcpStream, peer: SocketAddr, slot: &Slot, id: ConnId, shared: &Shar
     };
     // The TLS handshake has the time a client has for its CONNECT.
     let timeout = Duration::from_secs(u64::from(shared.config.connect_timeout));
-    if let Err(e) = c.sock.handshake(Instant::now() + timeout) {
-        info!("Client <unknown> from {peer} on port {port} disconnected: {e}.");
-        return;
+    match c.sock.handshake(Instant::now() + timeout) {
+        Ok(()) => {}
+        // A plain HTTP request on a WebSockets listener, answered.
+        Err(HandshakeError::Http) => return,
+        Err(e) => {
+            info!("Client <unknown> from {peer} on port {port} disconnected: {e}.");
+            return;
+        }
     }
     let identity = match &slot.listener().tls {
         Some(t)
@@ -192,6 +194,10 @@ fn run(sock: TcpStream, peer: SocketAddr, slot: &Slot, id: ConnId, shared: &Shar
             match r {
                 Refused::Timeout => {
                     info!("Client <unknown> from {peer} sent no CONNECT in time, disconnecting.")
+                }
+                // A bad WebSocket frame or TLS record.
+                Refused::Read(ReadError::Io(e)) if e.kind() == io::ErrorKind::InvalidData => {
+                    warn!("Client <unknown> from {peer} disconnected due to protocol error: {e}.")
                 }
                 Refused::Read(ReadError::Closed) | Refused::Read(ReadError::Io(_)) => {
                     info!("Client <unknown> closed its connection.")

@@ -80,6 +80,11 @@ pub struct Listener {
     pub security: Security,
     /// TLS options; the listener speaks TLS when `certfile` is set.
     pub tls: TlsSettings,
+    /// `protocol websockets`: MQTT over WebSockets (RFC 6455).
+    pub websockets: bool,
+    /// `http_dir`: static files served to plain HTTP GET requests on a
+    /// WebSockets listener.
+    pub http_dir: Option<FileSetting>,
 }
 
 impl Listener {
@@ -97,6 +102,8 @@ impl Listener {
             max_topic_alias: 10,
             security: Security::default(),
             tls: TlsSettings::default(),
+            websockets: false,
+            http_dir: None,
         }
     }
 }
@@ -297,8 +304,13 @@ pub struct Config {
     pub persistence: Persistence,
     /// Stack size of each client thread, in bytes.
     pub client_stack_size: usize,
-    /// Seconds a new connection has to send its CONNECT.
+    /// Seconds a new connection has to send its CONNECT (and to finish
+    /// its TLS and WebSocket handshakes).
     pub connect_timeout: u32,
+    /// `websockets_headers_size`: the largest WebSocket request head.
+    pub websockets_headers_size: usize,
+    /// `websockets_log_level`: libwebsockets' bit mask of log levels.
+    pub websockets_log_level: u32,
     /// Non-fatal remarks found while reading, logged once logging is up.
     pub warnings: Vec<String>,
     /// `connection` sections (src/bridge).
@@ -336,6 +348,8 @@ impl Default for Config {
             persistence: Persistence::default(),
             client_stack_size: 64 * 1024,
             connect_timeout: 30,
+            websockets_headers_size: crate::websockets::DEFAULT_HEADERS_SIZE,
+            websockets_log_level: 0,
             warnings: Vec::new(),
             bridges: Vec::new(),
         }

@@ -13,10 +13,6 @@ pub enum Refusal {
 
 /// Options a later release of midge implements.
 const NOT_YET: &[&str] = &[
-    // WebSockets listeners.
-    "http_dir",
-    "websockets_headers_size",
-    "websockets_log_level",
     // Memory accounting.
     "memory_limit",
 ];

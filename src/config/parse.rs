@@ -245,7 +245,7 @@ impl Parser {
                 "mqtt" => {
                     self.listener();
                 }
-                "websockets" => return Err(l.bad("protocol 'websockets' is not supported yet")),
+                "websockets" => self.listener().websockets = true,
                 v => return Err(l.bad(format!("'{v}' is not 'mqtt' or 'websockets'"))),
             },
             "socket_domain" => {
@@ -256,6 +256,23 @@ impl Parser {
                 };
                 self.listener().socket_domain = Some(d);
             }
+            "http_dir" => {
+                self.once(l, "http_dir", true)?;
+                let dir = FileSetting {
+                    path: PathBuf::from(l.string()?),
+                    option: "http_dir",
+                    at: l.origin(),
+                };
+                self.listener().http_dir = Some(dir);
+            }
+            "websockets_headers_size" => {
+                let n = l.num::<u32>(0, 1024 * 1024)? as usize;
+                c.websockets_headers_size = match n {
+                    0 => crate::websockets::DEFAULT_HEADERS_SIZE,
+                    n => n,
+                };
+            }
+            "websockets_log_level" => c.websockets_log_level = l.num(0, u32::MAX)?,
             "use_username_as_clientid" => {
                 let v = l.bool()?;
                 self.listener().use_username_as_clientid = v;
@@ -583,6 +600,7 @@ impl Parser {
         listeners.append(&mut self.listeners);
         for l in &listeners {
             check_tls(&l.tls)?;
+            check_http_dir(l)?;
         }
         c.local_only = listeners.is_empty();
         c.listeners = if c.local_only {
@@ -627,6 +645,28 @@ fn check_tls(t: &TlsSettings) -> Result<(), ConfigError> {
         return Err(err(
             "require_certificate true needs cafile or capath (the CA that signs client certificates)",
         ));
+    }
+    Ok(())
+}
+
+/// `http_dir` names a folder, on a WebSockets listener.
+fn check_http_dir(l: &Listener) -> Result<(), ConfigError> {
+    let Some(dir) = &l.http_dir else {
+        return Ok(());
+    };
+    let err = |why: String| ConfigError {
+        path: dir.at.path.clone(),
+        line: dir.at.line,
+        option: dir.option.to_string(),
+        kind: ErrorKind::BadValue(why),
+    };
+    if !l.websockets {
+        return Err(err(
+            "http_dir needs 'protocol websockets' on its listener".into()
+        ));
+    }
+    if !dir.path.is_dir() {
+        return Err(err(format!("{} is not a folder", dir.path.display())));
     }
     Ok(())
 }

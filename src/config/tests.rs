@@ -186,12 +186,62 @@ fn errors_name_file_line_and_option() {
     // A unit of more than one byte was once cut inside the character.
     assert!(err("persistent_client_expiration 2\u{1de}\n").contains("not a period"));
     assert!(err("socket_domain ipv5\n").contains("'ipv5'"));
-    assert!(err("protocol websockets\n").contains("not supported yet"));
+    assert!(err("protocol http\n").contains("'http' is not 'mqtt' or 'websockets'"));
     assert!(err("mount_point a/#\n").contains("mount point"));
     assert_eq!(
         err("listener 1 127.0.0.1 extra\n"),
         format!("{f}:1: listener: too many arguments")
     );
+}
+
+#[test]
+fn websockets_listeners_and_their_options() {
+    let www = std::env::temp_dir();
+    let c = parse(&format!(
+        "listener 1883\nlistener 8080\nprotocol websockets\nhttp_dir {}\nmount_point w/\n\
+         max_connections 3\nwebsockets_headers_size 2048\nwebsockets_log_level 15\n",
+        www.display()
+    ))
+    .expect("parse");
+    assert!(!c.listeners[0].websockets);
+    let ws = &c.listeners[1];
+    assert!(ws.websockets);
+    assert_eq!(
+        ws.http_dir.as_ref().map(|d| d.path.as_path()),
+        Some(www.as_path())
+    );
+    assert_eq!(ws.mount_point.as_deref(), Some("w/"));
+    assert_eq!(ws.max_connections, Some(3));
+    assert_eq!(c.websockets_headers_size, 2048);
+    assert_eq!(c.websockets_log_level, 15);
+    // Mosquitto's defaults; 0 means the default size.
+    let c = parse("protocol websockets\nwebsockets_headers_size 0\n").expect("parse");
+    assert!(c.listeners[0].websockets);
+    assert_eq!(
+        c.websockets_headers_size,
+        crate::websockets::DEFAULT_HEADERS_SIZE
+    );
+    assert_eq!(c.websockets_log_level, 0);
+}
+
+#[test]
+fn websockets_option_errors_name_the_line() {
+    let f = "/etc/midge/midge.conf";
+    assert_eq!(
+        err("listener 1883\nhttp_dir /tmp\n"),
+        format!("{f}:2: http_dir: http_dir needs 'protocol websockets' on its listener")
+    );
+    assert_eq!(
+        err("listener 80\nprotocol websockets\nhttp_dir /nonexistent/www\n"),
+        format!("{f}:3: http_dir: /nonexistent/www is not a folder")
+    );
+    assert!(
+        err("protocol websockets\nhttp_dir /tmp\nhttp_dir /var\n")
+            .contains(":3: http_dir: duplicate")
+    );
+    assert!(err("websockets_headers_size -1\n").contains("out of range"));
+    assert!(err("websockets_headers_size 2000000\n").contains("out of range"));
+    assert!(err("websockets_log_level lots\n").contains("not a valid number"));
 }
 
 #[test]

@@ -22,6 +22,7 @@ pub mod compare;
 pub mod packets;
 pub mod pki;
 pub mod tools;
+pub mod ws;
 
 use std::time::{Duration, Instant};
 

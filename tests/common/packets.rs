@@ -270,6 +270,42 @@ pub fn disconnect() -> Vec<u8> {
     vec![0xE0, 0x00]
 }
 
+/// A whole packet from the front of `buf` and its length in bytes, if
+/// there is one; panics (naming `who`) on a malformed remaining length.
+pub fn parse_packet(buf: &[u8], who: &str) -> Option<(Packet, usize)> {
+    if buf.is_empty() {
+        return None;
+    }
+    let mut len = 0usize;
+    let mut mult = 1usize;
+    let mut i = 1;
+    loop {
+        if i >= buf.len() {
+            return None;
+        }
+        let b = buf[i];
+        len += (b & 0x7F) as usize * mult;
+        i += 1;
+        if b & 0x80 == 0 {
+            break;
+        }
+        mult *= 128;
+        assert!(
+            i <= 4,
+            "{who}: malformed remaining length from the broker: {:02x?}",
+            &buf[..i]
+        );
+    }
+    if buf.len() < i + len {
+        return None;
+    }
+    let p = Packet {
+        first: buf[0],
+        body: buf[i..i + len].to_vec(),
+    };
+    Some((p, i + len))
+}
+
 /// One packet as read from the broker.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Packet {
@@ -470,38 +506,8 @@ impl RawClient {
 
     /// A whole packet from the front of the buffer, if there is one.
     fn parse_buffered(&mut self) -> Option<Packet> {
-        if self.buf.is_empty() {
-            return None;
-        }
-        let mut len = 0usize;
-        let mut mult = 1usize;
-        let mut i = 1;
-        loop {
-            if i >= self.buf.len() {
-                return None;
-            }
-            let b = self.buf[i];
-            len += (b & 0x7F) as usize * mult;
-            i += 1;
-            if b & 0x80 == 0 {
-                break;
-            }
-            mult *= 128;
-            assert!(
-                i <= 4,
-                "{}: malformed remaining length from the broker: {:02x?}",
-                self.name,
-                &self.buf[..i]
-            );
-        }
-        if self.buf.len() < i + len {
-            return None;
-        }
-        let p = Packet {
-            first: self.buf[0],
-            body: self.buf[i..i + len].to_vec(),
-        };
-        self.buf.drain(..i + len);
+        let (p, used) = parse_packet(&self.buf, &self.name)?;
+        self.buf.drain(..used);
         Some(p)
     }
 

@@ -127,3 +127,24 @@ class Client:
         self.c.disconnect()
         self.disconnected.wait(TIMEOUT)
         self.c.loop_stop()
+
+
+class Events:
+    """A paho client's CONNACK, SUBACK and messages in arrival order, one
+    queue: wait(kind) returns the next of that kind (reason code, granted
+    QoS list, message)."""
+
+    def __init__(self, c):
+        self.q = queue.Queue()
+        c.on_connect = lambda cl, ud, fl, rc, pr: self.q.put(("CONNACK", rc))
+        c.on_subscribe = lambda cl, ud, mid, rcs, pr: self.q.put(("SUBACK", [r.value for r in rcs]))
+        c.on_message = lambda cl, ud, m: self.q.put(("MSG", m))
+
+    def wait(self, kind):
+        try:
+            while True:
+                k, v = self.q.get(timeout=TIMEOUT)
+                if k == kind:
+                    return v
+        except queue.Empty:
+            fail("no %s" % kind)

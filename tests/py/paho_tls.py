@@ -4,36 +4,22 @@ subscribe, publish, print what comes back.
 usage: paho_tls.py PORT HOST CAFILE [CERTFILE KEYFILE]   (empty for none)
 """
 
-import queue
 import sys
 
 import paho.mqtt.client as mqtt
 
-from helpers import TIMEOUT, fail, msg_line, out
+from helpers import Events, fail, msg_line, out
 
 port, host, cafile = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 certfile = sys.argv[4] if len(sys.argv) > 4 and sys.argv[4] else None
 keyfile = sys.argv[5] if len(sys.argv) > 5 and sys.argv[5] else None
 
-got = queue.Queue()
 c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="paho-tls")
 c.tls_set(ca_certs=cafile, certfile=certfile, keyfile=keyfile)
-c.on_connect = lambda cl, ud, fl, rc, pr: got.put(("CONNACK", rc))
-c.on_subscribe = lambda cl, ud, mid, rcs, pr: got.put(("SUBACK", mid))
-c.on_message = lambda cl, ud, m: got.put(("MSG", m))
+ev = Events(c)
+wait = ev.wait
 c.connect(host, port, 60)
 c.loop_start()
-
-
-def wait(kind):
-    try:
-        while True:
-            k, v = got.get(timeout=TIMEOUT)
-            if k == kind:
-                return v
-    except queue.Empty:
-        fail("no %s" % kind)
-
 
 rc = wait("CONNACK")
 if rc != 0:
