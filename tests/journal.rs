@@ -359,3 +359,61 @@ fn kill_9_at_random_moments_loses_no_acknowledged_message() {
         seen.len()
     );
 }
+
+/// Unmounts a test's small file system when the test ends.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// A full disk: the journal's writes fail, one error line says what is no
+/// longer durable, and the broker keeps serving every client.
+#[test]
+fn a_full_disk_is_logged_once_and_the_broker_keeps_serving() {
+    let dir = TempDir::new("journal-full");
+    let small = dir.path().join("small");
+    fs::create_dir(&small).expect("mkdir");
+    // 160 KiB of room, writable by the broker's user (`nobody`).
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=160k,mode=0777", "tmpfs"])
+        .arg(&small)
+        .status()
+        .expect("mount");
+    assert!(mounted.success(), "this test mounts a small tmpfs (as root)");
+    let _unmount = Mounted(small.clone());
+    let b = Broker::start(&format!(
+        "persistence true\npersistence_journal true\nautosave_interval 0\n\
+         persistence_location {}/\n",
+        small.display()
+    ));
+    let mut reader = b.client("reader");
+    reader.subscribe(1, &[("big/#", 1)]);
+    let mut filler = b.client("filler");
+    // Eight retained messages of 32 KiB do not fit in 160 KiB: each is
+    // still acknowledged and delivered.
+    let payload = vec![b'x'; 32 * 1024];
+    for i in 0..8u16 {
+        filler.publish(&format!("big/{i}"), &payload, 1, true, i + 1);
+        let m = reader.expect_publish();
+        assert_eq!(m.topic, format!("big/{i}"));
+        if let Some(id) = m.pkid {
+            reader.send(&common::packets::puback(id));
+        }
+    }
+    wait_until("the journal error", TIMEOUT, || {
+        b.has_log("unable to write the journal")
+    });
+    assert_eq!(b.count_log("unable to write the journal"), 1);
+    assert!(b.has_log("not durable"));
+    // Still serving: a new client connects, publishes and is answered.
+    let mut late = b.client("late");
+    late.publish("big/late", b"small", 1, false, 1);
+    late.ping();
+    assert_eq!(reader.expect_publish().topic, "big/late");
+}
