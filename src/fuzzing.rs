@@ -83,8 +83,9 @@ fn round_trip(p: &Packet, level: Level) {
 }
 
 /// A packet without the instants its message expiry was read at (a
-/// second decode reads the same interval at a later instant).
-fn without_clock(mut p: Packet) -> Packet {
+/// second decode reads the same interval at a later instant); also used by
+/// the codec's round-trip property test.
+pub fn without_clock(mut p: Packet) -> Packet {
     let clear = |pp: &mut Option<std::sync::Arc<codec::PubProps>>| {
         if let Some(pp) = pp {
             std::sync::Arc::make_mut(pp).expires_at = None;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 
 use super::*;
+use crate::fuzzing::without_clock;
 
 const MAX: usize = super::header::MAX_REMAINING + 5;
 
@@ -462,24 +463,6 @@ fn pub_props(p: &Properties) -> Option<Arc<PubProps>> {
     (!p.is_empty()).then(|| {
         Arc::new(PubProps::from_properties(p, std::time::Instant::now()))
     })
-}
-
-fn without_clock(mut p: Packet) -> Packet {
-    let clear = |pp: &mut Option<Arc<PubProps>>| {
-        if let Some(pp) = pp {
-            Arc::make_mut(pp).expires_at = None;
-        }
-    };
-    match &mut p {
-        Packet::Publish(m) => clear(&mut m.props),
-        Packet::Connect(c) => {
-            if let Some(w) = &mut c.will {
-                clear(&mut w.props);
-            }
-        }
-        _ => {}
-    }
-    p
 }
 
 fn arb_packet(level: Level) -> impl Strategy<Value = Packet> {
