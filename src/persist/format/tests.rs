@@ -280,3 +280,47 @@ proptest! {
         let _ = decode_journal(&tail);
     }
 }
+
+/// A file written before MQTT 5 (version 1: no session expiry, no
+/// subscription options) is read whole: its sessions never expire and its
+/// subscriptions have 3.1.1's options.
+#[test]
+fn version_1_files_are_still_read() {
+    let record = |out: &mut Vec<u8>, kind: u8, body: &[u8]| {
+        let start = out.len();
+        out.push(kind);
+        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        out.extend_from_slice(body);
+        let crc = crc32(&out[start..]);
+        out.extend_from_slice(&crc.to_be_bytes());
+    };
+    let mut bytes = MAGIC.to_vec();
+    bytes.extend_from_slice(&1u16.to_be_bytes());
+    bytes.extend_from_slice(&0u16.to_be_bytes());
+    let crc = crc32(&bytes);
+    bytes.extend_from_slice(&crc.to_be_bytes());
+    // SESSION: client id "s", no user name, scope 0, last id 7.
+    record(&mut bytes, 2, &[0, 1, b's', 0, 0, 0, 0, 0, 0, 7]);
+    // SUBSCRIPTION: "s", filter "a/#", QoS 2.
+    record(&mut bytes, 3, &[0, 1, b's', 0, 3, b'a', b'/', b'#', 2]);
+    record(&mut bytes, 0xff, &2u64.to_be_bytes());
+    let d = decode(&bytes);
+    assert_eq!(d.damage, None);
+    assert_eq!(
+        d.records,
+        vec![
+            Record::Session {
+                client_id: "s".into(),
+                username: None,
+                scope: 0,
+                last_id: 7,
+                expiry: u32::MAX,
+            },
+            Record::Subscription {
+                client_id: "s".into(),
+                filter: "a/#".into(),
+                opts: SubOpts::qos(QoS::ExactlyOnce),
+            },
+        ]
+    );
+}
