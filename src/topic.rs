@@ -76,7 +76,13 @@ mod tests {
     fn shared_filters() {
         assert_eq!(shared("$share/g/a/#"), Some(("g", "a/#")));
         assert_eq!(shared("$share/g/+"), Some(("g", "+")));
-        for bad in ["$share/g", "$share//a", "$share/g+/a", "$share/#/a", "$share/g/a/#/b"] {
+        for bad in [
+            "$share/g",
+            "$share//a",
+            "$share/g+/a",
+            "$share/#/a",
+            "$share/g/a/#/b",
+        ] {
             assert!(shared(bad).is_none(), "{bad}");
             assert!(!valid_filter(bad), "{bad}");
         }

@@ -125,7 +125,11 @@ fn mqtt5_bridge_to_mosquitto_without_loops() {
     let remote = Broker::mosquitto("");
     let local = Broker::start(&format!(
         "{}bridge_protocol_version mqttv50\n",
-        bridge("five", &format!("127.0.0.1:{}", remote.port), &["t/# both 1"])
+        bridge(
+            "five",
+            &format!("127.0.0.1:{}", remote.port),
+            &["t/# both 1"]
+        )
     ));
     remote.wait_for_log("as five-remote (p5, c0, k60)", WAIT);
     let on_local = subscriber(&local, &["-v", "-t", "t/#"], "t/probe");
@@ -135,7 +139,12 @@ fn mqtt5_bridge_to_mosquitto_without_loops() {
     tools::mosquitto_pub(local.port, &["-q", "1", "-t", "t/z", "-m", "end-local"]);
     tools::mosquitto_pub(remote.port, &["-q", "1", "-t", "t/z", "-m", "end-remote"]);
     for sub in [&on_local, &on_remote] {
-        for line in ["t/a from-local", "t/b from-remote", "t/z end-local", "t/z end-remote"] {
+        for line in [
+            "t/a from-local",
+            "t/b from-remote",
+            "t/z end-local",
+            "t/z end-remote",
+        ] {
             sub.wait_line(line, WAIT);
         }
         let out = sub.output_text();

@@ -385,7 +385,10 @@ fn a_full_disk_is_logged_once_and_the_broker_keeps_serving() {
         .arg(&small)
         .status()
         .expect("mount");
-    assert!(mounted.success(), "this test mounts a small tmpfs (as root)");
+    assert!(
+        mounted.success(),
+        "this test mounts a small tmpfs (as root)"
+    );
     let _unmount = Mounted(small.clone());
     let b = Broker::start(&format!(
         "persistence true\npersistence_journal true\nautosave_interval 0\n\

@@ -112,7 +112,10 @@ fn answers(b: &Broker) -> Vec<(String, Vec<u8>)> {
         ("empty id, keepalive 0", connect5("", 0, &[])),
         ("session expiry", connect5("c4", 60, &[0x11, 0, 0, 0, 0x10])),
         ("receive maximum", connect5("c5", 60, &[0x21, 0, 5])),
-        ("maximum packet size", connect5("c6", 60, &[0x27, 0, 0, 1, 0])),
+        (
+            "maximum packet size",
+            connect5("c6", 60, &[0x27, 0, 0, 1, 0]),
+        ),
         ("no problem information", connect5("c7", 60, &[0x17, 0])),
         ("user property", connect5("c8", 60, &user("a", "b"))),
         ("authentication method", {
@@ -131,7 +134,10 @@ fn answers(b: &Broker) -> Vec<(String, Vec<u8>)> {
         ("options", subscribe5(2, &[], &[("a/#", 0x2E)])),
         ("shared", subscribe5(3, &[], &[("$share/g/x", 2)])),
         ("subscription id", subscribe5(4, &[0x0B, 5], &[("x", 1)])),
-        ("several", subscribe5(5, &[], &[("p", 0), ("q", 1), ("r", 2)])),
+        (
+            "several",
+            subscribe5(5, &[], &[("p", 0), ("q", 1), ("r", 2)]),
+        ),
     ];
     for (what, bytes) in subs {
         c.send(bytes);
@@ -174,7 +180,10 @@ fn refused_with(b: &Broker, name: &str, bad: &[u8], reason: u8) {
     c.send(bad);
     c.expect_bytes(&[0xE0, 0x01, reason], &format!("DISCONNECT for {name}"));
     c.expect_closed();
-    b.wait_for_log(&format!("Client {name} disconnected due to protocol error"), TIMEOUT);
+    b.wait_for_log(
+        &format!("Client {name} disconnected due to protocol error"),
+        TIMEOUT,
+    );
     let (mut other, _) = open(b, "other", &connect5("other", 60, &[]));
     other.send(&[0xC0, 0]);
     other.expect_bytes(&[0xD0, 0], "PINGRESP");
@@ -184,9 +193,19 @@ fn refused_with(b: &Broker, name: &str, bad: &[u8], reason: u8) {
 fn malformed_properties_close_only_that_connection() {
     let b = Broker::start("");
     // A session expiry interval on a PUBLISH.
-    refused_with(&b, "wrong-packet", &publish5(0, 0, "t", &[0x11, 0, 0, 0, 1], b""), 0x81);
+    refused_with(
+        &b,
+        "wrong-packet",
+        &publish5(0, 0, "t", &[0x11, 0, 0, 0, 1], b""),
+        0x81,
+    );
     // An unknown property identifier.
-    refused_with(&b, "unknown-id", &publish5(0, 0, "t", &[0x7F, 0], b""), 0x81);
+    refused_with(
+        &b,
+        "unknown-id",
+        &publish5(0, 0, "t", &[0x7F, 0], b""),
+        0x81,
+    );
     // A content type given twice.
     let mut twice = vec![0x03];
     twice.extend(field(b"a"));
@@ -203,7 +222,12 @@ fn malformed_properties_close_only_that_connection() {
     refused_with(&b, "short", &packet(0x30, &body), 0x81);
     // A payload format indicator of 2 and a subscription identifier of 0.
     refused_with(&b, "bad-value", &publish5(0, 0, "t", &[0x01, 2], b""), 0x81);
-    refused_with(&b, "sub-id-0", &subscribe5(1, &[0x0B, 0], &[("x", 0)]), 0x81);
+    refused_with(
+        &b,
+        "sub-id-0",
+        &subscribe5(1, &[0x0B, 0], &[("x", 0)]),
+        0x81,
+    );
     // Retain handling 3 and a reserved option bit.
     refused_with(&b, "rh3", &subscribe5(1, &[], &[("x", 0x30)]), 0x81);
     refused_with(&b, "reserved", &subscribe5(1, &[], &[("x", 0x40)]), 0x81);
@@ -218,8 +242,18 @@ fn malformed_properties_close_only_that_connection() {
 fn topic_alias_and_receive_maximum_refusals() {
     let b = Broker::start("max_topic_alias 2\nmax_inflight_messages 3\n");
     // Above the topic alias maximum, and an alias never set up.
-    refused_with(&b, "alias-3", &publish5(0, 0, "t", &[0x23, 0, 3], b""), 0x94);
-    refused_with(&b, "alias-unknown", &publish5(0, 0, "", &[0x23, 0, 1], b""), 0x94);
+    refused_with(
+        &b,
+        "alias-3",
+        &publish5(0, 0, "t", &[0x23, 0, 3], b""),
+        0x94,
+    );
+    refused_with(
+        &b,
+        "alias-unknown",
+        &publish5(0, 0, "", &[0x23, 0, 1], b""),
+        0x94,
+    );
     // An alias set up and used: the (3.1.1) subscriber sees the topic.
     let mut sub = b.client("sub");
     sub.send(&common::packets::subscribe(1, &[("long/topic/name", 0)]));
@@ -229,7 +263,10 @@ fn topic_alias_and_receive_maximum_refusals() {
     p.send(&publish5(0, 0, "", &[0x23, 0, 1], b"two"));
     for want in ["one", "two"] {
         let m = sub.read_packet().publish();
-        assert_eq!((m.topic.as_str(), m.payload_str().as_str()), ("long/topic/name", want));
+        assert_eq!(
+            (m.topic.as_str(), m.payload_str().as_str()),
+            ("long/topic/name", want)
+        );
     }
     // Four QoS 2 messages without PUBREL exceed a receive maximum of 3.
     let (mut c, _) = open(&b, "greedy", &connect5("greedy", 60, &[]));
@@ -299,7 +336,9 @@ fn a_3_1_1_subscriber_gets_a_5_0_message_without_properties() {
     want.extend_from_slice(b"payload");
     assert_eq!(got.body, want, "{}", got.describe());
     // And a 3.1.1 message reaches the 5.0 subscriber with only its id.
-    old.send(&common::packets::publish("mixed", b"old", 1, false, false, 7));
+    old.send(&common::packets::publish(
+        "mixed", b"old", 1, false, false, 7,
+    ));
     let got = new.read_packet();
     let mut want = field(b"mixed");
     want.extend_from_slice(&2u16.to_be_bytes());

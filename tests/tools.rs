@@ -481,13 +481,60 @@ fn errors_and_help_read_as_mosquitto_s() {
     }
     // -D mistakes read as mosquitto_pub's.
     for args in [
-        &["-V", "5", "-D", "publish", "bogus", "x", "-t", "a", "-m", "b"][..],
-        &["-V", "5", "-D", "bogus", "content-type", "x", "-t", "a", "-m", "b"],
-        &["-V", "5", "-D", "connect", "content-type", "x", "-t", "a", "-m", "b"],
-        &["-V", "5", "-D", "publish", "payload-format-indicator", "300", "-t", "a", "-m", "b"],
         &[
-            "-V", "5", "-D", "publish", "content-type", "x", "-D", "publish", "content-type", "y",
-            "-t", "a", "-m", "b",
+            "-V", "5", "-D", "publish", "bogus", "x", "-t", "a", "-m", "b",
+        ][..],
+        &[
+            "-V",
+            "5",
+            "-D",
+            "bogus",
+            "content-type",
+            "x",
+            "-t",
+            "a",
+            "-m",
+            "b",
+        ],
+        &[
+            "-V",
+            "5",
+            "-D",
+            "connect",
+            "content-type",
+            "x",
+            "-t",
+            "a",
+            "-m",
+            "b",
+        ],
+        &[
+            "-V",
+            "5",
+            "-D",
+            "publish",
+            "payload-format-indicator",
+            "300",
+            "-t",
+            "a",
+            "-m",
+            "b",
+        ],
+        &[
+            "-V",
+            "5",
+            "-D",
+            "publish",
+            "content-type",
+            "x",
+            "-D",
+            "publish",
+            "content-type",
+            "y",
+            "-t",
+            "a",
+            "-m",
+            "b",
         ],
     ] {
         let m = tool("midge_pub", args);
@@ -763,19 +810,55 @@ fn mqtt5_properties_both_ways() {
         // midge_pub -D ... → mosquitto_sub -V mqttv5 -F.
         let theirs = mosquitto_sub(
             port,
-            &["-V", "mqttv5", "-t", "p/#", "-t", "probe", "-F", "%t|%P|%C|%R|%D|%F|%p"],
+            &[
+                "-V",
+                "mqttv5",
+                "-t",
+                "p/#",
+                "-t",
+                "probe",
+                "-F",
+                "%t|%P|%C|%R|%D|%F|%p",
+            ],
         );
         tools::wait_until_subscribed(&broker, &theirs, "probe");
         let f = midge_pub(
             port,
             &[
-                "-V", "mqttv5", "-q", "1", "-t", "p/1", "-m", "hello",
-                "-D", "publish", "user-property", "k1", "v1",
-                "-D", "publish", "user-property", "k2", "v2",
-                "-D", "publish", "content-type", "text/plain",
-                "-D", "publish", "response-topic", "back/here",
-                "-D", "publish", "correlation-data", "c42",
-                "-D", "publish", "payload-format-indicator", "1",
+                "-V",
+                "mqttv5",
+                "-q",
+                "1",
+                "-t",
+                "p/1",
+                "-m",
+                "hello",
+                "-D",
+                "publish",
+                "user-property",
+                "k1",
+                "v1",
+                "-D",
+                "publish",
+                "user-property",
+                "k2",
+                "v2",
+                "-D",
+                "publish",
+                "content-type",
+                "text/plain",
+                "-D",
+                "publish",
+                "response-topic",
+                "back/here",
+                "-D",
+                "publish",
+                "correlation-data",
+                "c42",
+                "-D",
+                "publish",
+                "payload-format-indicator",
+                "1",
             ],
         );
         ok(&f);
@@ -785,19 +868,43 @@ fn mqtt5_properties_both_ways() {
         let ours = midge_sub(
             port,
             &[
-                "-V", "mqttv5", "-t", "q/#", "-t", "probe",
-                "-D", "subscribe", "subscription-identifier", "7",
-                "-F", "%t|%P|%C|%S|%E|%p",
+                "-V",
+                "mqttv5",
+                "-t",
+                "q/#",
+                "-t",
+                "probe",
+                "-D",
+                "subscribe",
+                "subscription-identifier",
+                "7",
+                "-F",
+                "%t|%P|%C|%S|%E|%p",
             ],
         );
         tools::wait_until_subscribed(&broker, &ours, "probe");
         ok(&tools::mosquitto_pub(
             port,
             &[
-                "-V", "mqttv5", "-t", "q/1", "-m", "there",
-                "-D", "publish", "user-property", "a", "b",
-                "-D", "publish", "content-type", "ct",
-                "-D", "publish", "message-expiry-interval", "100",
+                "-V",
+                "mqttv5",
+                "-t",
+                "q/1",
+                "-m",
+                "there",
+                "-D",
+                "publish",
+                "user-property",
+                "a",
+                "b",
+                "-D",
+                "publish",
+                "content-type",
+                "ct",
+                "-D",
+                "publish",
+                "message-expiry-interval",
+                "100",
             ],
         ));
         let line = match ours.stdout.wait_from(0, TIMEOUT, |l| l.starts_with("q/1|")) {
@@ -826,8 +933,18 @@ fn rr_request_and_response() {
         tools::wait_until_subscribed(&broker, &responder, "probe");
         let mut cmd = tool_command("midge_rr");
         cmd.args([
-            "-h", "127.0.0.1", "-p", &port.to_string(),
-            "-t", "req", "-e", "resp/1", "-m", "ping", "-W", "20",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-t",
+            "req",
+            "-e",
+            "resp/1",
+            "-m",
+            "ping",
+            "-W",
+            "20",
         ]);
         let mut rr = Proc::spawn(cmd, "midge_rr", false);
         responder.wait_line("req resp/1 ping", TIMEOUT);
@@ -837,11 +954,32 @@ fn rr_request_and_response() {
 
         let f = tool(
             "midge_rr",
-            &["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "req", "-e", "nobody", "-m", "x", "-W", "1"],
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-t",
+                "req",
+                "-e",
+                "nobody",
+                "-m",
+                "x",
+                "-W",
+                "1",
+            ],
         );
-        assert_eq!((f.status.code(), f.stderr.as_str()), (Some(27), "Timed out"));
+        assert_eq!(
+            (f.status.code(), f.stderr.as_str()),
+            (Some(27), "Timed out")
+        );
     }
     let f = tool("midge_rr", &["-t", "req", "-m", "x"]);
     assert_eq!(f.status.code(), Some(1));
-    assert!(f.stderr.starts_with("Error: All of topic, message, and response topic must be supplied."), "{}", f.stderr);
+    assert!(
+        f.stderr
+            .starts_with("Error: All of topic, message, and response topic must be supplied."),
+        "{}",
+        f.stderr
+    );
 }

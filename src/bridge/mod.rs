@@ -218,7 +218,11 @@ impl Link {
             conn: self.conn,
             kind: DisconnectKind::Shutdown,
             state: Box::new(state),
-            session_expiry: if self.b.local_clean_session { 0 } else { u32::MAX },
+            session_expiry: if self.b.local_clean_session {
+                0
+            } else {
+                u32::MAX
+            },
         });
     }
 

@@ -115,7 +115,10 @@ pub enum Next {
 fn connect_properties(b: &Bridge) -> Properties {
     let mut p = Properties::default();
     if b.protocol == BridgeProtocol::V5 && !b.clean_session {
-        p.push(crate::codec::props::id::SESSION_EXPIRY, Value::Four(u32::MAX));
+        p.push(
+            crate::codec::props::id::SESSION_EXPIRY,
+            Value::Four(u32::MAX),
+        );
     }
     p
 }

@@ -190,7 +190,13 @@ pub fn handshake(
         server_keep_alive,
         assigned.then_some(client_id.as_str()),
     );
-    send_connack(c, connect.level, connack::ACCEPTED, reply.session_present, props);
+    send_connack(
+        c,
+        connect.level,
+        connack::ACCEPTED,
+        reply.session_present,
+        props,
+    );
     let mut line = format!(
         "New {} connected from {} as {} (p{}, c{}, k{}",
         if connect.bridge { "bridge" } else { "client" },
@@ -239,10 +245,16 @@ fn connack_properties(
         p.push(id::RETAIN_AVAILABLE, Value::Byte(0));
     }
     if config.max_packet_size != crate::config::MQTT_MAX_PACKET {
-        p.push(id::MAXIMUM_PACKET_SIZE, Value::Four(config.max_packet_size as u32));
+        p.push(
+            id::MAXIMUM_PACKET_SIZE,
+            Value::Four(config.max_packet_size as u32),
+        );
     }
     if config.max_inflight_messages > 0 {
-        p.push(id::RECEIVE_MAXIMUM, Value::Two(config.max_inflight_messages));
+        p.push(
+            id::RECEIVE_MAXIMUM,
+            Value::Two(config.max_inflight_messages),
+        );
     }
     if l.max_qos < 2 {
         p.push(id::MAXIMUM_QOS, Value::Byte(l.max_qos));

@@ -488,7 +488,10 @@ impl<'a> Session<'a> {
                 if self.inflight.puback(a.pkid) {
                     self.record_step(a.pkid, Step::Acked);
                 } else {
-                    debug!("Client {} sent PUBACK for unknown id {}.", self.client_id, a.pkid);
+                    debug!(
+                        "Client {} sent PUBACK for unknown id {}.",
+                        self.client_id, a.pkid
+                    );
                 }
             }
             // A PUBREC with an error reason ends that message's flow
@@ -506,7 +509,10 @@ impl<'a> Session<'a> {
                     // that has forgotten the id.
                     self.ack(Reply::PubRel(Ack::ok(a.pkid)), self.persistent)?;
                 } else {
-                    debug!("Client {} sent PUBREC for unknown id {}.", self.client_id, a.pkid);
+                    debug!(
+                        "Client {} sent PUBREC for unknown id {}.",
+                        self.client_id, a.pkid
+                    );
                 }
             }
             Packet::PubComp(a) => {
@@ -752,8 +758,7 @@ impl<'a> Session<'a> {
     /// does not is dropped, as Mosquitto does [MQTT-3.1.2-25].
     fn fits(&self, p: &Publish) -> bool {
         let max = self.limits.max_packet;
-        max == 0
-            || crate::codec::publish_len(p, self.level == Level::V5) <= max as usize
+        max == 0 || crate::codec::publish_len(p, self.level == Level::V5) <= max as usize
     }
 
     /// A topic or filter from the client, under the mount point.

@@ -167,7 +167,10 @@ fn will_properties(w: &Will) -> Properties {
     let mut props = Properties::default();
     if let Some(wp) = &w.props {
         if wp.will_delay > 0 {
-            props.push(super::props::id::WILL_DELAY, super::Value::Four(wp.will_delay));
+            props.push(
+                super::props::id::WILL_DELAY,
+                super::Value::Four(wp.will_delay),
+            );
         }
         if let Some(e) = wp.expiry {
             props.push(super::props::id::MESSAGE_EXPIRY, super::Value::Four(e));

@@ -78,9 +78,7 @@ impl DecodeError {
         use super::reason;
         match self {
             DecodeError::PacketTooLarge { .. } => reason::PACKET_TOO_LARGE,
-            DecodeError::DuplicateProperty(_) | DecodeError::ZeroPacketId => {
-                reason::PROTOCOL_ERROR
-            }
+            DecodeError::DuplicateProperty(_) | DecodeError::ZeroPacketId => reason::PROTOCOL_ERROR,
             _ => reason::MALFORMED_PACKET,
         }
     }

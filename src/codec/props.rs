@@ -12,8 +12,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::reader::{Reader, binary_len, put_binary, put_var_int, var_int_len};
 use super::DecodeError;
+use super::reader::{Reader, binary_len, put_binary, put_var_int, var_int_len};
 
 /// Property identifiers [MQTT-2.2.2.2].
 pub mod id {
@@ -161,7 +161,10 @@ const NAMES: &[(u8, &str)] = &[
     (id::USER_PROPERTY, "user-property"),
     (id::MAXIMUM_PACKET_SIZE, "maximum-packet-size"),
     (id::WILDCARD_AVAILABLE, "wildcard-subscription-available"),
-    (id::SUBSCRIPTION_ID_AVAILABLE, "subscription-identifier-available"),
+    (
+        id::SUBSCRIPTION_ID_AVAILABLE,
+        "subscription-identifier-available",
+    ),
     (id::SHARED_AVAILABLE, "shared-subscription-available"),
 ];
 
@@ -297,8 +300,8 @@ impl Properties {
             if !allowed.contains(&ctx) {
                 return Err(DecodeError::BadProperty(pid));
             }
-            let repeatable = pid == id::USER_PROPERTY
-                || (pid == id::SUBSCRIPTION_ID && ctx == Context::Publish);
+            let repeatable =
+                pid == id::USER_PROPERTY || (pid == id::SUBSCRIPTION_ID && ctx == Context::Publish);
             if !repeatable && props.get(pid).is_some() {
                 return Err(DecodeError::DuplicateProperty(pid));
             }

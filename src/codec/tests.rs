@@ -234,7 +234,13 @@ fn acks() {
         (Packet::PubRec(Ack::ok(7)), 0x50),
         (Packet::PubRel(Ack::ok(7)), 0x62),
         (Packet::PubComp(Ack::ok(7)), 0x70),
-        (Packet::UnsubAck(UnsubAck { pkid: 7, codes: vec![] }), 0xB0),
+        (
+            Packet::UnsubAck(UnsubAck {
+                pkid: 7,
+                codes: vec![],
+            }),
+            0xB0,
+        ),
     ] {
         let bytes = [first, 2, 0, 7];
         assert_eq!(enc(&p), bytes);
@@ -418,7 +424,8 @@ fn arb_bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
 
 fn arb_user() -> impl Strategy<Value = Vec<(u8, Value)>> {
     proptest::collection::vec(
-        (arb_string(6), arb_string(6)).prop_map(|(k, v)| (props::id::USER_PROPERTY, Value::Pair(k, v))),
+        (arb_string(6), arb_string(6))
+            .prop_map(|(k, v)| (props::id::USER_PROPERTY, Value::Pair(k, v))),
         0..3,
     )
 }
@@ -460,18 +467,27 @@ fn arb_message_props() -> impl Strategy<Value = Properties> {
 /// Routed properties, with the decode-time clock taken out so that a
 /// decoded copy compares equal.
 fn pub_props(p: &Properties) -> Option<Arc<PubProps>> {
-    (!p.is_empty()).then(|| {
-        Arc::new(PubProps::from_properties(p, std::time::Instant::now()))
-    })
+    (!p.is_empty()).then(|| Arc::new(PubProps::from_properties(p, std::time::Instant::now())))
 }
 
 fn arb_packet(level: Level) -> impl Strategy<Value = Packet> {
     let v5 = level == Level::V5;
     let id = 1..=u16::MAX;
     let props = move |s: BoxedStrategy<Properties>| {
-        if v5 { s } else { Just(Properties::default()).boxed() }
+        if v5 {
+            s
+        } else {
+            Just(Properties::default()).boxed()
+        }
     };
-    let will = (arb_name(), arb_bytes(20), arb_qos(), any::<bool>(), props(arb_message_props().boxed()), 0..100u32)
+    let will = (
+        arb_name(),
+        arb_bytes(20),
+        arb_qos(),
+        any::<bool>(),
+        props(arb_message_props().boxed()),
+        0..100u32,
+    )
         .prop_map(move |(t, p, qos, retain, mp, delay)| {
             let mut wp = mp.clone();
             if v5 && delay > 0 {
@@ -485,7 +501,11 @@ fn arb_packet(level: Level) -> impl Strategy<Value = Packet> {
                 props: pub_props(&wp),
             }
         });
-    let connect_props = (proptest::option::of(any::<u32>()), proptest::option::of(1..=u16::MAX), arb_user())
+    let connect_props = (
+        proptest::option::of(any::<u32>()),
+        proptest::option::of(1..=u16::MAX),
+        arb_user(),
+    )
         .prop_map(|(se, rm, user)| {
             let mut p = Properties::default();
             if let Some(n) = se {
@@ -511,23 +531,25 @@ fn arb_packet(level: Level) -> impl Strategy<Value = Packet> {
         proptest::option::of((arb_string(10), proptest::option::of(arb_bytes(10)))),
         props(connect_props.boxed()),
     )
-        .prop_map(|(level, client_id, clean, keep_alive, will, creds, props)| {
-            let (username, password) = match creds {
-                Some((u, p)) => (Some(u), p),
-                None => (None, None),
-            };
-            Packet::Connect(Connect {
-                level,
-                client_id,
-                clean,
-                keep_alive,
-                username,
-                password,
-                will,
-                props,
-                bridge: false,
-            })
-        });
+        .prop_map(
+            |(level, client_id, clean, keep_alive, will, creds, props)| {
+                let (username, password) = match creds {
+                    Some((u, p)) => (Some(u), p),
+                    None => (None, None),
+                };
+                Packet::Connect(Connect {
+                    level,
+                    client_id,
+                    clean,
+                    keep_alive,
+                    username,
+                    password,
+                    will,
+                    props,
+                    bridge: false,
+                })
+            },
+        );
     let publish = (
         arb_name(),
         arb_qos(),
@@ -580,7 +602,15 @@ fn arb_packet(level: Level) -> impl Strategy<Value = Packet> {
             })
         });
     let codes = if v5 {
-        prop_oneof![Just(0u8), Just(1), Just(2), Just(0x80), Just(0x87), Just(0xA2)].boxed()
+        prop_oneof![
+            Just(0u8),
+            Just(1),
+            Just(2),
+            Just(0x80),
+            Just(0x87),
+            Just(0xA2)
+        ]
+        .boxed()
     } else {
         prop_oneof![Just(0u8), Just(1), Just(2), Just(0x80)].boxed()
     };
@@ -588,7 +618,10 @@ fn arb_packet(level: Level) -> impl Strategy<Value = Packet> {
         .prop_map(|(pkid, codes)| Packet::SubAck(SubAck { pkid, codes }));
     let unsubscribe = (id.clone(), proptest::collection::vec(arb_filter(), 1..4))
         .prop_map(|(pkid, filters)| Packet::Unsubscribe(Unsubscribe { pkid, filters }));
-    let unsuback = (id.clone(), proptest::collection::vec(prop_oneof![Just(0u8), Just(0x11), Just(0x87)], 1..3))
+    let unsuback = (
+        id.clone(),
+        proptest::collection::vec(prop_oneof![Just(0u8), Just(0x11), Just(0x87)], 1..3),
+    )
         .prop_map(move |(pkid, codes)| {
             Packet::UnsubAck(UnsubAck {
                 pkid,
@@ -600,10 +633,17 @@ fn arb_packet(level: Level) -> impl Strategy<Value = Packet> {
     } else {
         Just(0u8).boxed()
     };
-    let rel_reason = if v5 { prop_oneof![Just(0u8), Just(0x92)].boxed() } else { Just(0u8).boxed() };
+    let rel_reason = if v5 {
+        prop_oneof![Just(0u8), Just(0x92)].boxed()
+    } else {
+        Just(0u8).boxed()
+    };
     let ack = (id.clone(), ack_reason).prop_map(|(pkid, reason)| Ack { pkid, reason });
     let rel = (id.clone(), rel_reason).prop_map(|(pkid, reason)| Ack { pkid, reason });
-    let disconnect = (prop_oneof![Just(0u8), Just(0x04), Just(0x8E)], proptest::option::of(any::<u32>()))
+    let disconnect = (
+        prop_oneof![Just(0u8), Just(0x04), Just(0x8E)],
+        proptest::option::of(any::<u32>()),
+    )
         .prop_map(move |(reason, se)| {
             let mut d = Disconnect::with(if v5 { reason } else { 0 });
             if let (true, Some(n)) = (v5, se) {
@@ -611,7 +651,11 @@ fn arb_packet(level: Level) -> impl Strategy<Value = Packet> {
             }
             Packet::Disconnect(d)
         });
-    let connack_props = (proptest::option::of(any::<u16>()), proptest::option::of(arb_string(10)), arb_user())
+    let connack_props = (
+        proptest::option::of(any::<u16>()),
+        proptest::option::of(arb_string(10)),
+        arb_user(),
+    )
         .prop_map(|(ka, assigned, user)| {
             let mut p = Properties::default();
             if let Some(k) = ka {
@@ -623,12 +667,15 @@ fn arb_packet(level: Level) -> impl Strategy<Value = Packet> {
             p.0.extend(user);
             p
         });
-    let connack = (any::<bool>(), any::<u8>(), props(connack_props.boxed()))
-        .prop_map(|(session_present, code, props)| Packet::ConnAck(ConnAck {
-            session_present,
-            code,
-            props,
-        }));
+    let connack = (any::<bool>(), any::<u8>(), props(connack_props.boxed())).prop_map(
+        |(session_present, code, props)| {
+            Packet::ConnAck(ConnAck {
+                session_present,
+                code,
+                props,
+            })
+        },
+    );
     prop_oneof![
         connect,
         connack,

@@ -24,8 +24,8 @@ use log::{info, warn};
 
 use crate::client::inflight::SessionState;
 use crate::codec::Publish;
-use crate::router::SubOpts;
 use crate::config::Persistence;
+use crate::router::SubOpts;
 use format::{Damage, Record, SavedSource};
 pub use model::Model;
 

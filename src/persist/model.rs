@@ -322,7 +322,10 @@ mod tests {
         let r = m.to_restored();
         assert_eq!(r.retained.len(), 1);
         let s = &r.sessions[0];
-        assert_eq!(s.subs, vec![("#".to_string(), SubOpts::qos(QoS::ExactlyOnce))]);
+        assert_eq!(
+            s.subs,
+            vec![("#".to_string(), SubOpts::qos(QoS::ExactlyOnce))]
+        );
         assert!(s.state.pending.is_empty());
         let out: Vec<_> = s.state.inflight.outgoing().cloned().collect();
         assert_eq!(out, vec![OutState::Released(2)]);

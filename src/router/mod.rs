@@ -28,11 +28,11 @@ use crate::codec::{
     Ack, Level, Packet, PubProps, Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe, Will,
     reason,
 };
-use crate::topic;
 use crate::config::Config;
 use crate::logging;
 use crate::outbox::{CloseReason, Outbox, Outgoing, QueueLimits};
 use crate::persist::journal::Journal;
+use crate::topic;
 pub use event::{ConnId, ConnectReply, ConnectRequest, DisconnectKind, Event, Reply};
 use retain::{Retained, Source};
 pub use sys::Metrics;
@@ -635,7 +635,12 @@ impl Router {
             _ => Packet::PubRec(ack),
         };
         // With the journal, once what the message changed is on disk.
-        self.hand_over(&outbox, vec![Outgoing::Packet(packet)], true, self.queue_limits());
+        self.hand_over(
+            &outbox,
+            vec![Outgoing::Packet(packet)],
+            true,
+            self.queue_limits(),
+        );
     }
 
     /// Routes one message from the broker itself or a will.
@@ -669,7 +674,12 @@ impl Router {
     /// Routes one message to every matching subscription and returns
     /// whether any matched. `from` is the publisher's session, for no-local
     /// subscriptions.
-    fn route(&mut self, mut p: Publish, source: Option<Arc<Source>>, from: Option<SessionId>) -> bool {
+    fn route(
+        &mut self,
+        mut p: Publish,
+        source: Option<Arc<Source>>,
+        from: Option<SessionId>,
+    ) -> bool {
         p.dup = false;
         p.pkid = 0;
         // With retain_available false, clients cannot retain (they are
@@ -841,7 +851,11 @@ impl Router {
             }
             let will = s.delayed_will.take();
             let client_id = s.client_id.clone();
-            let source = self.config.check_retain_source.then(|| source_of_sid(self, sid)).flatten();
+            let source = self
+                .config
+                .check_retain_source
+                .then(|| source_of_sid(self, sid))
+                .flatten();
             if let Some(will) = will {
                 debug!("Sending delayed will of {client_id}.");
                 self.publish_will(will, source);

@@ -9,8 +9,8 @@
 
 use std::collections::HashMap;
 
-use super::trie::{SessionId, Trie};
 use super::SubOpts;
+use super::trie::{SessionId, Trie};
 
 #[derive(Debug)]
 struct Group {

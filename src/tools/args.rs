@@ -186,7 +186,11 @@ impl Config {
             keepalive: 60,
             clean: true,
             // mosquitto_rr speaks MQTT 5 unless told otherwise.
-            level: if kind == Kind::Rr { Level::V5 } else { Level::V311 },
+            level: if kind == Kind::Rr {
+                Level::V5
+            } else {
+                Level::V311
+            },
             session_expiry: None,
             props: ToolProps::default(),
             response_topic: None,
@@ -291,7 +295,9 @@ impl Config {
             "unsubscribe" => (&mut self.props.unsubscribe, Context::Unsubscribe),
             "disconnect" => (&mut self.props.disconnect, Context::Disconnect),
             "will" => (&mut self.props.will, Context::Will),
-            "auth" => return err("Error: auth properties are not supported (midge offers no AUTH).\n\n"),
+            "auth" => {
+                return err("Error: auth properties are not supported (midge offers no AUTH).\n\n");
+            }
             _ => return err("Error: Invalid command given in --property argument.\n\n"),
         };
         let Some(pid) = props::by_name(name) else {

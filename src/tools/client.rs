@@ -395,7 +395,10 @@ impl Client {
         }
         let s = Subscribe {
             pkid: mid,
-            filters: filters.iter().map(|f| SubscribeFilter::new(f, qos)).collect(),
+            filters: filters
+                .iter()
+                .map(|f| SubscribeFilter::new(f, qos))
+                .collect(),
             sub_id: self.subscribe_props.int(props::id::SUBSCRIPTION_ID),
             props: Properties(
                 self.subscribe_props

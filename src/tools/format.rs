@@ -258,7 +258,11 @@ fn percent(
             }
         }
         b'C' | b'R' => {
-            let pid = if c == b'C' { id::CONTENT_TYPE } else { id::RESPONSE_TOPIC };
+            let pid = if c == b'C' {
+                id::CONTENT_TYPE
+            } else {
+                id::RESPONSE_TOPIC
+            };
             match prop(m, pid).as_ref().and_then(|p| p.str(pid)) {
                 Some(s) => put_str(s.as_bytes(), spec, out),
                 None if c == b'C' => out.resize(out.len() + spec.width, b' '),

@@ -93,7 +93,10 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
 
 fn run(cfg: &Config) -> Result<(), Exit> {
     let (Some(topic), Some(response)) = (&cfg.topic, &cfg.response_topic) else {
-        return Err(Exit::new(1, "Error: All of topic, message, and response topic must be supplied.\n"));
+        return Err(Exit::new(
+            1,
+            "Error: All of topic, message, and response topic must be supplied.\n",
+        ));
     };
     let message = super::r#pub::load_message(cfg)?.unwrap_or_default();
     let deadline = cfg
