@@ -386,6 +386,25 @@ impl Broker {
     fn try_start(kind: Kind, midge: &Path, settings: Settings) -> io::Result<Broker> {
         let dir = TempDir::new("midge-bench")?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        Broker::start_in(kind, midge, settings, dir, port)
+    }
+
+    /// Stops the broker with SIGTERM (it saves its state) and starts it
+    /// again on the same port with the same folder.
+    pub fn restart(mut self, kind: Kind, midge: &Path, settings: Settings) -> io::Result<Broker> {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.proc.pid() as i32, libc::SIGTERM) };
+        self.proc.child().wait()?;
+        Broker::start_in(kind, midge, settings, self.dir, self.port)
+    }
+
+    fn start_in(
+        kind: Kind,
+        midge: &Path,
+        settings: Settings,
+        dir: TempDir,
+        port: u16,
+    ) -> io::Result<Broker> {
         let conf = dir.path().join(format!("{}.conf", kind.name()));
         fs::write(&conf, config_text(port, settings, kind, dir.path()))?;
         if settings.persistence != Persistence::Off {

@@ -684,7 +684,7 @@ fn durable(t: &mut Table, plan: &Plan, midge: &Path) -> io::Result<()> {
         for rep in 0..plan.reps {
             for k in order(i, rep) {
                 progress(&format!("{scen}: {} rep {}", k.name(), rep + 1));
-                let r = durable::run(Broker::start(k, midge, settings)?, n, 32)?;
+                let r = durable::run(k, midge, settings, n, 32)?;
                 t.add(
                     &scen,
                     "msgs/s acknowledged",
@@ -698,6 +698,13 @@ fn durable(t: &mut Table, plan: &Plan, midge: &Path) -> io::Result<()> {
                     Better::Lower,
                     k,
                     r.bytes_per_msg,
+                );
+                t.add(
+                    &scen,
+                    "lost across the restart",
+                    Better::Lower,
+                    k,
+                    r.lost as f64,
                 );
                 if let Some(f) = r.fsyncs_per_sec {
                     t.add(&scen, "journal fsyncs/s", Better::Lower, k, f);

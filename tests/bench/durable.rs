@@ -7,8 +7,13 @@
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
-use super::broker::{Broker, LOG};
+use std::path::Path;
+
+use super::broker::{Broker, Kind, LOG, Settings};
 use super::mqtt::{self, Framer};
+
+/// The persistent subscriber's client id.
+const SUBSCRIBER: &str = "durable-sub";
 
 /// Messages the publisher has in flight at once.
 const WINDOW: usize = 20;
@@ -18,6 +23,8 @@ pub struct Durable {
     /// None when the broker does not say (Mosquitto).
     pub fsyncs_per_sec: Option<f64>,
     pub bytes_per_msg: f64,
+    /// Messages the subscriber did not get after the restart.
+    pub lost: usize,
 }
 
 /// `/proc/PID/io` `write_bytes`: bytes this process caused to reach storage.
@@ -32,11 +39,19 @@ fn write_bytes(pid: u32) -> u64 {
 }
 
 /// Sends `n` QoS 1 messages of `size` bytes to an offline persistent
-/// session, then stops the broker (SIGTERM) to read its counters.
-pub fn run(mut b: Broker, n: usize, size: usize) -> io::Result<Durable> {
+/// session, then restarts the broker (SIGTERM) to read its counters and
+/// counts what the subscriber receives when it comes back.
+pub fn run(
+    kind: Kind,
+    midge: &Path,
+    settings: Settings,
+    n: usize,
+    size: usize,
+) -> io::Result<Durable> {
+    let b = Broker::start(kind, midge, settings)?;
     // The persistent subscriber: clean session 0, subscribes, goes away.
     let mut out = Vec::new();
-    mqtt::connect(&mut out, "durable-sub", 0);
+    mqtt::connect(&mut out, SUBSCRIBER, 0);
     out[9] = 0; // connect flags: clean session 0
     mqtt::subscribe(&mut out, 1, "d/#", 1);
     let mut s = std::net::TcpStream::connect(("127.0.0.1", b.port))?;
@@ -75,9 +90,8 @@ pub fn run(mut b: Broker, n: usize, size: usize) -> io::Result<Durable> {
     let secs = t0.elapsed().as_secs_f64();
     let bytes = write_bytes(pid).saturating_sub(bytes0);
     drop(p);
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-    let _ = b.proc.child().wait();
+    // SIGTERM: the broker saves and stops; then its log holds the counters.
+    let b = b.restart(kind, midge, settings)?;
     let log = std::fs::read_to_string(b.dir.path().join(LOG)).unwrap_or_default();
     let fsyncs = log
         .lines()
@@ -88,5 +102,43 @@ pub fn run(mut b: Broker, n: usize, size: usize) -> io::Result<Durable> {
         msgs_per_sec: n as f64 / secs,
         fsyncs_per_sec: fsyncs.map(|f| f / secs),
         bytes_per_msg: bytes as f64 / n as f64,
+        lost: n - collect(&b, n)?.min(n),
     })
+}
+
+/// The persistent subscriber comes back: counts the messages its session
+/// kept across the restart (acknowledging each), until `n` arrived or
+/// nothing came for a second.
+fn collect(b: &Broker, n: usize) -> io::Result<usize> {
+    let mut out = Vec::new();
+    mqtt::connect(&mut out, SUBSCRIBER, 0);
+    out[9] = 0; // clean session 0: resume the session
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", b.port))?;
+    s.set_read_timeout(Some(Duration::from_secs(1)))?;
+    s.write_all(&out)?;
+    let mut fr = Framer::new(64 * 1024);
+    let mut got = 0;
+    let mut acks = Vec::new();
+    while got < n {
+        match fr.fill(&mut s) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if mqtt::is_timeout(&e) => break,
+            Err(e) => return Err(e),
+        }
+        acks.clear();
+        fr.drain(|first, body| {
+            if first & 0xf0 == mqtt::PUBLISH {
+                if let Some(m) = mqtt::parse_publish(first, body) {
+                    got += 1;
+                    if m.qos == 1 {
+                        mqtt::ack(&mut acks, mqtt::PUBACK, m.pkid);
+                    }
+                }
+            }
+            true
+        });
+        s.write_all(&acks)?;
+    }
+    Ok(got)
 }
