@@ -40,6 +40,10 @@ pub struct Settings {
     pub max_queued: usize,
     pub max_inflight: u16,
     pub persistence: Persistence,
+    /// Started as user and group `nobody` rather than as root, as the
+    /// service unit runs midge (root brokers drop privileges themselves,
+    /// and the user lookup maps the NSS libraries).
+    pub unprivileged: bool,
 }
 
 /// `persistence true` in the broker's folder; the journal is midge's own
@@ -57,9 +61,13 @@ impl Default for Settings {
             max_queued: 100_000,
             max_inflight: 20,
             persistence: Persistence::Off,
+            unprivileged: false,
         }
     }
 }
+
+/// The uid and gid of `nobody` and `nogroup` on Debian.
+const NOBODY: u32 = 65534;
 
 /// midge's log, with persistence on (for the journal's counters).
 pub const LOG: &str = "broker.log";
@@ -422,6 +430,9 @@ impl Broker {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        if settings.unprivileged {
+            cmd.uid(NOBODY).gid(NOBODY);
+        }
         let t0 = Instant::now();
         let mut proc = Proc::spawn(cmd, kind.name())?;
         loop {

@@ -310,6 +310,32 @@ fn settle() {
     std::thread::sleep(Duration::from_millis(300));
 }
 
+/// The empty broker started as `nobody`, as a service unit runs it.
+fn empty_unprivileged(t: &mut Table, k: Kind, midge: &Path) -> io::Result<()> {
+    let settings = Settings {
+        unprivileged: true,
+        ..Settings::default()
+    };
+    let b = Broker::start(k, midge, settings)?;
+    settle();
+    let scen = "empty broker, started as a non-root user";
+    t.add(
+        scen,
+        "cgroup usage KiB",
+        Better::Lower,
+        k,
+        b.proc.usage().unwrap_or(0) as f64 / 1024.0,
+    );
+    t.add(
+        scen,
+        "RSS KiB",
+        Better::Lower,
+        k,
+        b.proc.status("VmRSS") as f64 / 1024.0,
+    );
+    Ok(())
+}
+
 /// Start-up, idle memory, and 100 / 1,000 / 5,000 idle subscribed
 /// connections, plus the bare-thread floor.
 fn idle(
@@ -336,6 +362,7 @@ fn idle(
     for rep in 0..plan.reps {
         for k in order(0, rep) {
             progress(&format!("idle: {} rep {}", k.name(), rep + 1));
+            empty_unprivileged(t, k, midge)?;
             let b = Broker::start(k, midge, Settings::default())?;
             settle();
             let base_usage = b.proc.usage().unwrap_or(0);
@@ -797,6 +824,16 @@ fn targets(t: &Table) -> String {
         "- per idle client at 1,000 (cgroup usage beyond one bare thread): midge {} B, Mosquitto's whole per-client cost {} B (target: midge <= Mosquitto)",
         extra.map(num).unwrap_or("-".into()),
         mosq.map(num).unwrap_or("-".into()),
+    );
+    let rss = t.median(
+        "empty broker, started as a non-root user",
+        "RSS KiB",
+        Kind::Midge,
+    );
+    let _ = writeln!(
+        s,
+        "- idle broker started as a non-root user, as the service runs it: midge {} KiB RSS (target: under 4,096 KiB on a board)",
+        rss.map(num).unwrap_or("-".into()),
     );
     s
 }
