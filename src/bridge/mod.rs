@@ -53,14 +53,20 @@ pub fn load_tls(bridges: &[Bridge]) -> Result<TlsConfigs, String> {
     bridges.iter().map(tls_config).collect()
 }
 
-/// Starts one thread per configured bridge.
+/// Starts one thread per configured bridge. Each bridge's local session
+/// and subscriptions are set up here, before the listeners accept anyone,
+/// so a message published right after start-up is queued for the bridge.
 pub fn start(shared: &Arc<Shared>, tls: TlsConfigs) -> io::Result<()> {
     for (b, tls) in shared.config.bridges.iter().zip(tls) {
-        let (b, shared) = (b.clone(), shared.clone());
+        let name = format!("bridge-{}", b.name);
+        let Some(link) = Link::attach(b.clone(), shared) else {
+            error!("Error: unable to start bridge: the broker is stopping.");
+            continue;
+        };
         std::thread::Builder::new()
-            .name(format!("bridge-{}", b.name))
+            .name(name)
             .stack_size(STACK)
-            .spawn(move || run(b, tls, &shared))?;
+            .spawn(move || run(link, tls))?;
     }
     Ok(())
 }
@@ -89,11 +95,7 @@ struct Link {
     private: bool,
 }
 
-fn run(b: Bridge, tls: Option<Arc<ClientConfig>>, shared: &Arc<Shared>) {
-    let Some(mut link) = Link::attach(b, shared) else {
-        error!("Error: unable to start bridge: the broker is stopping.");
-        return;
-    };
+fn run(mut link: Link, tls: Option<Arc<ClientConfig>>) {
     link.notify_local(false);
     let mut backoff = Backoff::new(link.b.restart.base, link.b.restart.cap);
     let mut index = 0;
