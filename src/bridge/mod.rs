@@ -38,7 +38,7 @@ use crate::outbox::{Outbox, Outgoing};
 use crate::router::{ConnId, ConnectRequest, DisconnectKind, Event, event::BROKER};
 use crate::sys::{self, PollFd};
 use crate::tools::client::connack_string;
-use remote::{Failure, Lost, Next, Remote};
+use remote::{Failure, Lost, Next, Remote, Sent};
 
 pub use remote::tls_config;
 
@@ -53,14 +53,20 @@ pub fn load_tls(bridges: &[Bridge]) -> Result<TlsConfigs, String> {
     bridges.iter().map(tls_config).collect()
 }
 
-/// Starts one thread per configured bridge.
+/// Starts one thread per configured bridge. Each bridge's local session
+/// and subscriptions are set up here, before the listeners accept anyone,
+/// so a message published right after start-up is queued for the bridge.
 pub fn start(shared: &Arc<Shared>, tls: TlsConfigs) -> io::Result<()> {
     for (b, tls) in shared.config.bridges.iter().zip(tls) {
-        let (b, shared) = (b.clone(), shared.clone());
+        let name = format!("bridge-{}", b.name);
+        let Some(link) = Link::attach(b.clone(), shared) else {
+            error!("Error: unable to start bridge: the broker is stopping.");
+            continue;
+        };
         std::thread::Builder::new()
-            .name(format!("bridge-{}", b.name))
+            .name(name)
             .stack_size(STACK)
-            .spawn(move || run(b, tls, &shared))?;
+            .spawn(move || run(link, tls))?;
     }
     Ok(())
 }
@@ -68,6 +74,8 @@ pub fn start(shared: &Arc<Shared>, tls: TlsConfigs) -> io::Result<()> {
 /// Why the connected phase ended.
 enum End {
     Lost,
+    /// The first address answers again (`round_robin false`).
+    Primary,
     /// Lazy bridge with nothing to do for `idle_timeout`.
     Idle,
     Shutdown,
@@ -87,11 +95,7 @@ struct Link {
     private: bool,
 }
 
-fn run(b: Bridge, tls: Option<Arc<ClientConfig>>, shared: &Arc<Shared>) {
-    let Some(mut link) = Link::attach(b, shared) else {
-        error!("Error: unable to start bridge: the broker is stopping.");
-        return;
-    };
+fn run(mut link: Link, tls: Option<Arc<ClientConfig>>) {
     link.notify_local(false);
     let mut backoff = Backoff::new(link.b.restart.base, link.b.restart.cap);
     let mut index = 0;
@@ -138,13 +142,9 @@ fn run(b: Bridge, tls: Option<Arc<ClientConfig>>, shared: &Arc<Shared>) {
         match end {
             End::Shutdown => break,
             End::Idle => {}
-            End::Lost => {
-                index = if link.b.round_robin {
-                    (index + 1) % link.b.addresses.len()
-                } else {
-                    0
-                };
-            }
+            // As Mosquitto: after a loss the next address, in both modes.
+            End::Lost => index = (index + 1) % link.b.addresses.len(),
+            End::Primary => index = 0,
         }
     }
     link.detach();
@@ -368,9 +368,7 @@ impl Link {
         let resend: Vec<Resend> = self.state.inflight.resend().collect();
         for item in resend {
             match item {
-                Resend::Publish(p) => {
-                    self.send_publish(r, p)?;
-                }
+                Resend::Publish(p) => self.send_inflight(r, p)?,
                 Resend::PubRel(id) => {
                     r.send(&Packet::PubRel(Ack::ok(id)))?;
                 }
@@ -379,39 +377,52 @@ impl Link {
         self.fill_window(r)
     }
 
-    /// Sends a message with its remote topic; one that maps to no topic
-    /// (its `topic` line was removed) is dropped.
-    fn send_publish(&self, r: &mut Remote, mut p: Publish) -> Result<(), Lost> {
+    /// Sends a message with its remote topic. False: dropped, because it
+    /// maps to no topic (its `topic` line was removed) or is larger than
+    /// `bridge_max_packet_size`.
+    fn send_publish(&self, r: &mut Remote, mut p: Publish) -> Result<bool, Lost> {
         let Some(t) = topics::to_remote(&self.b.topics, &p.topic) else {
-            return Ok(());
+            return Ok(false);
         };
         p.topic = Arc::from(t);
         if !self.b.outgoing_retain {
             p.retain = false;
         }
-        if !r.send(&Packet::Publish(p))? {
-            debug!(
-                "Bridge {}: message larger than bridge_max_packet_size dropped.",
-                self.b.name
-            );
+        match r.send(&Packet::Publish(p))? {
+            Sent::Written => Ok(true),
+            Sent::TooLarge(len) => {
+                info!(
+                    "Dropping too large outgoing PUBLISH for {} ({len} bytes)",
+                    self.b.local_clientid
+                );
+                Ok(false)
+            }
+        }
+    }
+
+    /// Sends a QoS 1/2 message that is in flight; one that cannot be sent
+    /// leaves the window at once (nothing would acknowledge it).
+    fn send_inflight(&mut self, r: &mut Remote, p: Publish) -> Result<(), Lost> {
+        let id = p.pkid;
+        if !self.send_publish(r, p)? {
+            self.state.inflight.refused(id);
         }
         Ok(())
     }
 
     /// Moves waiting QoS 1/2 messages into flight while there is room.
     fn fill_window(&mut self, r: &mut Remote) -> Result<(), Lost> {
-        let config = &self.shared.config;
-        while self
-            .state
-            .inflight
-            .has_room(config.max_inflight_messages, config.max_inflight_bytes)
-        {
+        let (max, max_bytes) = (
+            self.shared.config.max_inflight_messages,
+            self.shared.config.max_inflight_bytes,
+        );
+        while self.state.inflight.has_room(max, max_bytes) {
             let Some(p) = self.state.pending.pop_front() else {
                 break;
             };
             self.outbox.dequeued(1, p.payload.len());
             let p = self.state.inflight.start(p);
-            self.send_publish(r, p)?;
+            self.send_inflight(r, p)?;
         }
         Ok(())
     }
@@ -460,7 +471,7 @@ impl Link {
                                 "Bridge {}: primary address {host}:{port} is back.",
                                 self.b.name
                             );
-                            return Ok(End::Lost);
+                            return Ok(End::Primary);
                         }
                         primary_check =
                             Some(now + Duration::from_secs(u64::from(self.b.restart.base)));

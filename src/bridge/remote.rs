@@ -100,6 +100,15 @@ pub struct Remote {
     pub session_present: bool,
 }
 
+/// What [`Remote::send`] did with a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    Written,
+    /// Larger than `bridge_max_packet_size`, so not sent; its remaining
+    /// length, the size Mosquitto's log line gives.
+    TooLarge(usize),
+}
+
 /// What [`Remote::next`] returns.
 #[derive(Debug)]
 pub enum Next {
@@ -249,16 +258,19 @@ impl Remote {
         Ok(())
     }
 
-    /// Sends one packet. A packet over `bridge_max_packet_size` is dropped
-    /// (false), as Mosquitto drops it.
-    pub fn send(&mut self, p: &Packet) -> Result<bool, Lost> {
+    /// Sends one packet. A packet over `bridge_max_packet_size` is dropped,
+    /// as Mosquitto drops it.
+    pub fn send(&mut self, p: &Packet) -> Result<Sent, Lost> {
         let mut out = Vec::new();
         codec::encode(p, self.level, &mut out);
-        if out.len() > self.max_packet {
-            return Ok(false);
+        // Mosquitto counts the remaining length and its own length bytes,
+        // not the first byte, against the limit.
+        if out.len() - 1 > self.max_packet {
+            let length_bytes = 1 + out[1..].iter().take_while(|b| *b & 0x80 != 0).count();
+            return Ok(Sent::TooLarge(out.len() - 1 - length_bytes));
         }
         self.write(&out).map_err(|_| Lost::Closed)?;
-        Ok(true)
+        Ok(Sent::Written)
     }
 
     /// Sends DISCONNECT and closes.

@@ -444,6 +444,12 @@ impl RawClient {
                 }
             }
         };
+        RawClient::over(stream)
+    }
+
+    /// Wraps a connected stream, e.g. one a test's own listener accepted
+    /// (a fake remote broker that reads what a bridge sends).
+    pub fn over(stream: TcpStream) -> RawClient {
         stream.set_nodelay(true).expect("nodelay");
         RawClient {
             stream,
