@@ -40,6 +40,10 @@ pub const PACE_MAX: Duration = Duration::from_millis(200);
 /// busy while the publishers it wakes come back.
 const PACE_BYTES: usize = 1024 * 1024;
 
+/// Turns of draining after which a subscriber counts as a reader (see
+/// [`Outbox::proven`]).
+const PROVEN_DRAINS: u64 = 6;
+
 /// Milliseconds on the pacing clock (never 0).
 fn now_ms() -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -186,6 +190,9 @@ pub struct Outbox {
     /// As a subscriber: when the client thread last moved messages out, or
     /// the router found nothing waiting ([`now_ms`]).
     drained_at: AtomicU64,
+    /// As a subscriber: how often its thread has drained it (the thread
+    /// writes, the router reads).
+    drains: AtomicU64,
     /// As a subscriber: set while `Queue::paced` may hold publishers.
     pacing: AtomicBool,
     /// As a publisher: held back until then at most ([`now_ms`]; 0 not
@@ -205,6 +212,7 @@ impl Outbox {
             wake: WakeFd::new()?,
             paces: false,
             drained_at: AtomicU64::new(now_ms()),
+            drains: AtomicU64::new(0),
             pacing: AtomicBool::new(false),
             paced_until: AtomicU64::new(0),
         })
@@ -269,6 +277,15 @@ impl Outbox {
         }
     }
 
+    /// Router: whether the client thread has drained its queue often
+    /// enough to count as a reader rather than a client that stopped right
+    /// after connecting. Only such a queue may go beyond its limit while it
+    /// paces its publishers: one that never got going keeps
+    /// `max_queued_messages` exactly, as in Mosquitto.
+    pub fn proven(&self) -> bool {
+        self.drains.load(Ordering::Relaxed) >= PROVEN_DRAINS
+    }
+
     /// Router: whether this client is held back now.
     pub fn held(&self) -> bool {
         self.paced_until.load(Ordering::Relaxed) > now_ms()
@@ -308,6 +325,8 @@ impl Outbox {
     /// mark it wakes the publishers it holds back, to look again.
     pub fn drained(&self, limits: QueueLimits) {
         self.drained_at.store(now_ms(), Ordering::Relaxed);
+        let drains = self.drains.load(Ordering::Relaxed);
+        self.drains.store(drains + 1, Ordering::Relaxed);
         fence(Ordering::SeqCst);
         let (messages, bytes) = self.load();
         if self.pacing.load(Ordering::Relaxed) && limits.low(messages, bytes) {

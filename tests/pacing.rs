@@ -19,6 +19,8 @@ const PUBLISHERS: usize = 4;
 const PER_PUBLISHER: usize = 5000;
 /// QoS 1 messages a publisher keeps unacknowledged (libmosquitto's default).
 const WINDOW: usize = 20;
+/// Messages each reader gets before the flood (see `warm_up`).
+const WARM_UP: usize = 30;
 
 /// What one subscriber received: per publisher, how often each message.
 struct Got {
@@ -60,6 +62,9 @@ fn reader(
             let m = p.publish();
             if let Some(id) = m.pkid {
                 c.send(&puback(id));
+            }
+            if m.topic == "pace/warm" {
+                continue;
             }
             let text = m.payload_str();
             let (i, k) = text.split_once(' ').expect("payload 'publisher message'");
@@ -121,6 +126,19 @@ fn publisher(mut c: RawClient, i: usize, per: usize, ping_every: usize) -> usize
     pongs
 }
 
+/// Readers that have been reading for a while: the broker tells them from
+/// clients that stopped right after connecting, whose queue keeps its limit
+/// exactly. `WARM_UP` messages on `pace/warm`, one at a time.
+fn warm_up(b: &Broker) {
+    let mut c = b.client("warm-up");
+    for _ in 0..WARM_UP {
+        c.publish("pace/warm", b"warm", 1, false, 1);
+        // One at a time, so that each reader drains each.
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    c.disconnect();
+}
+
 fn publishers(b: &Broker, n: usize, per: usize) -> Vec<JoinHandle<usize>> {
     (0..n)
         .map(|i| {
@@ -159,6 +177,7 @@ fn fan_in_to_three_readers(b: &Broker) {
             reader(b, &name, Duration::ZERO, PUBLISHERS, PER_PUBLISHER)
         })
         .collect();
+    warm_up(b);
     for p in publishers(b, PUBLISHERS, PER_PUBLISHER) {
         p.join().expect("publisher");
     }
@@ -196,6 +215,7 @@ fn a_paced_publisher_keeps_its_connection_past_its_keepalive() {
     // keepalive limit (1.5 x 1 s), most of it paced.
     let per = 3000;
     let slow = reader(&b, "slow-reader", Duration::from_millis(1), 1, per);
+    warm_up(&b);
     let mut c = RawClient::open(b.addr()).named("paced");
     c.send(&Connect::new("paced").keepalive(1).build());
     c.expect_connack(0, false);

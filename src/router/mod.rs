@@ -796,16 +796,16 @@ impl Router {
         let journaled = !s.clean && p.qos != QoS::AtMostOnce;
         let delivered = match &s.live {
             Some(live) => {
-                // A queue that paces its publishers also takes what they
-                // sent before the pace reached them, up to two channels'
-                // worth beyond its limit: what was in the channel, and what
-                // those not yet held added while it was routed.
+                // A queue that paces its publishers, of a proven reader,
+                // also takes what they sent before the pace reached them,
+                // up to two channels' worth beyond its limit: what was in
+                // the channel, and what those not yet held added meanwhile.
                 let pressure = live.outbox.pressure(limits);
                 let pressing = pressure == Pressure::Pressing;
                 if pressure != Pressure::Low {
                     self.fed.push((sid, pressing));
                 }
-                let limits = if pressing {
+                let limits = if pressing && live.outbox.proven() {
                     limits.beyond(2 * QUEUE)
                 } else {
                     limits
