@@ -14,12 +14,6 @@ use midge::router::{Event, Metrics, Router};
 use midge::tls::ServerTls;
 use midge::{VERSION, listener, logging, notify, sys};
 
-/// Channel depth between client threads and the router. When the router
-/// falls behind, publishers wait here, which pushes back on their sockets.
-/// Every slot is allocated at start-up: 8,192 cost 450 KiB of an idle
-/// broker's memory for no measurable throughput (docs/PERFORMANCE.md).
-const ROUTER_QUEUE: usize = 1024;
-
 /// The router's recursion over topic levels needs room for very deep topics
 /// (a topic may have up to 65,535 levels); only touched pages cost memory.
 const ROUTER_STACK: usize = 32 * 1024 * 1024;
@@ -167,7 +161,7 @@ fn run() -> Result<ExitCode, String> {
     drop_privileges(&config.user)?;
 
     let config = Arc::new(config);
-    let (tx, rx) = crossbeam_channel::bounded(ROUTER_QUEUE);
+    let (tx, rx) = crossbeam_channel::bounded(midge::router::QUEUE);
     let metrics = Arc::new(Metrics::default());
     let (users, acls) = auth.summary();
     if users > 0 || acls > 0 {

@@ -151,7 +151,7 @@ pub fn handshake(
         w.topic = Arc::from(format!("{mp}{}", w.topic));
     }
 
-    let outbox = match Outbox::new() {
+    let outbox = match Outbox::for_client() {
         Ok(o) => Arc::new(o),
         Err(_) => {
             let code = connack::SERVER_UNAVAILABLE;

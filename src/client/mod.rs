@@ -27,7 +27,7 @@ use crate::codec::props::id;
 use crate::codec::{Ack, Disconnect, Level, Packet, Publish, QoS, reason};
 use crate::config::{Config, Listener};
 use crate::listener::Slot;
-use crate::outbox::{CloseReason, Outbox, Outgoing};
+use crate::outbox::{CloseReason, Outbox, Outgoing, QueueLimits};
 use crate::persist::format::{Record, Step, message_check};
 use crate::persist::journal::Journal;
 use crate::router::{ConnId, DisconnectKind, Event, Metrics, Reply};
@@ -411,18 +411,22 @@ impl<'a> Session<'a> {
         let mut woken = true;
         loop {
             // Packets may already be buffered: CONNECT and what followed it
-            // in the same segment, or the rest of a large burst.
-            loop {
+            // in the same segment, or the rest of a large burst. A paced
+            // client's packets stay there until it may go on.
+            let paced = loop {
+                if let Some(left) = self.outbox.paced(self.queue_limits()) {
+                    break Some(left);
+                }
                 match self.c.next_packet() {
                     Ok(Some(p)) => {
                         if let Some(end) = self.handle(p)? {
                             return Ok(end);
                         }
                     }
-                    Ok(None) => break,
+                    Ok(None) => break None,
                     Err(e) => return Err(End::Protocol(e.to_string(), e.reason_code())),
                 }
-            }
+            };
             if woken {
                 match self.outbox.close_requested() {
                     Some(CloseReason::TakenOver) => return Ok(End::TakenOver),
@@ -447,14 +451,19 @@ impl<'a> Session<'a> {
             }
             self.shared.report(&mut self.c);
 
-            let mut events = POLLIN;
+            // Paced: the socket is left unread (TCP slows the client down)
+            // until a subscriber that drained wakes us, or the pace ends.
+            let mut events = if paced.is_some() { 0 } else { POLLIN };
             if self.c.pending_write() > 0 {
                 events |= POLLOUT;
             }
             fds[0].set_events(events);
-            let buffered = self.c.buffered();
+            let buffered = paced.is_none() && self.c.buffered();
             let timeout = match self.silence_limit {
                 _ if buffered => Some(Duration::ZERO),
+                // A pace follows a PUBLISH just read and is short: the
+                // time it takes does not count as the client's silence.
+                _ if paced.is_some() => paced,
                 Some(limit) => {
                     let elapsed = self.last_heard.elapsed();
                     if elapsed >= limit {
@@ -465,6 +474,9 @@ impl<'a> Session<'a> {
                 None => None,
             };
             sys::poll(&mut fds, timeout).map_err(End::Io)?;
+            if paced.is_some() {
+                self.last_heard = Instant::now();
+            }
             woken = fds[1].revents() & POLLIN != 0;
             if buffered || fds[0].revents() & (POLLIN | POLLERR) != 0 {
                 match self.c.fill() {
@@ -844,6 +856,10 @@ impl<'a> Session<'a> {
         }
     }
 
+    fn queue_limits(&self) -> QueueLimits {
+        QueueLimits::of(&self.shared.config)
+    }
+
     fn to_router(&self, ev: Event) -> Result<(), End> {
         self.shared.router.send(ev).map_err(|_| End::Shutdown)
     }
@@ -871,6 +887,7 @@ impl<'a> Session<'a> {
     /// window and the buffer's high-water mark allow.
     fn pump(&mut self) {
         let now = Instant::now();
+        let mut drained = false;
         while self.c.pending_write() < WRITE_HIGH_WATER && self.can_pump() {
             let Some(item) = self.pending.pop_front() else {
                 break;
@@ -878,6 +895,7 @@ impl<'a> Session<'a> {
             match item {
                 Outgoing::Publish(p) => {
                     self.outbox.dequeued(1, p.payload.len());
+                    drained = true;
                     // Expired while queued [MQTT-3.3.2-5], or too large
                     // for the client: dropped.
                     let p = self.unmounted(p);
@@ -895,6 +913,9 @@ impl<'a> Session<'a> {
                 }
                 Outgoing::Packet(p) => self.control(p),
             }
+        }
+        if drained {
+            self.outbox.drained(self.queue_limits());
         }
     }
 
@@ -924,6 +945,8 @@ impl<'a> Session<'a> {
         // Messages in the outbox are taken by the router itself.
         let bytes = pending.iter().map(|p| p.payload.len()).sum();
         self.outbox.dequeued(pending.len(), bytes);
+        // Publishers held back on this queue need not wait for it.
+        self.outbox.release();
         SessionState {
             inflight: self.inflight,
             pending,
