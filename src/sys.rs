@@ -310,6 +310,50 @@ pub fn limit_malloc_arenas(n: i32) {
     let _ = n;
 }
 
+/// Room left below the caller's frame: this function's own frame and the
+/// `madvise` call stay above the pages it releases.
+const TRIM_MARGIN: usize = 1024;
+
+/// Gives the calling thread's stack pages below its current frame back to
+/// the kernel (`MADV_DONTNEED`; they read as zeros if touched again). A
+/// client thread calls it once its CONNECT is handled: that step goes
+/// deeper than the session that follows (decoding, the CONNACK, the log
+/// line, and glibc's `malloc` under them), and every stack page a thread
+/// touches otherwise stays resident for its life (docs/PERFORMANCE.md).
+/// Nothing lives below the stack pointer, so nothing is lost; on failure
+/// nothing happens.
+#[inline(never)]
+pub fn trim_stack() {
+    let here = 0u8;
+    let sp = std::hint::black_box(&here) as *const u8 as usize;
+    // SAFETY: pthread_getattr_np fills `attr` for the calling thread, which
+    // is destroyed after use. The range given to madvise lies within this
+    // thread's own stack, below the frames in use (`sp` less a margin for
+    // this call), so no live data is in it.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+            return;
+        }
+        let mut addr: *mut libc::c_void = std::ptr::null_mut();
+        let mut size: libc::size_t = 0;
+        let got = libc::pthread_attr_getstack(&attr, &mut addr, &mut size) == 0;
+        libc::pthread_attr_destroy(&mut attr);
+        let page = match libc::sysconf(libc::_SC_PAGESIZE) {
+            n if n > 0 => n as usize,
+            _ => return,
+        };
+        let low = addr as usize;
+        if !got || sp < low || sp - low > size {
+            return;
+        }
+        let high = sp.saturating_sub(TRIM_MARGIN) & !(page - 1);
+        if high > low {
+            libc::madvise(addr, high - low, libc::MADV_DONTNEED);
+        }
+    }
+}
+
 /// The soft and hard limits on open descriptors (RLIMIT_NOFILE).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FdLimit {

@@ -135,12 +135,34 @@ pub fn spawn(sock: TcpStream, peer: SocketAddr, slot: Slot, shared: Arc<Shared>)
 }
 
 /// The one place where a connection's errors end.
+///
+/// Its two halves are out of line so that each has its own stack frames:
+/// handling CONNECT (TLS, WebSockets, decoding, the CONNACK, log lines)
+/// goes deeper than the session that follows, and once it is done the
+/// stack pages it alone used are given back ([`sys::trim_stack`]), so an
+/// idle client keeps only what its session needs.
 fn run(sock: TcpStream, peer: SocketAddr, slot: &Slot, id: ConnId, shared: &Shared) {
+    if let Some((c, accepted)) = open(sock, peer, slot, id, shared) {
+        Metrics::add(&shared.metrics.connections, 1);
+        sys::trim_stack();
+        serve(c, accepted, id, shared, &slot.listener().conf);
+    }
+}
+
+/// Sets the connection up until its CONNECT is accepted; None when it
+/// ended before (logged).
+#[inline(never)]
+fn open(
+    sock: TcpStream,
+    peer: SocketAddr,
+    slot: &Slot,
+    id: ConnId,
+    shared: &Shared,
+) -> Option<(Conn, Accepted)> {
     let listener = &slot.listener().conf;
     let port = slot.listener().port;
-    let chatty = shared.config.connection_messages;
     Metrics::add(&shared.metrics.sockets, 1);
-    if chatty {
+    if shared.config.connection_messages {
         info!(
             "New connection from {}:{} on port {port}.",
             peer.ip(),
@@ -154,14 +176,14 @@ fn run(sock: TcpStream, peer: SocketAddr, slot: &Slot, id: ConnId, shared: &Shar
         Ok(s) => s,
         Err(e) => {
             warn!("Unable to set up TLS for {peer}: {e}.");
-            return;
+            return None;
         }
     };
     let mut c = match Conn::new(stream, shared.config.max_packet_size) {
         Ok(c) => c,
         Err(e) => {
             warn!("Unable to set up connection from {peer}: {e}.");
-            return;
+            return None;
         }
     };
     // The TLS handshake has the time a client has for its CONNECT.
@@ -169,10 +191,10 @@ fn run(sock: TcpStream, peer: SocketAddr, slot: &Slot, id: ConnId, shared: &Shar
     match c.sock.handshake(Instant::now() + timeout) {
         Ok(()) => {}
         // A plain HTTP request on a WebSockets listener, answered.
-        Err(HandshakeError::Http) => return,
+        Err(HandshakeError::Http) => return None,
         Err(e) => {
             info!("Client <unknown> from {peer} on port {port} disconnected: {e}.");
-            return;
+            return None;
         }
     }
     let identity = match &slot.listener().tls {
@@ -188,8 +210,8 @@ fn run(sock: TcpStream, peer: SocketAddr, slot: &Slot, id: ConnId, shared: &Shar
     };
     let handshake = connect::handshake(&mut c, shared, listener, id, identity);
     shared.report(&mut c);
-    let accepted = match handshake {
-        Ok(a) => a,
+    match handshake {
+        Ok(a) => Some((c, a)),
         Err(r) => {
             match r {
                 Refused::Timeout => {
@@ -222,10 +244,15 @@ fn run(sock: TcpStream, peer: SocketAddr, slot: &Slot, id: ConnId, shared: &Shar
                 }
                 Refused::RouterGone => debug!("Connection from {peer} dropped during shutdown."),
             }
-            return;
+            None
         }
-    };
-    Metrics::add(&shared.metrics.connections, 1);
+    }
+}
+
+/// Runs an accepted connection's session to its end.
+#[inline(never)]
+fn serve(c: Conn, accepted: Accepted, id: ConnId, shared: &Shared, listener: &Listener) {
+    let chatty = shared.config.connection_messages;
     let mut s = Session::new(c, accepted, id, shared, listener);
     let (kind, why) = s.run();
     s.say_goodbye(&why);
@@ -334,13 +361,16 @@ struct Session<'a> {
 }
 
 impl<'a> Session<'a> {
+    /// Boxed and out of line, so that the session lives on the heap and not
+    /// in the frame under its loop (see [`run`]).
+    #[inline(never)]
     fn new(
         c: Conn,
         a: Accepted,
         conn_id: ConnId,
         shared: &'a Shared,
         listener: &'a Listener,
-    ) -> Session<'a> {
+    ) -> Box<Session<'a>> {
         let SessionState { inflight, pending } = a.reply.state;
         let silence_limit =
             (a.keep_alive > 0).then(|| Duration::from_millis(u64::from(a.keep_alive) * 1500));
@@ -349,7 +379,7 @@ impl<'a> Session<'a> {
         let queued = pending.len();
         let queued_bytes = pending.iter().map(|p| p.payload.len()).sum();
         let level = c.level;
-        let mut s = Session {
+        let mut s = Box::new(Session {
             c,
             shared,
             client_id: a.client_id,
@@ -367,7 +397,7 @@ impl<'a> Session<'a> {
             aliases: Vec::new(),
             acks_due: 0,
             persistent: a.limits.session_expiry != 0,
-        };
+        });
         s.outbox.add_queued(queued, queued_bytes);
         // Resend what was in flight, in order, before anything new [MQTT-4.4.0-1].
         let resend: Vec<Resend> = s.inflight.resend().collect();
