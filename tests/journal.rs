@@ -8,52 +8,23 @@ mod common;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::packets::{Connect, PUBLISH, PUBREL, connect, publish, pubrel};
+use common::persist::{
+    self, check_restored, files, half_received_qos2, persistent, retained_topics,
+};
 use common::*;
 
+/// Snapshot persistence with the journal on, no autosave.
 fn conf(dir: &TempDir, extra: &str) -> String {
-    use std::os::unix::fs::PermissionsExt;
-    // Writable by anyone: started as root, the broker runs as `nobody`.
-    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).expect("chmod");
-    format!(
-        "persistence true\npersistence_journal true\nautosave_interval 0\n\
-         persistence_location {}/\n{extra}",
-        dir.path().display()
+    persist::conf(
+        dir,
+        &format!("persistence_journal true\nautosave_interval 0\n{extra}"),
     )
-}
-
-fn persistent(b: &Broker, id: &str, session_present: bool) -> RawClient {
-    RawClient::connect_with(b.addr(), &Connect::new(id).clean(false), session_present).named(id)
-}
-
-/// The journal files in `dir`, and the files set aside.
-fn files(dir: &Path, part: &str) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = fs::read_dir(dir)
-        .expect("read dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.to_string_lossy().contains(part))
-        .collect();
-    v.sort();
-    v
-}
-
-/// The retained messages a fresh subscriber to `#` gets, sorted.
-fn retained_topics(b: &Broker) -> Vec<String> {
-    let mut c = b.client("peek");
-    c.subscribe(1, &[("#", 0)]);
-    let mut topics: Vec<String> = c
-        .read_for(QUIET)
-        .into_iter()
-        .filter(|p| p.kind() == PUBLISH)
-        .map(|p| p.publish().topic)
-        .collect();
-    topics.sort();
-    topics
 }
 
 #[test]
@@ -77,29 +48,11 @@ fn kill_9_keeps_every_acknowledged_change() {
     p.publish("q/2", b"two", 2, false, 5);
     p.publish("x/1", b"unsubscribed", 1, false, 6);
     // An inbound QoS 2 message whose PUBREL has not come: PUBREC sent.
-    let mut half = persistent(&b, "half", false);
-    half.send(&publish("q/3", b"three", 2, false, false, 9));
-    half.expect_pubrec(9);
+    let _half = half_received_qos2(&b);
     b.stop(libc::SIGKILL);
 
     let b = Broker::start(&conf(&dir, ""));
-    b.wait_for_log(
-        "Restored 1 retained message(s) and 2 persistent session(s).",
-        TIMEOUT,
-    );
-    let mut s = persistent(&b, "sub", true);
-    for (t, pl, q) in [("q/1", "one", 1), ("q/2", "two", 2), ("q/3", "three", 2)] {
-        let m = s.expect_publish_eq(t, pl.as_bytes(), q, false);
-        s.ack(&m);
-    }
-    // The QoS 2 sender repeats its PUBLISH: only PUBREC again, no second copy.
-    let mut half = persistent(&b, "half", true);
-    half.send(&publish("q/3", b"three", 2, false, true, 9));
-    half.expect_pubrec(9);
-    half.send(&pubrel(9));
-    half.expect_pubcomp(9);
-    s.expect_nothing(QUIET);
-    assert_eq!(retained_topics(&b), vec!["r/1".to_string()]);
+    check_restored(&b);
     // "gone" was discarded: it comes back without a session.
     RawClient::connect_with(b.addr(), &Connect::new("gone").clean(false), false);
 }

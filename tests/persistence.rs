@@ -9,64 +9,23 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use common::broker::run_midge_output;
-use common::packets::{Connect, PUBLISH, publish, pubrel};
+use common::packets::PUBLISH;
+use common::persist::*;
 use common::*;
-
-/// Writable by anyone: started as root, the broker runs as `nobody`.
-fn open_to_all(dir: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o777)).expect("chmod");
-}
-
-fn conf(dir: &TempDir, extra: &str) -> String {
-    open_to_all(dir.path());
-    format!(
-        "persistence true\npersistence_location {}/\n{extra}",
-        dir.path().display()
-    )
-}
 
 fn db(dir: &TempDir) -> PathBuf {
     dir.path().join("midge.db")
 }
 
-fn persistent(b: &Broker, id: &str, session_present: bool) -> RawClient {
-    RawClient::connect_with(b.addr(), &Connect::new(id).clean(false), session_present).named(id)
-}
-
 /// Files in `dir` whose name starts with `midge.db.corrupt-`.
 fn set_aside(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = fs::read_dir(dir)
-        .expect("read dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("midge.db.corrupt-"))
-        })
-        .collect();
-    v.sort();
-    v
+    files(dir, "midge.db.corrupt-")
 }
 
 fn save_now(b: &Broker) {
     let from = b.log_len();
     b.signal(libc::SIGUSR1);
     b.wait_for_log_from(from, "Saved in-memory database", TIMEOUT);
-}
-
-/// The retained messages a fresh subscriber to `#` gets, sorted.
-fn retained_topics(b: &Broker) -> Vec<String> {
-    let mut c = b.client("peek");
-    c.subscribe(1, &[("#", 0)]);
-    let mut topics = Vec::new();
-    for p in c.read_for(QUIET) {
-        if p.kind() == PUBLISH {
-            topics.push(p.publish().topic);
-        }
-    }
-    topics.sort();
-    topics
 }
 
 #[test]
@@ -82,33 +41,12 @@ fn sigterm_then_restart_restores_retained_sessions_and_queued_messages() {
     p.publish("q/1", b"one", 1, false, 2);
     p.publish("q/2", b"two", 2, false, 3);
     // An inbound QoS 2 message whose PUBREL has not come: PUBREC sent.
-    let mut half = persistent(&b, "half", false);
-    half.send(&publish("q/3", b"three", 2, false, false, 9));
-    half.expect_pubrec(9);
-    half.drop_connection();
+    half_received_qos2(&b).drop_connection();
     b.wait_for_log("Client half closed its connection.", TIMEOUT);
     b.stop(libc::SIGTERM);
     assert!(db(&dir).exists(), "no file after SIGTERM");
 
-    let b = Broker::start(&conf(&dir, ""));
-    b.wait_for_log(
-        "Restored 1 retained message(s) and 2 persistent session(s).",
-        TIMEOUT,
-    );
-    let mut s = persistent(&b, "sub", true);
-    for (t, pl, q) in [("q/1", "one", 1), ("q/2", "two", 2), ("q/3", "three", 2)] {
-        let m = s.expect_publish_eq(t, pl.as_bytes(), q, false);
-        s.ack(&m);
-    }
-    // The QoS 2 sender repeats its PUBLISH: only PUBREC again, no second
-    // copy (exactly once across the restart), then PUBREL completes it.
-    let mut half = persistent(&b, "half", true);
-    half.send(&publish("q/3", b"three", 2, false, true, 9));
-    half.expect_pubrec(9);
-    half.send(&pubrel(9));
-    half.expect_pubcomp(9);
-    s.expect_nothing(QUIET);
-    assert_eq!(retained_topics(&b), vec!["r/1".to_string()]);
+    check_restored(&Broker::start(&conf(&dir, "")));
 }
 
 #[test]

@@ -8,6 +8,7 @@
 //!   a codec bug cannot hide itself.
 //! - [`compare`]: run one scenario against Debian's Mosquitto and midge and
 //!   require the same observation.
+//! - [`persist`]: the persistence tests' directory, clients and checks.
 //! - [`tools`]: Debian's `mosquitto_pub`/`mosquitto_sub` and the Python
 //!   (paho-mqtt) scripts of `tests/py/` as child processes.
 //!
@@ -20,6 +21,7 @@
 pub mod broker;
 pub mod compare;
 pub mod packets;
+pub mod persist;
 pub mod pki;
 pub mod tools;
 pub mod ws;
