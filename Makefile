@@ -14,7 +14,8 @@
 #
 # Single steps (each installs what it needs first):
 #   make test-amd64         unit and integration tests, default toolchain
-#   make msrv               the same with Debian's Rust 1.85 (rust-version)
+#   make msrv               the same with Debian's Rust 1.85 (rust-version),
+#                           after checking that the compiler is that version
 #   make armv7              release binary for armv7-unknown-linux-gnueabihf
 #   make qemu-test          the armv7 tests, broker included, under qemu-arm
 #   make deb / deb-armhf    target/deb/midge_<version>_<arch>.deb
@@ -28,10 +29,17 @@
 
 CARGO ?= cargo
 
-# Debian's Rust 1.85 (rustc-web): the minimum supported version, and the
-# compiler that matches the armhf standard library of .cross/sysroot.
-DEB_CARGO := /usr/bin/cargo
-DEB_ENV := RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
+# The pinned Debian toolchain (DEB_RUST_VERSION), shared with cross/setup.sh.
+include cross/toolchain.env
+
+# Debian's Rust 1.85 (rustc-web at DEB_RUST_VERSION): the minimum supported
+# version, and the compiler that matches the armhf standard library of
+# .cross/sysroot. cross/check-rust.sh refuses any other before a build.
+DEB_CARGO ?= /usr/bin/cargo
+DEB_RUSTC ?= /usr/bin/rustc
+DEB_RUSTDOC ?= /usr/bin/rustdoc
+DEB_ENV := RUSTC=$(DEB_RUSTC) RUSTDOC=$(DEB_RUSTDOC)
+CHECK_RUST := bash cross/check-rust.sh $(DEB_RUSTC) $(DEB_RUSTDOC) $(DEB_CARGO)
 
 ARMV7 := armv7-unknown-linux-gnueabihf
 ARMV7_BIN := target/$(ARMV7)/release/midge
@@ -45,6 +53,14 @@ ARMV7_ENV := $(DEB_ENV) \
 	AR_armv7_unknown_linux_gnueabihf=arm-linux-gnueabihf-ar \
 	CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_RUSTFLAGS="--sysroot=$(CURDIR)/.cross/sysroot/usr" \
 	CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_RUNNER="$(QEMU)"
+
+# The armv7 doc tests, built and run under qemu like the other tests.
+# Cargo 1.85 runs a cross target's doc tests only with -Zdoctest-xcompile
+# (stable from cargo 1.89 on), so the test step sets RUSTC_BOOTSTRAP=1 for
+# that flag; rustdoc gets the armhf sysroot, which RUSTFLAGS do not reach,
+# and cargo hands it the runner as --runtool. The shipped release build
+# (`make armv7`) uses neither.
+ARMV7_DOCTEST_ENV := RUSTC_BOOTSTRAP=1 RUSTDOCFLAGS="--sysroot=$(CURDIR)/.cross/sysroot/usr"
 
 # Under qemu, tests/load.rs (1,000 clients, each a thread of an emulated
 # process) measures the emulator, not the broker, and so do the memory
@@ -86,9 +102,11 @@ test-amd64: test-deps
 	$(CARGO) test --locked
 
 msrv: setup test-deps
+	$(CHECK_RUST)
 	$(DEB_ENV) CARGO_TARGET_DIR=target/msrv $(DEB_CARGO) test --locked
 
 armv7: setup
+	$(CHECK_RUST)
 	$(ARMV7_ENV) $(DEB_CARGO) build --locked --release --target $(ARMV7)
 
 # The armv7 tests under qemu (debug build), then the shipped armv7 release
@@ -96,7 +114,8 @@ armv7: setup
 # of MQTT with the Mosquitto clients and paho.
 qemu-test: setup test-deps armv7
 	@echo "qemu-test: skipping $(QEMU_SKIP): under qemu they measure the emulator (threads, memory), not midge"
-	MIDGE_TEST_TIME_SCALE=3 MIDGE_TEST_RUNNER="$(QEMU)" $(ARMV7_ENV) $(DEB_CARGO) test --locked --target $(ARMV7) -- $(addprefix --skip ,$(QEMU_SKIP))
+	MIDGE_TEST_TIME_SCALE=3 MIDGE_TEST_RUNNER="$(QEMU)" $(ARMV7_ENV) $(ARMV7_DOCTEST_ENV) \
+		$(DEB_CARGO) test --locked --target $(ARMV7) -Zdoctest-xcompile -- $(addprefix --skip ,$(QEMU_SKIP))
 	MIDGE_TEST_TIME_SCALE=3 MIDGE_TEST_RUNNER="$(QEMU)" MIDGE_TEST_BINARY=$(CURDIR)/$(ARMV7_BIN) \
 		$(CARGO) test --locked --test service --test seeds --test pubsub --test will
 

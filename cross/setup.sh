@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the armv7 build, the qemu tests and the packages need, from
 # Debian's own archive (no rustup targets, no Docker):
-#   - Debian's Rust 1.85 (rustc-web, cargo-web: /usr/bin/rustc, /usr/bin/cargo)
-#     at exactly the version of the armhf standard library;
-#   - the armhf standard library (libstd-rust-web-dev:armhf) unpacked into
-#     .cross/sysroot, so no armhf library is installed on the machine;
+#   - Debian's Rust (rustc-web, cargo-web: /usr/bin/rustc, /usr/bin/cargo)
+#     at exactly the version pinned in cross/toolchain.env, never "the
+#     newest": the build must not depend on when apt-get update last ran;
+#   - the armhf standard library (libstd-rust-web-dev:armhf) of that same
+#     version, unpacked into .cross/sysroot, so no armhf library is
+#     installed on the machine;
 #   - gcc-arm-linux-gnueabihf and libc6-dev-armhf-cross (linker, C compiler,
 #     and the glibc the binaries link against: /usr/arm-linux-gnueabihf),
 #     qemu-user (qemu-arm), lintian, debootstrap.
@@ -31,8 +33,13 @@ as_root() { "${SUDO[@]}" "$@"; }
 # Another apt-get may hold the dpkg lock for a while: wait instead of failing.
 APT=(apt-get -o DPkg::Lock::Timeout=600 -o Acquire::Retries=3)
 
-candidate() {
-    apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ { print $2 }'
+# The pinned versions (DEB_RUST_VERSION).
+. cross/toolchain.env
+V=$DEB_RUST_VERSION
+
+# Whether apt's lists know this exact version of a package.
+known() {
+    apt-cache madison "$1" 2>/dev/null | awk -F'|' '{ gsub(/ /, "", $2); print $2 }' | grep -qxF "$2"
 }
 
 installed() {
@@ -82,28 +89,30 @@ if ! dpkg --print-foreign-architectures | grep -qx armhf; then
     as_root dpkg --add-architecture armhf
 fi
 
-V=$(candidate libstd-rust-web-dev:armhf)
-if [ -n "$V" ] && [ "$V" != "(none)" ] && have_all "$V"; then
+if have_all "$V"; then
     log "ready: rustc $V with the armhf std in $SYSROOT, $(arm-linux-gnueabihf-gcc -dumpversion) cross gcc, qemu-arm, lintian, debootstrap"
     exit 0
 fi
 
-if [ -z "$V" ] || [ "$V" = "(none)" ]; then
+if ! known rustc-web "$V" || ! known libstd-rust-web-dev:armhf "$V"; then
     apt_update
-    V=$(candidate libstd-rust-web-dev:armhf)
-    if [ -z "$V" ] || [ "$V" = "(none)" ]; then
-        log "apt knows no libstd-rust-web-dev:armhf after apt-get update" >&2
-        exit 1
-    fi
+    for p in rustc-web cargo-web libstd-rust-web-dev libstd-rust-web-dev:armhf; do
+        if ! known "$p" "$V"; then
+            log "apt knows no $p at the pinned version $V (cross/toolchain.env) after apt-get update; it knows: $(apt-cache madison "$p" 2>/dev/null | awk -F'|' '{ gsub(/ /, "", $2); printf "%s ", $2 }')" >&2
+            exit 1
+        fi
+    done
 fi
-log "Debian's Rust with an armhf std: $V"
+log "Debian's Rust, pinned: $V"
 
 # --- packages on the machine (amd64 only) ------------------------------------
 
 pkgs=(rustc-web="$V" cargo-web="$V" libstd-rust-web-dev="$V"
     gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-user lintian debootstrap)
 apt_install() {
-    as_root "${APT[@]}" install -y --no-install-recommends "${pkgs[@]}" </dev/null
+    # --allow-downgrades: a newer rustc-web installed by hand or by an
+    # upgrade goes back to the pinned one.
+    as_root "${APT[@]}" install -y --no-install-recommends --allow-downgrades "${pkgs[@]}" </dev/null
 }
 if ! apt_install; then
     # Stale lists (a point release replaced a file): refresh and retry once.

@@ -38,6 +38,14 @@ const SHARE: &str = "$share/";
 
 /// The group and the filter of a shared subscription `$share/GROUP/FILTER`,
 /// or None when `f` is not a valid one.
+///
+/// ```
+/// use midge::topic::shared;
+/// assert_eq!(shared("$share/lights/home/+/state"), Some(("lights", "home/+/state")));
+/// assert_eq!(shared("$share/lights"), None);
+/// assert_eq!(shared("$share/a+b/home/#"), None);
+/// assert_eq!(shared("home/#"), None);
+/// ```
 pub fn shared(f: &str) -> Option<(&str, &str)> {
     let rest = f.strip_prefix(SHARE)?;
     let (group, filter) = rest.split_once('/')?;
@@ -51,6 +59,15 @@ pub fn shared(f: &str) -> Option<(&str, &str)> {
 /// Whether the topic name `topic` matches the filter `filter`. Both must be
 /// valid. A filter starting with a wildcard does not match a topic starting
 /// with `$` [MQTT-4.7.2-1].
+///
+/// ```
+/// use midge::topic::matches;
+/// assert!(matches("home/+/temperature", "home/kitchen/temperature"));
+/// assert!(matches("home/#", "home"));
+/// assert!(!matches("home/+", "home/kitchen/temperature"));
+/// assert!(!matches("#", "$SYS/broker/uptime"));
+/// assert!(matches("$SYS/#", "$SYS/broker/uptime"));
+/// ```
 pub fn matches(filter: &str, topic: &str) -> bool {
     if topic.starts_with('$') && filter.starts_with(['+', '#']) {
         return false;
