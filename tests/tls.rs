@@ -135,6 +135,73 @@ fn seed004_plain_and_tls_listeners_work_at_once() {
     sub.wait_line("both/plain from plain", TIMEOUT);
 }
 
+/// A server certificate signed by an intermediate CA, with `certfile`
+/// holding only the server's certificate and `cafile` the root and the
+/// intermediate (a two-level CA as users build them): the broker sends
+/// the intermediate too, as Mosquitto does (OpenSSL completes the chain
+/// from `cafile`), so a client that trusts only the root connects.
+#[test]
+fn a_server_signed_by_an_intermediate_ca_sends_the_intermediate() {
+    let dir = TempDir::new("tls-intermediate");
+    let d = dir.path();
+    let root = Ca::new(d, "root", "Root CA");
+    let ca_ext = "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n\
+                  subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n";
+    root.issue("inter", "Intermediate CA", Some(ca_ext), "3650");
+    let inter = Ca {
+        dir: d.to_path_buf(),
+        name: "inter".into(),
+    };
+    let srv_ext = "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost\n\
+                   subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n";
+    let (crt, key) = inter.issue("server", "localhost", Some(srv_ext), "3650");
+    let mut both = std::fs::read(root.crt()).unwrap();
+    both.extend(std::fs::read(inter.crt()).unwrap());
+    let cafile = d.join("cas.pem");
+    std::fs::write(&cafile, both).unwrap();
+    let b = Broker::start(&format!(
+        "listener 0 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nallow_anonymous true\n",
+        cafile.display(),
+        crt.display(),
+        key.display()
+    ));
+    let root_crt = root.crt();
+    let root_crt = root_crt.to_str().unwrap();
+    ok(&publish(
+        "localhost",
+        b.port,
+        &[
+            "--cafile", root_crt, "-t", "chain/1", "-m", "verified", "-r",
+        ],
+    ));
+    let mut sub = subscribe_one(
+        "localhost",
+        b.port,
+        &["--cafile", root_crt, "-t", "chain/#"],
+    );
+    sub.wait_line("verified", TIMEOUT);
+    sub.wait_exit(TIMEOUT);
+    // A client that trusts another CA is still refused.
+    let other = Ca::new(d, "other", "Other CA");
+    let other_crt = other.crt();
+    let f = publish(
+        "localhost",
+        b.port,
+        &[
+            "--cafile",
+            other_crt.to_str().unwrap(),
+            "-t",
+            "chain/2",
+            "-m",
+            "x",
+        ],
+    );
+    assert!(
+        !f.status.success(),
+        "a client trusting another CA connected"
+    );
+}
+
 #[test]
 fn paho_connects_with_tls_set() {
     let dir = TempDir::new("tls-paho");

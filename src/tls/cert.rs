@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use x509_parser::certificate::X509Certificate;
-use x509_parser::extensions::GeneralName;
+use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::objects::{oid_registry, oid2abbrev};
 use x509_parser::x509::X509Name;
 
@@ -17,6 +17,29 @@ pub fn parse(der: &[u8]) -> Option<X509Certificate<'_>> {
         Ok((_, c)) => Some(c),
         Err(_) => None,
     }
+}
+
+/// The certificate's subject key identifier, where it has one.
+pub fn subject_key_id(c: &X509Certificate) -> Option<Vec<u8>> {
+    c.extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
+            _ => None,
+        })
+}
+
+/// The key identifier of the certificate's authority key identifier, where
+/// it has one.
+pub fn authority_key_id(c: &X509Certificate) -> Option<Vec<u8>> {
+    c.extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(a) => {
+                a.key_identifier.as_ref().map(|k| k.0.to_vec())
+            }
+            _ => None,
+        })
 }
 
 /// The names a client can verify the certificate against: the Common

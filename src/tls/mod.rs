@@ -207,11 +207,58 @@ pub fn provider(s: &TlsSettings) -> CryptoProvider {
     p
 }
 
+/// The most intermediate certificates [`complete_chain`] adds.
+const MAX_CHAIN: usize = 8;
+
+/// Adds to a server's chain the intermediate CA certificates of `cafile`
+/// and `capath` that issued its last certificate, up to (not including) a
+/// self-signed root, as OpenSSL (and so Mosquitto) builds the chain it
+/// sends when `certfile` holds only the server's certificate. Without
+/// them, a client that trusts only the root cannot verify a server signed
+/// by an intermediate CA. An issuer is the CA certificate whose subject is
+/// the certificate's issuer and, where both say, whose subject key
+/// identifier is its authority key identifier.
+fn complete_chain(chain: &mut Vec<CertificateDer<'static>>, cas: &[CertificateDer<'static>]) {
+    for _ in 0..MAX_CHAIN {
+        let Some(last) = chain.last().and_then(|d| cert::parse(d)) else {
+            return;
+        };
+        if last.subject().as_raw() == last.issuer().as_raw() {
+            return;
+        }
+        let issuer = last.issuer().as_raw();
+        let aki = cert::authority_key_id(&last);
+        let found = cas.iter().find(|der| {
+            cert::parse(der).is_some_and(|ca| {
+                ca.subject().as_raw() == issuer
+                    && match (&aki, cert::subject_key_id(&ca)) {
+                        (Some(a), Some(b)) => *a == b,
+                        _ => true,
+                    }
+            })
+        });
+        let Some(found) = found else { return };
+        let self_signed =
+            cert::parse(found).is_none_or(|ca| ca.subject().as_raw() == ca.issuer().as_raw());
+        if self_signed || chain.iter().any(|c| c == found) {
+            return;
+        }
+        chain.push(found.clone());
+    }
+}
+
 fn build(s: &TlsSettings) -> Result<(ServerConfig, Vec<String>), String> {
     let (Some(certfile), Some(keyfile)) = (&s.certfile, &s.keyfile) else {
         return Err("a TLS listener needs certfile and keyfile".into());
     };
-    let chain = read_certs(certfile)?;
+    let mut chain = read_certs(certfile)?;
+    if s.cafile.is_some() || s.capath.is_some() {
+        // A CA file that cannot be read is reported where it is needed
+        // (require_certificate); here it only completes the chain.
+        if let Ok(cas) = read_cas(s) {
+            complete_chain(&mut chain, &cas);
+        }
+    }
     let key = read_key(keyfile)?;
     let notes = cert::inspect(&named(certfile), &chain[0]);
     let provider = Arc::new(provider(s));
