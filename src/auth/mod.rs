@@ -92,6 +92,23 @@ impl Auth {
     }
 
     /// Number of user names and ACL files loaded, for the log.
+    /// One warning per password file line left out (a hash that cannot be
+    /// read), as Mosquitto logs "Invalid password hash for user ...,
+    /// removing entry." and goes on. A file shared by several scopes is
+    /// named once.
+    pub fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        for p in self.scopes.iter().filter_map(|s| s.passwords.as_ref()) {
+            for e in p.skipped() {
+                let n = format!("Warning: {e}; that user cannot log in (the entry is left out).");
+                if !notes.contains(&n) {
+                    notes.push(n);
+                }
+            }
+        }
+        notes
+    }
+
     pub fn summary(&self) -> (usize, usize) {
         self.scopes.iter().fold((0, 0), |(u, a), s| {
             (

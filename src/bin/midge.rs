@@ -90,8 +90,9 @@ fn run() -> Result<ExitCode, String> {
     // (a key is usually readable by root only).
     let (tls, tls_notes) = load_tls(&config)?;
     let bridge_tls = midge::bridge::load_tls(&config.bridges)?;
+    let auth_notes = auth.notes();
     if m.opt_present("t") {
-        for n in &tls_notes {
+        for n in auth_notes.iter().chain(&tls_notes) {
             eprintln!("{n}");
         }
         if config.persistence.enabled {
@@ -115,6 +116,7 @@ fn run() -> Result<ExitCode, String> {
     for w in &config.warnings {
         warn!("{w}");
     }
+    log_notes(&auth_notes);
     log_notes(&tls_notes);
     if config.local_only {
         info!(
@@ -318,6 +320,7 @@ fn reload(config: &Config, shared: &Shared, verbose: bool, tls: &[Arc<ServerTls>
     }
     match Auth::load(&basis) {
         Ok(auth) => {
+            log_notes(&auth.notes());
             let (users, acls) = auth.summary();
             info!("Loaded {users} user(s) and {acls} ACL file(s).");
             shared.replace_auth(Arc::new(auth));
