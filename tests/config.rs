@@ -295,6 +295,41 @@ fn dash_p_without_config_listens_on_loopback() {
     c.ping();
 }
 
+/// `per_listener_settings true` with a password file and
+/// `allow_anonymous false` but no listener line, started with `-p` alone
+/// or not: the security options apply to the local-only listeners, so the
+/// broker is never open to anonymous clients.
+#[test]
+fn per_listener_settings_without_a_listener_keeps_its_security() {
+    let dir = TempDir::new("pls-local-only");
+    let hash = midge::auth::passwd::Hash::new(
+        midge::auth::passwd::Scheme::Pbkdf2(101),
+        b"pw",
+        b"midge-tests!",
+    );
+    let pw = dir.write("passwd", &format!("alice:{}\n", hash.encode()));
+    let conf = format!(
+        "per_listener_settings true\npassword_file {}\nallow_anonymous false\n",
+        pw.display()
+    );
+    let (b, _) =
+        start_on_free_port(|p| (Some(conf.clone()), vec!["-p".to_string(), p.to_string()]));
+    let connack = |c: &Connect| {
+        let mut raw = b.raw();
+        raw.send(&c.build());
+        raw.read_connack().1
+    };
+    assert_eq!(connack(&Connect::new("anonymous")), 5);
+    assert_eq!(
+        connack(&Connect::new("a").username("alice").password(b"no")),
+        5
+    );
+    assert_eq!(
+        connack(&Connect::new("a").username("alice").password(b"pw")),
+        0
+    );
+}
+
 #[test]
 fn two_listeners() {
     let b =

@@ -8,7 +8,7 @@ use std::time::Duration;
 use log::{debug, error, info, warn};
 use midge::auth::Auth;
 use midge::client::Shared;
-use midge::config::{Config, Listener, local_only_listeners};
+use midge::config::{Config, Listener};
 use midge::persist::{self, journal::Journal, writer::Writer};
 use midge::router::{Event, Metrics, Router};
 use midge::tls::ServerTls;
@@ -79,11 +79,11 @@ fn run() -> Result<ExitCode, String> {
             .map_err(|_| format!("invalid port '{p}' given to -p"))?;
         if config.local_only {
             // Like Mosquitto 2, -p alone keeps the local-only mode.
-            config.listeners = local_only_listeners(port);
+            config.listen_local_only(port);
         } else {
             config.listeners.push(Listener::new(port, None));
+            config.number_listeners();
         }
-        config.number_listeners();
     }
     let auth = Arc::new(Auth::load(&config).map_err(|e| e.to_string())?);
     // Keys and certificates are read now, before privileges are dropped

@@ -356,6 +356,21 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// Mosquitto 2's local-only mode on `port`. The loopback listeners take
+    /// the security options given outside any listener section: with
+    /// `per_listener_settings true` they have no other listener to go to,
+    /// and leaving them out would open the broker to anonymous clients.
+    pub fn listen_local_only(&mut self, port: u16) {
+        self.listeners = local_only_listeners(port);
+        for l in &mut self.listeners {
+            l.security = self.security.clone();
+        }
+        self.local_only = true;
+        self.number_listeners();
+    }
+}
+
 /// Mosquitto 2's local-only mode: loopback, IPv4 and IPv6.
 pub fn local_only_listeners(port: u16) -> Vec<Listener> {
     let mut v6 = Listener::new(port, Some("::1".into()));

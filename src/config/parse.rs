@@ -14,7 +14,7 @@ use super::bridge::{self, Bridge};
 use super::options;
 use super::{
     Config, ConfigError, DEFAULT_PORT, Domain, ErrorKind, FileSetting, Listener, LogDest,
-    MQTT_MAX_PACKET, Origin, TlsSettings, TlsVersion, local_only_listeners, log_type,
+    MQTT_MAX_PACKET, Origin, TlsSettings, TlsVersion, log_type,
 };
 
 /// Where listener options go.
@@ -602,13 +602,13 @@ impl Parser {
             check_tls(&l.tls)?;
             check_http_dir(l)?;
         }
-        c.local_only = listeners.is_empty();
-        c.listeners = if c.local_only {
-            local_only_listeners(DEFAULT_PORT)
+        if listeners.is_empty() {
+            c.listen_local_only(DEFAULT_PORT);
         } else {
-            listeners
-        };
-        c.number_listeners();
+            c.local_only = false;
+            c.listeners = listeners;
+            c.number_listeners();
+        }
         if !self.bridges.is_empty() {
             let host = bridge::hostname();
             for (mut b, given) in self.bridges {

@@ -91,6 +91,26 @@ fn per_listener_settings_scope_security_options() {
 }
 
 #[test]
+fn per_listener_settings_without_a_listener_secure_the_local_only_ones() {
+    let c = parse(
+        "per_listener_settings true\npassword_file /etc/midge/passwd\n\
+         allow_anonymous false\nacl_file /etc/midge/acl\n",
+    )
+    .expect("parse");
+    assert!(c.local_only);
+    assert_eq!(c.listeners.len(), 2);
+    for l in &c.listeners {
+        assert!(!c.allow_anonymous(l));
+        let s = c.security(l);
+        assert_eq!(
+            s.password_file.as_deref(),
+            Some(Path::new("/etc/midge/passwd"))
+        );
+        assert_eq!(s.acl_file.as_deref(), Some(Path::new("/etc/midge/acl")));
+    }
+}
+
+#[test]
 fn general_options() {
     let c = parse(
         "user nobody\npid_file /run/midge x.pid\nmax_inflight_bytes 1000\n\
