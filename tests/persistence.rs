@@ -9,7 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use common::broker::run_midge_output;
-use common::packets::PUBLISH;
+use common::packets::{Connect, PUBLISH};
 use common::persist::*;
 use common::*;
 
@@ -338,4 +338,50 @@ fn check_mode_reads_the_persistence_folder_and_file() {
     assert_eq!(out.trim(), "configuration ok");
     assert!(err.contains("is damaged"), "{err}");
     assert_eq!(fs::read(db(&dir)).expect("read"), damaged, "left as it was");
+}
+
+/// A session saved under a listener's own security scope
+/// (`per_listener_settings true`), restored by a configuration that no
+/// longer has that scope. It is not left unchecked: it gets nothing until
+/// its client connects again and takes the rules of the listener it comes
+/// in on. A missing scope means no access.
+#[test]
+fn a_session_whose_scope_is_gone_receives_nothing() {
+    let dir = TempDir::new("persist-scope");
+    let mut b = Broker::start_exact(&conf(
+        &dir,
+        "per_listener_settings true\nlistener 0 127.0.0.1\nallow_anonymous true\n\
+         listener 0 127.0.0.1\nallow_anonymous true\n",
+    ));
+    wait_until("two listeners", TIMEOUT, || b.ipv4_ports().len() >= 2);
+    let second = std::net::SocketAddr::from(([127, 0, 0, 1], b.ipv4_ports()[1]));
+    let mut alice = RawClient::connect_with(second, &Connect::new("alice").clean(false), false);
+    alice.subscribe(1, &[("secret/#", 1), ("public/#", 1)]);
+    alice.disconnect();
+    b.stop(libc::SIGTERM);
+
+    // One scope now (index 0): its ACL lets anonymous clients write
+    // secret/# but read only public/#.
+    let acl = dir.write("acl", "topic write secret/#\ntopic readwrite public/#\n");
+    let b = Broker::start_exact(&conf(
+        &dir,
+        &format!(
+            "listener 0 127.0.0.1\nallow_anonymous true\nacl_file {}\n",
+            acl.display()
+        ),
+    ));
+    b.wait_for_log(
+        "the saved session of client alice belongs to security scope 1",
+        TIMEOUT,
+    );
+    let mut publisher = b.client("publisher");
+    publisher.publish("secret/1", b"not for alice", 1, false, 1);
+    publisher.publish("public/1", b"while away", 1, false, 2);
+    let mut alice = persistent(&b, "alice", true);
+    alice.expect_nothing(QUIET);
+    // Connected again, alice has the rules of her listener now.
+    publisher.publish("secret/2", b"not for alice", 1, false, 3);
+    publisher.publish("public/2", b"now", 1, false, 4);
+    alice.expect_publish_eq("public/2", b"now", 1, false);
+    alice.expect_nothing(QUIET);
 }

@@ -26,6 +26,15 @@ pub struct Scope {
 }
 
 impl Scope {
+    /// A scope that lets nobody in and grants nothing: an ACL without rules.
+    pub fn nothing() -> Scope {
+        Scope {
+            allow_anonymous: false,
+            passwords: None,
+            acl: Some(AclFile::default()),
+        }
+    }
+
     /// Mosquitto 2.0's decision for a CONNECT. Without a password file,
     /// `allow_anonymous` decides for everyone, user name or not; with one,
     /// a client that gives a user name must give that user's password.
@@ -80,10 +89,20 @@ impl Auth {
         if self.per_listener { listener.index } else { 0 }
     }
 
-    /// The rules of scope `i`; an unknown index (a listener added since)
-    /// gets a scope that lets nobody in.
+    /// The rules of scope `i`. An index no scope has (a session saved
+    /// under a listener's scope that the configuration no longer has) gets
+    /// a scope that lets nobody in and grants nothing: a missing scope
+    /// means "no access", never "no checks".
     pub fn scope(&self, i: usize) -> Arc<Scope> {
-        self.scopes.get(i).cloned().unwrap_or_default()
+        self.scopes
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(Scope::nothing()))
+    }
+
+    /// Whether scope `i` exists in the configuration in force.
+    pub fn has_scope(&self, i: usize) -> bool {
+        i < self.scopes.len()
     }
 
     /// Whether any scope has an ACL file (else publishes need no lookup).
@@ -91,7 +110,6 @@ impl Auth {
         self.scopes.iter().any(|s| s.acl.is_some())
     }
 
-    /// Number of user names and ACL files loaded, for the log.
     /// One warning per password file line left out (a hash that cannot be
     /// read), as Mosquitto logs "Invalid password hash for user ...,
     /// removing entry." and goes on. A file shared by several scopes is
@@ -109,6 +127,7 @@ impl Auth {
         notes
     }
 
+    /// Number of user names and ACL files loaded, for the log.
     pub fn summary(&self) -> (usize, usize) {
         self.scopes.iter().fold((0, 0), |(u, a), s| {
             (

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use log::{debug, info};
+use log::{debug, info, warn};
 
 use super::retain::Source;
 use super::{ConnId, Event, Identity, Reply, Router, SubOpts};
@@ -92,6 +92,14 @@ impl Router {
                 username: saved.username,
                 scope: saved.scope as usize,
             };
+            if !self.auth.has_scope(identity.scope) {
+                warn!(
+                    "Warning: the saved session of client {} belongs to security scope {} \
+                     (a listener with per_listener_settings true) that the configuration no \
+                     longer has: it receives nothing until the client connects again.",
+                    saved.client_id, identity.scope
+                );
+            }
             let acl = self.subject(&identity, &saved.client_id);
             let sid = self.new_session(&saved.client_id);
             for (filter, opts) in &saved.subs {
