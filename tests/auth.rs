@@ -851,3 +851,93 @@ fn check_retain_source_rechecks_the_publisher() {
         assert_eq!(seen, !check, "check_retain_source {check}");
     }
 }
+
+/// The client id is not a credential. alice may read `secret/#`; messages
+/// queue for her persistent session, one of them sent and not yet
+/// acknowledged. bob, who may not read `secret/#`, then connects with
+/// alice's client id and resumes her session (MQTT 3.1.1 and 5.0, and
+/// again after a restart that restored the session from the persistence
+/// file): he gets none of them, neither the queued ones nor the one in
+/// flight, as with Mosquitto, which checks each queued message against the
+/// connecting client's rules. What he may read still reaches him.
+#[test]
+fn a_resumed_session_gives_only_what_the_new_client_may_read() {
+    for (bob_level, restart) in [(4, false), (5, false), (4, true)] {
+        let dir = TempDir::new("auth-resume");
+        common::persist::open_to_all(dir.path());
+        let pw = dir.write(
+            "pw",
+            &format!(
+                "{}{}{}",
+                hashed_line("alice", b"a"),
+                hashed_line("bob", b"b"),
+                hashed_line("writer", b"w")
+            ),
+        );
+        let acl = dir.write(
+            "acl",
+            "user alice\ntopic read secret/#\ntopic read public/#\n\
+             user bob\ntopic read public/#\nuser writer\ntopic write #\n",
+        );
+        let conf = format!(
+            "allow_anonymous false\npassword_file {}\nacl_file {}\n\
+             persistence true\npersistence_location {}/\n",
+            pw.display(),
+            acl.display(),
+            dir.path().display()
+        );
+        let what = format!("bob on MQTT {bob_level}, restart {restart}");
+        let mut b = Broker::start(&conf);
+        let alice_connect = Connect::new("shared-id")
+            .clean(false)
+            .username("alice")
+            .password(b"a");
+        let mut alice = RawClient::connect_with(b.addr(), &alice_connect, false);
+        alice.subscribe(1, &[("secret/#", 1), ("public/#", 1)]);
+        let writer = Connect::new("writer").username("writer").password(b"w");
+        let mut w = RawClient::connect_with(b.addr(), &writer, false);
+        // One message reaches alice and stays unacknowledged.
+        w.publish("secret/inflight", b"s0", 1, false, 1);
+        let p = alice.read_packet();
+        assert_eq!(p.kind(), common::packets::PUBLISH, "{what}");
+        alice.drop_connection();
+        // Three more queue while she is away (or, until the broker sees
+        // her go, for her connection: they end up in her session alike).
+        for (i, id) in [(1, 2), (2, 3), (3, 4)] {
+            w.publish(&format!("secret/{i}"), b"s", 1, false, id);
+        }
+        w.publish("public/while-away", b"p", 1, false, 5);
+        w.ping();
+        if restart {
+            drop(w);
+            b.stop(libc::SIGTERM);
+            b = Broker::start(&conf);
+            w = RawClient::connect_with(b.addr(), &writer, false);
+        }
+        let bob_connect = Connect::new("shared-id")
+            .level(bob_level)
+            .clean(false)
+            .session_expiry(3600)
+            .username("bob")
+            .password(b"b");
+        let mut bob = b.raw();
+        bob.send(&bob_connect.build());
+        let c = bob.read_packet();
+        assert_eq!(c.kind(), common::packets::CONNACK, "{what}");
+        assert_eq!(&c.body[..2], &[1, 0], "{what}: session present, accepted");
+        // Only what bob may read: the public message, at QoS 1.
+        let p = bob.read_packet();
+        assert_eq!(
+            p.kind(),
+            common::packets::PUBLISH,
+            "{what}: {}",
+            p.describe()
+        );
+        assert!(
+            p.body.windows(17).any(|x| x == b"public/while-away"),
+            "{what}: {}",
+            p.describe()
+        );
+        bob.expect_nothing(QUIET);
+    }
+}

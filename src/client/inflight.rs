@@ -197,6 +197,22 @@ impl Inflight {
         }
     }
 
+    /// Drops the outgoing messages not yet acknowledged that `keep` refuses
+    /// (PUBRELs stay: their message was delivered). Returns how many went.
+    pub fn retain_unacknowledged(&mut self, mut keep: impl FnMut(&Publish) -> bool) -> usize {
+        let before = self.out.len();
+        let mut bytes = self.bytes;
+        self.out.retain(|s| match s {
+            OutState::Sent(p) if !keep(p) => {
+                bytes -= p.payload.len();
+                false
+            }
+            _ => true,
+        });
+        self.bytes = bytes;
+        before - self.out.len()
+    }
+
     /// Outgoing entries in send order (for persistence).
     pub fn outgoing(&self) -> impl Iterator<Item = &OutState> {
         self.out.iter()

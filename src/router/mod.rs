@@ -482,7 +482,24 @@ impl Router {
         s.identity = identity;
         s.acl = acl;
         s.bridge = bridge;
-        let state = std::mem::take(&mut s.offline);
+        let mut state = std::mem::take(&mut s.offline);
+        // Whoever resumes a session gets only what they may read: the
+        // client id is not a credential, and the rules may have changed
+        // since (Mosquitto checks each queued message the same way).
+        if let Some(acl) = &s.acl {
+            let readable = |p: &Publish| acl.allows(&p.topic, acl::READ);
+            let queued = state.pending.len();
+            state.pending.retain(readable);
+            let dropped =
+                queued - state.pending.len() + state.inflight.retain_unacknowledged(readable);
+            if dropped > 0 {
+                self.stats.messages_dropped += dropped as u64;
+                info!(
+                    "Client {client_id} resumed a session holding {dropped} message(s) it may \
+                     not read: dropped."
+                );
+            }
+        }
         s.live = Some(Live {
             outbox,
             will,

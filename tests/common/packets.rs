@@ -101,6 +101,8 @@ pub struct Connect {
     /// Overrides the protocol name (default: "MQIsdp" for level 3, "MQTT"
     /// otherwise).
     pub protocol_name: Option<Vec<u8>>,
+    /// MQTT 5: the Session Expiry Interval property.
+    pub session_expiry: Option<u32>,
 }
 
 impl Connect {
@@ -115,7 +117,13 @@ impl Connect {
             username: None,
             password: None,
             protocol_name: None,
+            session_expiry: None,
         }
+    }
+    /// MQTT 5: the Session Expiry Interval property.
+    pub fn session_expiry(mut self, secs: u32) -> Connect {
+        self.session_expiry = Some(secs);
+        self
     }
     pub fn level(mut self, level: u8) -> Connect {
         self.level = level;
@@ -173,7 +181,13 @@ impl Connect {
         body.push(flags);
         body.extend(self.keepalive.to_be_bytes());
         if self.level == 5 {
-            body.push(0); // no properties
+            match self.session_expiry {
+                Some(secs) => {
+                    body.extend([5, 0x11]);
+                    body.extend(secs.to_be_bytes());
+                }
+                None => body.push(0), // no properties
+            }
         }
         body.extend(field(&self.client_id));
         if let Some(w) = &self.will {
