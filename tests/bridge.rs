@@ -937,3 +937,41 @@ fn seed_004_acl_on_a_midge_remote() {
 fn seed_004_acl_on_a_mosquitto_remote() {
     seed_004_acl_allows_the_bridge_state_only(BrokerKind::Mosquitto);
 }
+
+/// A bridge's local session is exempt from the ACL, as Mosquitto exempts
+/// its bridges: with an ACL file that has no rules for anonymous clients
+/// (and no `local_username`), messages still cross in both directions.
+/// Run against midge and Debian's mosquitto as the local broker.
+#[test]
+fn the_acl_does_not_apply_to_a_bridge() {
+    for kind in [BrokerKind::Midge, BrokerKind::Mosquitto] {
+        let dir = TempDir::new("bridge-acl");
+        let acl = dir.write("acl", "user local\ntopic readwrite #\n");
+        let remote = Broker::start("");
+        let up = subscriber(&remote, &["-v", "-t", "central/#", "-t", "probe"], "probe");
+        let conf = format!(
+            "allow_anonymous true\nacl_file {}\n{}",
+            acl.display(),
+            bridge(
+                "aclbridge",
+                &format!("127.0.0.1:{}", remote.port),
+                &["# both 1 board/ central/"],
+            )
+        );
+        let local = Broker::start_kind(kind, &conf, &[]);
+        comes_up(&remote);
+        let as_local = Connect::new("prober").username("local");
+        let down = tools::mosquitto_sub(
+            local.port,
+            &["-u", "local", "-v", "-t", "board/#", "-t", "probe"],
+        );
+        tools::wait_until_subscribed_as(&local, &down, "probe", &as_local);
+        tools::mosquitto_pub(
+            local.port,
+            &["-u", "local", "-q", "1", "-t", "board/up", "-m", "u1"],
+        );
+        up.wait_line("central/up u1", WAIT);
+        tools::mosquitto_pub(remote.port, &["-q", "1", "-t", "central/down", "-m", "d1"]);
+        down.wait_line("board/down d1", WAIT);
+    }
+}

@@ -167,6 +167,7 @@ impl Link {
             scope: 0,
             outbox: outbox.clone(),
             bridge: true,
+            own_bridge: true,
             reply: tx,
         };
         shared.router.send(Event::Connect(Box::new(req))).ok()?;

@@ -171,6 +171,7 @@ pub fn handshake(
         scope: shared.auth().index(listener),
         outbox: outbox.clone(),
         bridge: connect.bridge,
+        own_bridge: false,
         reply: tx,
     };
     if shared.router.send(Event::Connect(Box::new(req))).is_err() {

@@ -36,6 +36,8 @@ pub struct ConnectRequest {
     /// A bridge (Mosquitto's bridge bit, or one of this broker's own):
     /// its subscriptions are no-local and retain-as-published.
     pub bridge: bool,
+    /// One of this broker's own bridges: exempt from ACL checks.
+    pub own_bridge: bool,
     /// Where the router sends the answer; bounded(1), so it never blocks.
     pub reply: Sender<ConnectReply>,
 }

@@ -143,6 +143,9 @@ struct Session {
 struct Identity {
     username: Option<String>,
     scope: usize,
+    /// The local session of one of this broker's own bridges: no ACL
+    /// applies to it, as Mosquitto exempts its bridges.
+    own_bridge: bool,
 }
 
 /// Counters kept by the router, for `$SYS`.
@@ -448,8 +451,13 @@ impl Router {
             scope,
             client_id,
             bridge,
+            own_bridge,
         } = req;
-        let identity = Identity { username, scope };
+        let identity = Identity {
+            username,
+            scope,
+            own_bridge,
+        };
         let acl = self.subject(&identity, &client_id);
         let Some(s) = self.sessions.get_mut(sid as usize).and_then(|s| s.as_mut()) else {
             return;
@@ -1069,8 +1077,12 @@ impl Router {
         }
     }
 
-    /// The compiled ACL of a client, or None when its scope has none.
+    /// The compiled ACL of a client, or None when its scope has none (or it
+    /// is one of this broker's own bridges).
     fn subject(&self, who: &Identity, client_id: &str) -> Option<Subject> {
+        if who.own_bridge {
+            return None;
+        }
         let scope = self.auth.scope(who.scope);
         let acl = scope.acl.as_ref()?;
         let subject = acl.subject(who.username.as_deref(), client_id);
@@ -1202,6 +1214,7 @@ mod tests {
             scope: 0,
             outbox: Arc::new(Outbox::new().expect("outbox")),
             bridge: false,
+            own_bridge: false,
             reply: tx,
         })));
         rx.try_recv().expect("attached at once");

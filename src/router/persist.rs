@@ -91,6 +91,8 @@ impl Router {
             let identity = Identity {
                 username: saved.username,
                 scope: saved.scope as usize,
+                // A bridge's session is exempt again when it attaches.
+                own_bridge: false,
             };
             if !self.auth.has_scope(identity.scope) {
                 warn!(
