@@ -161,7 +161,7 @@ impl log::Log for Logger {
         if state.types & kind == 0 || state.sinks.is_empty() {
             return;
         }
-        let msg = record.args().to_string();
+        let msg = clean(record.args().to_string());
         let secs = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
@@ -203,6 +203,37 @@ impl log::Log for Logger {
     }
 }
 
+/// The most bytes of one log message; the rest is cut, with a marker.
+/// Client ids, user names and topics can be 65,535 bytes long: uncut, 400
+/// refused CONNECTs with such ids wrote 37 MiB of log.
+pub const MAX_LINE: usize = 1_000;
+
+/// A log message as it is written: control characters escaped (`\n`,
+/// `\r`, `\t`, `\xNN`), so that a client id, user name or topic cannot
+/// start a forged line or send escape sequences to a terminal, and cut at
+/// [`MAX_LINE`] bytes with a marker saying how much was left out.
+pub fn clean(msg: String) -> String {
+    let needs_escape = msg.chars().any(|c| c.is_control());
+    if !needs_escape && msg.len() <= MAX_LINE {
+        return msg;
+    }
+    let mut out = String::with_capacity(msg.len().min(MAX_LINE + 40));
+    for (i, c) in msg.char_indices() {
+        if out.len() >= MAX_LINE {
+            out.push_str(&format!("... ({} bytes more)", msg.len() - i));
+            break;
+        }
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 impl Logger {
     /// Publishes a log line to `$SYS/broker/log/X`. Never blocks: when the
     /// router is busy, the line is not published.
@@ -221,5 +252,37 @@ impl Logger {
                 },
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        let forged = "evil\n1796623000: Client admin connected\r\x1b[2J\t\u{85}".to_string();
+        assert_eq!(
+            clean(forged),
+            "evil\\n1796623000: Client admin connected\\r\\x1b[2J\\t\\x85"
+        );
+        assert_eq!(clean("plain ünïcode".into()), "plain ünïcode");
+    }
+
+    #[test]
+    fn long_messages_are_cut_with_a_marker() {
+        let long = format!("New client connected as {}.", "x".repeat(65_000));
+        let out = clean(long.clone());
+        assert!(out.len() < MAX_LINE + 40, "{}", out.len());
+        assert!(out.starts_with("New client connected as xxx"));
+        let more = long.len() - MAX_LINE;
+        assert!(out.ends_with(&format!("... ({more} bytes more)")), "{out}");
+        // Cut on a character boundary, escapes counted as written.
+        let wide = "é".repeat(MAX_LINE);
+        let out = clean(wide);
+        assert!(out.is_char_boundary(out.len()));
+        assert!(out.contains("bytes more"));
+        let exact = "y".repeat(MAX_LINE);
+        assert_eq!(clean(exact.clone()), exact);
     }
 }

@@ -407,3 +407,35 @@ fn hostile_names_never_widen_patterns_and_failed_logins_name_the_peer() {
         TIMEOUT,
     );
 }
+
+/// A client id, user name or topic cannot forge log lines or flood the
+/// log: control characters are escaped, and a message is cut at 1,000
+/// bytes with a marker. A 65,000-byte client id costs the log about a
+/// kilobyte per line.
+#[test]
+fn names_from_the_network_cannot_forge_or_flood_log_lines() {
+    let b = Broker::start("");
+    let forged = "a\n1796000000: Client admin connected\r\x1b[2J";
+    let mut c = b.raw();
+    c.send(&Connect::new(forged).build());
+    c.expect_connack(0, false);
+    c.disconnect();
+    b.wait_for_log("\\n1796000000: Client admin connected\\r\\x1b[2J", TIMEOUT);
+    assert!(
+        !b.logs()
+            .iter()
+            .any(|l| l.starts_with("1796000000: Client admin")),
+        "a forged line was written: {:?}",
+        b.logs()
+    );
+    let long = "L".repeat(65_000);
+    let from = b.log_len();
+    let mut c = b.raw();
+    c.send(&Connect::new(&long).build());
+    c.expect_connack(0, false);
+    c.disconnect();
+    let line = b.wait_for_log_from(from, "LLLL", TIMEOUT);
+    assert!(line.len() < 1_100, "{} bytes", line.len());
+    assert!(line.contains("bytes more)"), "{line}");
+    round_trip(&b, "after hostile names");
+}
