@@ -95,6 +95,7 @@ impl Stream {
             headers_size: config.websockets_headers_size,
             log_level: config.websockets_log_level,
             max_frame: config.max_packet_size as u64,
+            origins: l.conf.websockets_origins.clone(),
         };
         Ok(Stream::Ws(Box::new(WsStream::new(stream, settings))))
     }

@@ -655,3 +655,43 @@ fn the_documented_page_is_the_tested_page() {
         "docs/WEBSOCKETS.md must show docs/examples/websockets.html verbatim"
     );
 }
+
+/// `websockets_origin` (Mosquitto 2.1): an upgrade whose Origin header is
+/// not one of the listed origins gets 403 and the connection ends; a
+/// listed origin, and a request without Origin (not a browser), are
+/// served. Without the option any origin is served.
+#[test]
+fn websockets_origin_limits_which_pages_may_connect() {
+    let with_origin = |origin: &str| {
+        let mut r = ws::upgrade_request("/mqtt", Some("mqtt"));
+        r.insert_str(r.len() - 2, &format!("Origin: {origin}\r\n"));
+        r
+    };
+    let (b, ws) = broker(
+        "",
+        "websockets_origin http://board.local:8080\nwebsockets_origin https://ha.example\n",
+    );
+    for ok in ["http://board.local:8080", "https://ha.example"] {
+        let mut c = WsClient::handshake(ws, with_origin(ok).as_bytes());
+        assert!(
+            c.response.starts_with("HTTP/1.1 101 "),
+            "{ok}: {}",
+            c.response
+        );
+        c.send_mqtt(&packets::connect("allowed"));
+        c.expect_connack(0);
+    }
+    for bad in ["http://evil.example", "http://board.local", "null"] {
+        let c = WsClient::handshake(ws, with_origin(bad).as_bytes());
+        assert!(
+            c.response.starts_with("HTTP/1.1 403 "),
+            "{bad}: {}",
+            c.response
+        );
+        b.wait_for_log(&format!("origin '{bad}' is not allowed"), TIMEOUT);
+    }
+    WsClient::connect(ws, "no-origin");
+    let (_b, ws) = broker("", "");
+    let c = WsClient::handshake(ws, with_origin("http://evil.example").as_bytes());
+    assert!(c.response.starts_with("HTTP/1.1 101 "), "{}", c.response);
+}

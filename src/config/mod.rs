@@ -85,6 +85,9 @@ pub struct Listener {
     /// `http_dir`: static files served to plain HTTP GET requests on a
     /// WebSockets listener.
     pub http_dir: Option<FileSetting>,
+    /// `websockets_origin` (Mosquitto 2.1, repeatable): the only Origin
+    /// headers a WebSocket upgrade may carry; empty, any.
+    pub websockets_origins: Vec<String>,
 }
 
 impl Listener {
@@ -104,6 +107,7 @@ impl Listener {
             tls: TlsSettings::default(),
             websockets: false,
             http_dir: None,
+            websockets_origins: Vec::new(),
         }
     }
 }

@@ -265,6 +265,10 @@ impl Parser {
                 };
                 self.listener().http_dir = Some(dir);
             }
+            "websockets_origin" => {
+                let origin = l.string()?;
+                self.listener().websockets_origins.push(origin);
+            }
             "websockets_headers_size" => {
                 let n = l.num::<u32>(0, 1024 * 1024)? as usize;
                 c.websockets_headers_size = match n {

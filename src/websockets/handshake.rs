@@ -62,8 +62,12 @@ impl fmt::Display for Refusal {
 /// What a well-formed request asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
-    /// A WebSocket upgrade; `response` is the whole 101 answer.
-    Upgrade { response: String },
+    /// A WebSocket upgrade; `response` is the whole 101 answer, `origin`
+    /// the request's Origin header (browsers send one).
+    Upgrade {
+        response: String,
+        origin: Option<String>,
+    },
     /// A plain GET of this request target (path and query, undecoded).
     Get { target: String },
 }
@@ -103,6 +107,7 @@ pub fn parse(head: &[u8]) -> Result<Request, Refusal> {
     let mut key = None;
     let mut ws_version = None;
     let mut protocols = None;
+    let mut origin = None;
     for line in lines.filter(|l| !l.is_empty()) {
         let Some((name, value)) = line.split_once(':') else {
             return Err(bad("malformed header line"));
@@ -113,6 +118,7 @@ pub fn parse(head: &[u8]) -> Result<Request, Refusal> {
             "connection" => &mut connection,
             "sec-websocket-key" => &mut key,
             "sec-websocket-version" => &mut ws_version,
+            "origin" => &mut origin,
             "sec-websocket-protocol" => {
                 // May repeat: the lists add up.
                 let all: &mut String = protocols.get_or_insert_with(String::new);
@@ -172,7 +178,10 @@ pub fn parse(head: &[u8]) -> Result<Request, Refusal> {
         response.push_str(&format!("Sec-WebSocket-Protocol: {p}\r\n"));
     }
     response.push_str("\r\n");
-    Ok(Request::Upgrade { response })
+    Ok(Request::Upgrade {
+        response,
+        origin: origin.map(str::to_string),
+    })
 }
 
 /// Whether the comma-separated header value holds `token` (any case).

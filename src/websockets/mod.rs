@@ -62,6 +62,10 @@ pub struct Settings {
     pub log_level: u32,
     /// The longest data frame accepted (the largest MQTT packet).
     pub max_frame: u64,
+    /// `websockets_origin`: the Origin headers an upgrade may carry; empty,
+    /// any. A request without an Origin header (not from a browser) is not
+    /// refused, as in Mosquitto 2.1.
+    pub origins: Vec<String>,
 }
 
 /// Logs a line of the WebSockets layer when `websockets_log_level` has
@@ -151,7 +155,16 @@ impl WsStream {
         };
         self.early = head.split_off(end);
         match handshake::parse(&head) {
-            Ok(Request::Upgrade { response }) => {
+            Ok(Request::Upgrade {
+                origin: Some(o), ..
+            }) if !settings.origins.is_empty() && !settings.origins.contains(&o) => {
+                let r = Refusal::new(
+                    Status::Forbidden,
+                    format!("origin '{o}' is not allowed (websockets_origin)"),
+                );
+                Err(self.refuse(r, deadline))
+            }
+            Ok(Request::Upgrade { response, .. }) => {
                 self.send_all(response.as_bytes(), deadline)?;
                 self.open = true;
                 Ok(())

@@ -252,7 +252,7 @@ fn upgrade_request(extra: &str) -> String {
 
 fn response(extra: &str) -> String {
     match handshake::parse(upgrade_request(extra).as_bytes()) {
-        Ok(Request::Upgrade { response }) => response,
+        Ok(Request::Upgrade { response, .. }) => response,
         other => panic!("not an upgrade: {other:?}"),
     }
 }
