@@ -330,6 +330,56 @@ fn per_listener_settings_without_a_listener_keeps_its_security() {
     );
 }
 
+/// `-c` with a listener and `-p`: as Mosquitto, -p is ignored (before,
+/// midge opened one more listener, and failed with "Address already in
+/// use" when the file had a listener on that port).
+#[test]
+fn dash_p_is_ignored_when_the_config_defines_a_listener() {
+    let (b, port) = start_on_free_port(|p| {
+        (
+            Some(format!("listener {p} 127.0.0.1\nallow_anonymous true\n")),
+            vec!["-p".to_string(), p.to_string()],
+        )
+    });
+    assert_eq!(b.port, port);
+    b.wait_for_log(&format!("-p {port} is ignored"), TIMEOUT);
+    assert_eq!(
+        b.count_log("Opening ipv4 listen socket"),
+        1,
+        "{:?}",
+        b.logs()
+    );
+    b.client("on-the-listener").ping();
+    // Another port given with -p is not opened.
+    let other = free_port();
+    let (b, port) = start_on_free_port(|p| {
+        (
+            Some(format!("listener {p} 127.0.0.1\nallow_anonymous true\n")),
+            vec!["-p".to_string(), other.to_string()],
+        )
+    });
+    assert_eq!(b.port, port);
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", other)).is_err(),
+        "-p {other} was opened"
+    );
+}
+
+/// `-c` with a file that defines no listener, and `-p`: the local-only
+/// listeners on that port, as Mosquitto.
+#[test]
+fn dash_p_with_a_config_without_listener_is_local_only_on_that_port() {
+    let (b, port) = start_on_free_port(|p| {
+        (
+            Some("allow_anonymous true\n".to_string()),
+            vec!["-p".to_string(), p.to_string()],
+        )
+    });
+    assert_eq!(b.port, port);
+    b.wait_for_log("local only mode", TIMEOUT);
+    b.client("local").ping();
+}
+
 #[test]
 fn two_listeners() {
     let b =

@@ -8,7 +8,7 @@ use std::time::Duration;
 use log::{debug, error, info, warn};
 use midge::auth::Auth;
 use midge::client::Shared;
-use midge::config::{Config, Listener};
+use midge::config::Config;
 use midge::persist::{self, journal::Journal, writer::Writer};
 use midge::router::{Event, Metrics, Router};
 use midge::tls::ServerTls;
@@ -21,13 +21,13 @@ const ROUTER_STACK: usize = 32 * 1024 * 1024;
 fn usage() -> String {
     format!(
         "midge version {VERSION}\n\n\
-         midge is an MQTT v3.1.1/v3.1 broker.\n\n\
+         midge is an MQTT v5.0/v3.1.1/v3.1 broker.\n\n\
          Usage: midge [-c config_file] [-d] [-h] [-p port] [-t] [-v]\n\n \
          -c : specify the broker config file.\n \
          -d : put the broker into the background after starting.\n \
          -h : display this help.\n \
          -p : start the broker listening on the specified port.\n      \
-         Not recommended in conjunction with the -c option.\n \
+         Ignored when the config file defines a listener.\n \
          -t : test the configuration (and every file it names), then exit.\n \
          -v : verbose mode - enable all logging types. This overrides\n      \
          any logging options given in the config file.\n \
@@ -73,16 +73,18 @@ fn run() -> Result<ExitCode, String> {
     let path = m.opt_str("c").map(PathBuf::from);
     let verbose = m.opt_present("v");
     let mut config = load(path.as_deref())?;
+    let mut ignored_port = None;
     if let Some(p) = m.opt_str("p") {
         let port: u16 = p
             .parse()
             .map_err(|_| format!("invalid port '{p}' given to -p"))?;
+        // As Mosquitto (2.0 and 2.1): -p sets the port of the local-only
+        // listeners when the config defines no listener, and is ignored
+        // when it does.
         if config.local_only {
-            // Like Mosquitto 2, -p alone keeps the local-only mode.
             config.listen_local_only(port);
         } else {
-            config.listeners.push(Listener::new(port, None));
-            config.number_listeners();
+            ignored_port = Some(port);
         }
     }
     let auth = Arc::new(Auth::load(&config).map_err(|e| e.to_string())?);
@@ -115,6 +117,9 @@ fn run() -> Result<ExitCode, String> {
     }
     for w in &config.warnings {
         warn!("{w}");
+    }
+    if let Some(port) = ignored_port {
+        info!("-p {port} is ignored: the configuration defines its listeners (as in Mosquitto).");
     }
     log_notes(&auth_notes);
     log_notes(&tls_notes);
