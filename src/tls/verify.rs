@@ -702,6 +702,16 @@ fn notice(leaf: &[u8], why: &str) {
     );
 }
 
+/// Logs why midge's own checks refused a certificate (the handshake error
+/// names only the kind of error), and returns the error for rustls.
+fn refused(leaf: &[u8], why: Invalid) -> Error {
+    let subject = cert::parse(leaf)
+        .map(|c| c.subject().to_string())
+        .unwrap_or_default();
+    info!("Certificate '{subject}' refused: {why}.");
+    why.into()
+}
+
 /// A TLS handshake signature, made with the key of `cert`, for the
 /// certificates webpki cannot parse (version 1).
 fn handshake_signature(
@@ -822,11 +832,15 @@ impl ClientCertVerifier for ClientVerifier {
             .verify_client_cert(end_entity, intermediates, now)
         {
             Ok(v) => {
-                self.legacy.check_accepted(end_entity, intermediates, now)?;
+                self.legacy
+                    .check_accepted(end_entity, intermediates, now)
+                    .map_err(|w| refused(end_entity, w))?;
                 Ok(v)
             }
             Err(_) if self.legacy.applies(end_entity, intermediates) => {
-                self.legacy.verify(end_entity, intermediates, None, now)?;
+                self.legacy
+                    .verify(end_entity, intermediates, None, now)
+                    .map_err(|w| refused(end_entity, w))?;
                 notice(end_entity, "is an X.509 version 1 certificate");
                 Ok(ClientCertVerified::assertion())
             }
@@ -918,7 +932,9 @@ impl ServerCertVerifier for ServerVerifier {
             now,
         ) {
             Ok(v) => {
-                self.legacy.check_accepted(end_entity, intermediates, now)?;
+                self.legacy
+                    .check_accepted(end_entity, intermediates, now)
+                    .map_err(|w| refused(end_entity, w))?;
                 return Ok(v);
             }
             Err(e) => e,
@@ -926,7 +942,9 @@ impl ServerCertVerifier for ServerVerifier {
         // webpki checks the chain before the name: a name error means the
         // chain is good.
         if is_name_error(&e) {
-            self.legacy.check_accepted(end_entity, intermediates, now)?;
+            self.legacy
+                .check_accepted(end_entity, intermediates, now)
+                .map_err(|w| refused(end_entity, w))?;
             if self.insecure {
                 return Ok(ServerCertVerified::assertion());
             }
@@ -942,7 +960,9 @@ impl ServerCertVerifier for ServerVerifier {
         }
         if self.legacy.applies(end_entity, intermediates) {
             let name = (!self.insecure).then_some(server_name);
-            self.legacy.verify(end_entity, intermediates, name, now)?;
+            self.legacy
+                .verify(end_entity, intermediates, name, now)
+                .map_err(|w| refused(end_entity, w))?;
             notice(end_entity, "is an X.509 version 1 certificate");
             return Ok(ServerCertVerified::assertion());
         }
