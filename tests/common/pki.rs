@@ -39,24 +39,105 @@ pub struct Ca {
 impl Ca {
     /// `openssl genrsa -des3` and `openssl req -new -x509`, as in seed 003.
     pub fn new(dir: &Path, name: &str, cn: &str) -> Ca {
+        Ca::make(dir, name, cn, false)
+    }
+
+    /// A version 1 CA, as `openssl x509 -req -signkey` (or an older
+    /// openssl's `req -x509`) makes it: self-signed, with no extensions.
+    pub fn new_v1(dir: &Path, name: &str, cn: &str) -> Ca {
+        Ca::make(dir, name, cn, true)
+    }
+
+    fn make(dir: &Path, name: &str, cn: &str, v1: bool) -> Ca {
         let key = format!("{name}.key");
+        let csr = format!("{name}.csr");
         let crt = format!("{name}.crt");
         openssl(
             dir,
             &["genrsa", "-des3", "-passout", PASS, "-out", &key, "2048"],
         );
         let subj = format!("{SUBJECT}/CN={cn}/emailAddress=ca@example.com");
-        openssl(
-            dir,
-            &[
-                "req", "-new", "-x509", "-days", "3650", "-key", &key, "-passin", PASS, "-out",
-                &crt, "-subj", &subj,
-            ],
-        );
+        let key_args = ["-key", &key, "-passin", PASS, "-subj", &subj];
+        if v1 {
+            let mut req = vec!["req", "-new", "-out", &csr];
+            req.extend(key_args);
+            openssl(dir, &req);
+            openssl(
+                dir,
+                &[
+                    "x509", "-req", "-in", &csr, "-signkey", &key, "-passin", PASS, "-days",
+                    "3650", "-out", &crt,
+                ],
+            );
+        } else {
+            let mut req = vec!["req", "-new", "-x509", "-days", "3650", "-out", &crt];
+            req.extend(key_args);
+            openssl(dir, &req);
+        }
         Ca {
             dir: dir.to_path_buf(),
             name: name.into(),
         }
+    }
+
+    /// A CA certificate signed by this CA with the extensions `ext`, as
+    /// the CA that signs what [`Ca::issue`] issues under `name`.
+    pub fn sub_ca(&self, name: &str, cn: &str, ext: &str) -> Ca {
+        self.issue(name, cn, Some(ext), "3650");
+        Ca {
+            dir: self.dir.clone(),
+            name: name.into(),
+        }
+    }
+
+    /// A CRL of this CA listing `revoked`, with the given thisUpdate and
+    /// nextUpdate (`YYYYMMDDHHMMSSZ`) and CRL number (hex), from a
+    /// database of its own (`openssl ca -revoke`, `-gencrl`).
+    pub fn crl(
+        &self,
+        out: &str,
+        revoked: &[&Path],
+        this_update: &str,
+        next_update: &str,
+        number: &str,
+    ) -> PathBuf {
+        let dir = &self.dir;
+        let db = format!("{out}.db");
+        let cnf = format!("{out}.cnf");
+        std::fs::write(
+            dir.join(&cnf),
+            format!(
+                "[ca]\ndefault_ca = d\n[d]\ndatabase = {db}\ncrlnumber = {db}.number\n\
+                 default_md = sha256\ndefault_crl_days = 30\n"
+            ),
+        )
+        .expect("write ca config");
+        std::fs::write(dir.join(&db), "").expect("index");
+        std::fs::write(dir.join(format!("{db}.number")), format!("{number}\n")).expect("number");
+        let (ca_crt, ca_key) = (format!("{}.crt", self.name), format!("{}.key", self.name));
+        let base = [
+            "-config", &cnf, "-keyfile", &ca_key, "-cert", &ca_crt, "-passin", PASS,
+        ];
+        for crt in revoked {
+            let mut args = vec!["ca"];
+            args.extend(base);
+            args.extend(["-revoke", crt.to_str().expect("utf-8 path")]);
+            openssl(dir, &args);
+        }
+        let file = format!("{out}.crl");
+        let mut args = vec!["ca"];
+        args.extend(base);
+        args.extend([
+            "-gencrl",
+            "-crl_lastupdate",
+            this_update,
+            "-crl_nextupdate",
+            next_update,
+            "-out",
+            &file,
+        ]);
+        openssl(dir, &args);
+        dir.join(file)
     }
 
     pub fn crt(&self) -> PathBuf {
@@ -137,6 +218,31 @@ impl Ca {
         openssl(dir, &gen_crl);
         dir.join(crl)
     }
+}
+
+/// Extensions of an intermediate CA certificate.
+pub const CA_V3: &str =
+    "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n";
+
+/// The files' contents one after the other, written to `out` (a
+/// certificate with its chain, or several CAs or CRLs in one file).
+pub fn concat(out: &Path, files: &[&Path]) -> PathBuf {
+    let mut all = Vec::new();
+    for f in files {
+        all.extend(std::fs::read(f).expect("read PEM file"));
+    }
+    std::fs::write(out, all).expect("write PEM file");
+    out.to_path_buf()
+}
+
+/// The UTC time `days` days from now (negative: ago) as openssl's
+/// `-crl_lastupdate` takes it.
+pub fn utc_in_days(days: i64) -> String {
+    let out = Command::new("date")
+        .args(["-u", "-d", &format!("{days} days"), "+%Y%m%d%H%M%SZ"])
+        .output()
+        .expect("run date");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// Extensions of a version 3 client certificate.
