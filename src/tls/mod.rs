@@ -7,6 +7,7 @@
 
 pub mod cert;
 pub mod ciphers;
+pub mod legacy;
 pub mod verify;
 
 use std::fs;
