@@ -18,8 +18,11 @@
 #                           after checking that the compiler is that version
 #   make armv7              release binary for armv7-unknown-linux-gnueabihf
 #   make qemu-test          the armv7 tests, broker included, under qemu-arm
-#   make deb / deb-armhf    target/deb/midge_<version>_<arch>.deb
-#   make lint               lintian on both packages
+#   make arm64              release binary for aarch64-unknown-linux-gnu
+#   make qemu-test-arm64    the arm64 tests, broker included, under qemu-aarch64
+#   make deb / deb-armhf / deb-arm64
+#                           target/deb/midge_<version>_<arch>.deb
+#   make lint               lintian on the three packages
 #   make deb-install-test   install, run and purge the amd64 package in a
 #                           throwaway bookworm chroot (under target/)
 #   make cross-armv7        the armv7 build with cross-rs and Docker
@@ -62,6 +65,17 @@ ARMV7_ENV := $(DEB_ENV) \
 # (`make armv7`) uses neither.
 ARMV7_DOCTEST_ENV := RUSTC_BOOTSTRAP=1 RUSTDOCFLAGS="--sysroot=$(CURDIR)/.cross/sysroot/usr"
 
+AARCH64 := aarch64-unknown-linux-gnu
+ARM64_BIN := target/$(AARCH64)/release/midge
+QEMU_ARM64 := qemu-aarch64 -L /usr/aarch64-linux-gnu -E LD_LIBRARY_PATH=/usr/aarch64-linux-gnu/lib
+ARM64_ENV := $(DEB_ENV) \
+	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+	CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
+	AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar \
+	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="--sysroot=$(CURDIR)/.cross/sysroot-arm64/usr" \
+	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="$(QEMU_ARM64)"
+ARM64_DOCTEST_ENV := RUSTC_BOOTSTRAP=1 RUSTDOCFLAGS="--sysroot=$(CURDIR)/.cross/sysroot-arm64/usr"
+
 # Under qemu, tests/load.rs (1,000 clients, each a thread of an emulated
 # process) measures the emulator, not the broker, and so do the memory
 # bounds of tests/hostile.rs (RSS of qemu-arm, which maps and caches code):
@@ -75,10 +89,10 @@ QEMU_SKIP := a_thousand_clients an_announced_256_mb_packet_allocates_nothing_bef
 TOOLS := midge_passwd midge_cert midge_pub midge_sub midge_rr
 
 # The steps of `make test`, in order; tests/ci.sh times each one.
-CI_STEPS := test-deps setup test-amd64 msrv armv7 qemu-test deb deb-armhf lint deb-install-test
+CI_STEPS := test-deps setup test-amd64 msrv armv7 qemu-test arm64 qemu-test-arm64 deb deb-armhf deb-arm64 lint deb-install-test
 
 .PHONY: all build run test test-deps setup test-amd64 msrv armv7 qemu-test \
-	deb deb-armhf lint deb-install-test cross-armv7 clean-cross bench bench-quick \
+	arm64 qemu-test-arm64 deb deb-armhf deb-arm64 lint deb-install-test cross-armv7 clean-cross bench bench-quick \
 	fuzz soak soak-short
 
 all: build
@@ -119,13 +133,29 @@ qemu-test: setup test-deps armv7
 	MIDGE_TEST_TIME_SCALE=3 MIDGE_TEST_RUNNER="$(QEMU)" MIDGE_TEST_BINARY=$(CURDIR)/$(ARMV7_BIN) \
 		$(CARGO) test --locked --test service --test seeds --test pubsub --test will
 
+arm64: setup
+	$(CHECK_RUST)
+	$(ARM64_ENV) $(DEB_CARGO) build --locked --release --target $(AARCH64)
+
+# The same as qemu-test, for 64-bit ARM boards (Raspberry Pi 3/4/5,
+# Orange Pi with H6, H616 or RK35xx running a 64-bit system).
+qemu-test-arm64: setup test-deps arm64
+	@echo "qemu-test-arm64: skipping $(QEMU_SKIP): under qemu they measure the emulator (threads, memory), not midge"
+	MIDGE_TEST_TIME_SCALE=3 MIDGE_TEST_RUNNER="$(QEMU_ARM64)" $(ARM64_ENV) $(ARM64_DOCTEST_ENV) \
+		$(DEB_CARGO) test --locked --target $(AARCH64) -Zdoctest-xcompile -- $(addprefix --skip ,$(QEMU_SKIP))
+	MIDGE_TEST_TIME_SCALE=3 MIDGE_TEST_RUNNER="$(QEMU_ARM64)" MIDGE_TEST_BINARY=$(CURDIR)/$(ARM64_BIN) \
+		$(CARGO) test --locked --test service --test seeds --test pubsub --test will
+
 deb: build
 	TOOLS="$(TOOLS)" bash debian/mkdeb.sh amd64 target/release/midge
 
 deb-armhf: armv7
 	TOOLS="$(TOOLS)" bash debian/mkdeb.sh armhf $(ARMV7_BIN)
 
-lint: setup deb deb-armhf
+deb-arm64: arm64
+	TOOLS="$(TOOLS)" bash debian/mkdeb.sh arm64 $(ARM64_BIN)
+
+lint: setup deb deb-armhf deb-arm64
 	bash debian/lint.sh
 
 deb-install-test: setup deb

@@ -9,9 +9,9 @@ cd "$(dirname "$0")/.."
 GLIBC_FLOOR=2.34
 log() { printf 'debian/lint.sh: %s\n' "$*"; }
 
-debs=(target/deb/midge_*_amd64.deb target/deb/midge_*_armhf.deb)
+debs=(target/deb/midge_*_amd64.deb target/deb/midge_*_armhf.deb target/deb/midge_*_arm64.deb)
 for d in "${debs[@]}"; do
-    [ -f "$d" ] || { log "missing $d: run make deb deb-armhf" >&2; exit 1; }
+    [ -f "$d" ] || { log "missing $d: run make deb deb-armhf deb-arm64" >&2; exit 1; }
 done
 
 # Running as root makes lintian say so once; that line is not about the
@@ -30,6 +30,7 @@ for d in "${debs[@]}"; do
     dpkg-deb -x "$d" "$dir"
     case "$d" in
     *_armhf.deb) objdump=arm-linux-gnueabihf-objdump ;;
+    *_arm64.deb) objdump=aarch64-linux-gnu-objdump ;;
     *) objdump=objdump ;;
     esac
     max=$("$objdump" -T "$dir/usr/sbin/midge" | grep -o 'GLIBC_[0-9.]*' |
