@@ -610,7 +610,7 @@ impl Parser {
         };
         c.number_listeners();
         if !self.bridges.is_empty() {
-            let host = bridge::hostname();
+            let host = crate::sys::hostname();
             for (mut b, given) in self.bridges {
                 b.finish(&given, &host)?;
                 c.bridges.push(b);

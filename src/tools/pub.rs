@@ -249,7 +249,7 @@ impl Session<'_> {
                 Event::Input => {}
                 _ => continue,
             }
-            let n = read_stdin(&mut chunk);
+            let n = crate::sys::read_stdin(&mut chunk);
             if n == 0 {
                 if !pending.is_empty() {
                     self.publish(&pending)?;
@@ -261,21 +261,6 @@ impl Session<'_> {
                 let line: Vec<u8> = pending.drain(..=nl).collect();
                 self.publish(&line[..line.len() - 1])?;
             }
-        }
-    }
-}
-
-/// One read(2) of standard input, unbuffered so poll(2) tells the truth
-/// about what is left; 0 at end of input or on an error.
-fn read_stdin(buf: &mut [u8]) -> usize {
-    loop {
-        // SAFETY: reads at most buf.len() bytes into buf.
-        let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
-        if n >= 0 {
-            return n as usize;
-        }
-        if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            return 0;
         }
     }
 }
