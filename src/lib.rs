@@ -15,7 +15,7 @@
 //!    (bounded; full queues drop, never block) and wakes its thread.
 //! 8. The client thread, blocked in poll(2) on its socket and its wake fd,
 //!    drains the outbox, assigns packet ids, encodes and writes.
-//! 9. QoS 1/2 in-flight state lives in the client thread ([`client::inflight`])
+//! 9. QoS 1/2 in-flight state lives in the client thread ([`session::inflight`])
 //!    and goes back to the router when the connection ends.
 //! 10. Nothing reachable from the network panics; errors close one connection.
 
@@ -32,6 +32,7 @@ pub mod notify;
 pub mod outbox;
 pub mod persist;
 pub mod router;
+pub mod session;
 pub mod sys;
 pub mod tls;
 pub mod tools;

@@ -29,13 +29,13 @@ use log::{debug, error, info, warn};
 use rustls::ClientConfig;
 
 use crate::client::Shared;
-use crate::client::inflight::{Resend, SessionState};
 use crate::codec::{
     Ack, Packet, Properties, Publish, QoS, Subscribe, SubscribeFilter, Unsubscribe,
 };
 use crate::config::{Bridge, StartType};
 use crate::outbox::{Outbox, Outgoing};
 use crate::router::{ConnId, ConnectRequest, DisconnectKind, Event, event::BROKER};
+use crate::session::inflight::{Resend, SessionState};
 use crate::sys::{self, PollFd};
 use crate::tools::client::connack_string;
 use remote::{Failure, Lost, Next, Remote, Sent};

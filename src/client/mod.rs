@@ -3,13 +3,12 @@
 //!
 //! The thread blocks in poll(2) on two descriptors: its socket and its
 //! outbox's wake fd. It never waits on a timer to deliver: the router's push
-//! wakes it. QoS 1/2 state lives here ([`inflight`]) and goes back to the
+//! wakes it. QoS 1/2 state lives here ([`crate::session::inflight`]) and goes back to the
 //! router when the connection ends. Every error ends in [`run`], which logs
 //! it once and tells the router.
 
 pub mod conn;
 pub mod connect;
-pub mod inflight;
 
 use std::collections::VecDeque;
 use std::io;
@@ -31,11 +30,11 @@ use crate::outbox::{CloseReason, Outbox, Outgoing, QueueLimits};
 use crate::persist::format::{Record, Step, message_check};
 use crate::persist::journal::Journal;
 use crate::router::{ConnId, DisconnectKind, Event, Metrics, Reply};
+use crate::session::inflight::{Inflight, Resend, SessionState};
 use crate::sys::{self, POLLERR, POLLIN, POLLOUT, PollFd};
 use crate::transport::{HandshakeError, Stream};
 use conn::{Conn, ReadError};
 use connect::{Accepted, ClientLimits, Refused};
-use inflight::{Inflight, Resend, SessionState};
 use parking_lot::RwLock;
 
 /// Output buffered beyond this waits until the socket drains, so a client

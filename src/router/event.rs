@@ -5,9 +5,9 @@ use std::sync::Arc;
 use crossbeam_channel::Sender;
 
 use crate::auth::Auth;
-use crate::client::inflight::SessionState;
 use crate::codec::{self, Level, Packet, Publish, Subscribe, Unsubscribe, Will};
 use crate::outbox::Outbox;
+use crate::session::inflight::SessionState;
 
 /// Unique per accepted connection, never reused while the broker runs.
 pub type ConnId = u64;

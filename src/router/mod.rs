@@ -23,7 +23,6 @@ use log::{debug, info};
 
 use crate::auth::Auth;
 use crate::auth::acl::{self, Subject};
-use crate::client::inflight::SessionState;
 use crate::codec::{
     Ack, Level, Packet, PubProps, Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe, Will,
     reason,
@@ -32,6 +31,8 @@ use crate::config::Config;
 use crate::logging;
 use crate::outbox::{CloseReason, Outbox, Outgoing, Pressure, QueueLimits};
 use crate::persist::journal::Journal;
+use crate::session::SubOpts;
+use crate::session::inflight::SessionState;
 use crate::topic;
 pub use event::{ConnId, ConnectReply, ConnectRequest, DisconnectKind, Event, Reply};
 use retain::{Retained, Source};
@@ -57,30 +58,6 @@ struct Live {
     outbox: Arc<Outbox>,
     will: Option<Will>,
     level: Level,
-}
-
-/// The options of one subscription, kept in the trie with it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SubOpts {
-    pub qos: QoS,
-    /// MQTT 5: not sent the subscriber's own messages.
-    pub no_local: bool,
-    /// MQTT 5: delivered with the retain flag they were published with.
-    pub retain_as_published: bool,
-    /// MQTT 5 subscription identifier; 0 for none.
-    pub sub_id: u32,
-}
-
-impl SubOpts {
-    /// A 3.1.1 subscription.
-    pub fn qos(qos: QoS) -> SubOpts {
-        SubOpts {
-            qos,
-            no_local: false,
-            retain_as_published: false,
-            sub_id: 0,
-        }
-    }
 }
 
 /// What a [`Timer`] does when it fires.

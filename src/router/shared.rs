@@ -9,8 +9,8 @@
 
 use std::collections::HashMap;
 
-use super::SubOpts;
 use super::trie::{SessionId, Trie};
+use crate::session::SubOpts;
 
 #[derive(Debug)]
 struct Group {
