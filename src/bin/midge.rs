@@ -192,7 +192,7 @@ fn run() -> Result<ExitCode, String> {
         .stack_size(ROUTER_STACK)
         .spawn(move || router.run(rx))
         .map_err(|e| format!("unable to start the router thread: {e}"))?;
-    logging::attach_router(tx.clone());
+    midge::router::publish_log(tx.clone());
     let shared =
         Arc::new(Shared::new(config.clone(), tx.clone(), metrics, auth).with_journal(journal));
     info!("midge version {VERSION} running");

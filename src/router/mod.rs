@@ -34,7 +34,7 @@ use crate::persist::journal::Journal;
 use crate::session::SubOpts;
 use crate::session::inflight::SessionState;
 use crate::topic;
-pub use event::{ConnId, ConnectReply, ConnectRequest, DisconnectKind, Event, Reply};
+pub use event::{ConnId, ConnectReply, ConnectRequest, DisconnectKind, Event, Reply, publish_log};
 use retain::{Retained, Source};
 pub use sys::Metrics;
 use sys::{Snapshot, SysTree};
