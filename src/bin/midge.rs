@@ -1,5 +1,7 @@
 //! `midge`: the broker's command line, as `mosquitto`'s.
 
+#![deny(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
