@@ -33,6 +33,7 @@ use crate::router::{ConnId, DisconnectKind, Event, Metrics, Reply};
 use crate::session::inflight::{Inflight, Resend, SessionState};
 use crate::sys::{self, POLLERR, POLLIN, POLLOUT, PollFd};
 use crate::transport::{HandshakeError, Stream};
+use crate::websockets;
 use conn::{Conn, ReadError};
 use connect::{Accepted, ClientLimits, Refused};
 use parking_lot::RwLock;
@@ -171,7 +172,11 @@ fn open(
     if shared.config.set_tcp_nodelay {
         let _ = sock.set_nodelay(true);
     }
-    let stream = match Stream::new(sock, slot.listener(), &shared.config) {
+    let tls = slot.listener().tls.as_ref().map(|t| t.config());
+    let ws = listener
+        .websockets
+        .then(|| websockets::Settings::for_listener(listener, &shared.config));
+    let stream = match Stream::new(sock, tls, ws) {
         Ok(s) => s,
         Err(e) => {
             warn!("Unable to set up TLS for {peer}: {e}.");

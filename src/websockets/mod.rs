@@ -25,6 +25,7 @@ use std::time::Instant;
 
 use log::info;
 
+use crate::config::{Config, Listener};
 use crate::logging;
 use crate::sys::{POLLIN, POLLOUT};
 use crate::transport::{self, HandshakeError, Stream};
@@ -62,6 +63,18 @@ pub struct Settings {
     pub log_level: u32,
     /// The longest data frame accepted (the largest MQTT packet).
     pub max_frame: u64,
+}
+
+impl Settings {
+    /// The settings of WebSockets listener `l`.
+    pub fn for_listener(l: &Listener, config: &Config) -> Settings {
+        Settings {
+            http_dir: l.http_dir.as_ref().map(|d| d.path.clone()),
+            headers_size: config.websockets_headers_size,
+            log_level: config.websockets_log_level,
+            max_frame: config.max_packet_size as u64,
+        }
+    }
 }
 
 /// Logs a line of the WebSockets layer when `websockets_log_level` has
