@@ -9,6 +9,7 @@
 
 pub mod conn;
 pub mod connect;
+mod slot;
 
 use std::collections::VecDeque;
 use std::io;
@@ -25,7 +26,6 @@ use crate::auth::Auth;
 use crate::codec::props::id;
 use crate::codec::{Ack, Disconnect, Level, Packet, Publish, QoS, reason};
 use crate::config::{Config, Listener};
-use crate::listener::Slot;
 use crate::outbox::{CloseReason, Outbox, Outgoing, QueueLimits};
 use crate::persist::format::{Record, Step, message_check};
 use crate::persist::journal::Journal;
@@ -37,6 +37,7 @@ use crate::websockets;
 use conn::{Conn, ReadError};
 use connect::{Accepted, ClientLimits, Refused};
 use parking_lot::RwLock;
+pub use slot::{ListenerState, Slot};
 
 /// Output buffered beyond this waits until the socket drains, so a client
 /// that does not read holds its backlog in the bounded outbox, not here.

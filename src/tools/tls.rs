@@ -16,7 +16,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
-use crate::tls::{ciphers, verify::ServerVerifier};
+use crate::config::ciphers;
+use crate::tls::verify::ServerVerifier;
 
 /// The TLS options of a command line.
 #[derive(Clone, Debug, Default)]

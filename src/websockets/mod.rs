@@ -39,12 +39,6 @@ pub const LLL_WARN: u32 = 1 << 1;
 pub const LLL_NOTICE: u32 = 1 << 2;
 pub const LLL_INFO: u32 = 1 << 3;
 
-/// The request head a client may send when `websockets_headers_size` is
-/// 0 or unset. Mosquitto's 1,024 bytes count only the header values that
-/// libwebsockets keeps; midge counts the whole head, request line and
-/// header names included, so it allows more.
-pub const DEFAULT_HEADERS_SIZE: usize = 4096;
-
 /// MQTT bytes put into one frame: output frames are built in a buffer,
 /// and this bounds it.
 const WRITE_FRAME: usize = 16 * 1024;
