@@ -29,6 +29,7 @@ pub mod codec;
 pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod link;
 pub mod listener;
 pub mod logging;
 pub mod notify;

@@ -33,11 +33,11 @@ use crate::codec::{
     Ack, Packet, Properties, Publish, QoS, Subscribe, SubscribeFilter, Unsubscribe,
 };
 use crate::config::{Bridge, StartType};
+use crate::link::connack_string;
 use crate::outbox::{Outbox, Outgoing};
 use crate::router::{ConnId, ConnectRequest, DisconnectKind, Event, event::BROKER};
 use crate::session::inflight::{Resend, SessionState};
 use crate::sys::{self, PollFd};
-use crate::tools::client::connack_string;
 use remote::{Failure, Lost, Next, Remote, Sent};
 
 pub use remote::tls_config;

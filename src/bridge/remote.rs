@@ -19,9 +19,8 @@ use crate::codec::{
     Will,
 };
 use crate::config::{Bridge, BridgeProtocol, TlsVersion};
+use crate::link::{Stream, strerror, tls};
 use crate::sys::{self, PollFd};
-use crate::tools::client::{Stream, strerror};
-use crate::tools::tls;
 
 /// How long opening the socket, the TLS handshake and CONNACK may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -7,8 +7,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use super::args::{Config, Kind, PubMode};
-use super::client::{Broken, Client, ConnectError, Event, Exit, connack_string, rc};
+use super::client::{Broken, Client, ConnectError, Event, Exit, rc};
 use super::sign::Signer;
+use crate::link::connack_string;
 
 const USAGE: &str = "\
 midge_pub is a simple mqtt client that will publish a message on a single topic and exit.
