@@ -17,7 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &["sys", "topic", "codec", "notify"],
     &["config"],
     &["session"],
-    &["auth", "tls", "pacing", "outbox", "logging"],
+    &["auth", "tls", "outbox", "logging"],
     &["transport", "websockets", "persist"],
     &["router"],
     &["client", "bridge", "link"],

@@ -449,7 +449,7 @@ impl<'a> Session<'a> {
             // in the same segment, or the rest of a large burst. A paced
             // client's packets stay there until it may go on.
             let paced = loop {
-                if let Some(left) = self.outbox.paced(self.queue_limits()) {
+                if let Some(left) = self.outbox.recheck_hold(self.queue_limits()) {
                     break Some(left);
                 }
                 match self.c.next_packet() {

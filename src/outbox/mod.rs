@@ -4,10 +4,11 @@
 //! lock and works on it without holding anything (rumqttd's `exchange`).
 //! The router never blocks here: when a client already has
 //! `max_queued_messages` messages waiting, new ones are dropped (Mosquitto's
-//! policy), so one stalled subscriber cannot slow anyone else down.
-//! Pacing ([`pacing`]) is the exception.
+//! policy), so one stalled subscriber cannot slow anyone else down. A
+//! subscriber that keeps draining is paced instead ([`pacing`]): its
+//! publishers are held back, and its queue may take somewhat more.
 
-mod pacing;
+pub mod pacing;
 
 use std::collections::VecDeque;
 use std::io;
@@ -306,15 +307,19 @@ mod tests {
         assert_eq!(sub.pressure(limits), Pressure::Pressing);
         sub.hold(&publisher, limits);
         assert!(publisher.held());
-        assert!(publisher.paced(limits).is_some_and(|d| d <= PACE_MAX));
+        assert!(
+            publisher
+                .recheck_hold(limits)
+                .is_some_and(|d| d <= PACE_MAX)
+        );
         // Down to 4 of 8: still above the low-water mark (3).
         sub.dequeued(2, 2);
         sub.drained(limits);
-        assert!(publisher.paced(limits).is_some());
+        assert!(publisher.recheck_hold(limits).is_some());
         sub.dequeued(1, 1);
         sub.drained(limits);
         assert!(publisher.wake_fd().clear(), "woken at the low-water mark");
-        assert_eq!(publisher.paced(limits), None);
+        assert_eq!(publisher.recheck_hold(limits), None);
         assert!(!sub.pacing.load(Ordering::Relaxed), "forgotten");
     }
 
@@ -334,7 +339,7 @@ mod tests {
             assert!(client.push_publish(publish(n), limits));
         }
         client.hold(&bridge, limits);
-        assert_eq!(bridge.paced(limits), None);
+        assert_eq!(bridge.recheck_hold(limits), None);
     }
 
     #[test]

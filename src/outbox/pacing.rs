@@ -3,6 +3,26 @@
 //! stop reading their sockets until it drains to its low-water mark, or for
 //! [`PACE_MAX`] at most, and TCP slows the publishing clients down. A queue
 //! that does not drain (a stalled subscriber) holds back no one.
+//!
+//! The whole policy is here. The router asks it for each subscriber a
+//! message reaches ([`Outbox::pressure`], [`Outbox::limits_under`]) and
+//! holds the publisher back once the message is routed
+//! ([`hold_publisher`]); the client thread reports its drains
+//! ([`Outbox::drained`]) and, as a publisher, leaves its socket unread while
+//! [`Outbox::recheck_hold`] says so.
+//!
+//! Its tunables, for limits `max_queued_messages` and `max_queued_bytes`:
+//!
+//! - [`HIGH_WATER_CUT`]: pacing starts at the limit less a quarter (and at
+//!   [`PACE_BYTES`] queued bytes at most);
+//! - [`LOW_WATER_DIVISOR`]: publishers go on at half the high-water mark;
+//! - [`PACE_MAX`]: the longest a publisher is held back at a time;
+//! - [`DRAINING_MS`]: a subscriber that has not drained for longer counts
+//!   as stalled and holds back no one;
+//! - [`PROVEN_DRAINS`]: drains before a subscriber's queue may go beyond
+//!   its limit while pacing;
+//! - [`OVERSHOOT_CHANNELS`]: how far beyond, in router channels' worth of
+//!   messages.
 
 use std::sync::atomic::{Ordering, fence};
 use std::sync::{Arc, OnceLock, Weak};
@@ -13,7 +33,7 @@ use super::{Outbox, QueueLimits};
 /// A subscriber counts as draining while its thread moved messages out of
 /// its queue, or its queue was empty, at most this many milliseconds ago.
 /// Beyond that it counts as stalled and holds back no one.
-const DRAINING_MS: u64 = 100;
+pub const DRAINING_MS: u64 = 100;
 
 /// The longest a publisher is held back at a time. A subscriber that stalls
 /// right after it was seen draining delays its publishers once, by this.
@@ -24,11 +44,34 @@ pub const PACE_MAX: Duration = Duration::from_millis(200);
 /// longer queue adds memory, not throughput: the client thread writes at
 /// most 64 KiB per turn, and the 512 KiB left at the low-water mark keep it
 /// busy while the publishers it wakes come back.
-const PACE_BYTES: usize = 1024 * 1024;
+pub const PACE_BYTES: usize = 1024 * 1024;
+
+/// The high-water mark is each limit less its 1/`HIGH_WATER_CUT` part
+/// (rounded down): at 3/4 of `max_queued_messages` a draining subscriber
+/// starts to hold its publishers back, a quarter before messages would be
+/// dropped.
+pub const HIGH_WATER_CUT: usize = 4;
+
+/// The low-water mark is the high one divided by this: held publishers go
+/// on once the queue is down to half of where pacing started, so that
+/// they are not woken for every message.
+pub const LOW_WATER_DIVISOR: usize = 2;
 
 /// Turns of draining after which a subscriber counts as a reader (see
-/// [`Outbox::proven`]).
-const PROVEN_DRAINS: u64 = 6;
+/// [`Outbox::proven`]). A client that stops reading right after it
+/// connected has drained fewer times and keeps `max_queued_messages`
+/// exactly, as in Mosquitto (tests/config.rs,
+/// `max_inflight_messages_2_max_queued_messages_3`); a reader that has
+/// drained this often may take the overshoot below. 6 is a few turns
+/// more than that test's client gets; tests/pacing.rs warms its readers up
+/// with 30 messages before its flood.
+pub const PROVEN_DRAINS: u64 = 6;
+
+/// A pressing queue of a proven reader also takes what its publishers sent
+/// before the pace reached them, up to this many router channels' worth
+/// of messages beyond its limit (and twice its byte limit): what was in
+/// the channel, and what those not yet held added meanwhile.
+pub const OVERSHOOT_CHANNELS: usize = 2;
 
 /// Milliseconds on the pacing clock (never 0).
 pub(super) fn now_ms() -> u64 {
@@ -39,7 +82,7 @@ pub(super) fn now_ms() -> u64 {
 impl QueueLimits {
     /// These limits with `extra` more messages and twice the bytes (0 stays
     /// unlimited).
-    pub fn beyond(&self, extra: usize) -> QueueLimits {
+    fn beyond(&self, extra: usize) -> QueueLimits {
         let more = |limit: usize, by: usize| match limit {
             0 => 0,
             n => n.saturating_add(by),
@@ -50,12 +93,12 @@ impl QueueLimits {
         }
     }
 
-    /// Where pacing starts: 3/4 of each configured limit, and
-    /// [`PACE_BYTES`] at most.
+    /// Where pacing starts: 3/4 of each configured limit
+    /// ([`HIGH_WATER_CUT`]), and [`PACE_BYTES`] at most.
     fn high_water(&self) -> (usize, usize) {
         let three_quarters = |limit: usize| match limit {
             0 => usize::MAX,
-            n => n - n / 4,
+            n => n - n / HIGH_WATER_CUT,
         };
         (
             three_quarters(self.messages),
@@ -69,10 +112,11 @@ impl QueueLimits {
         messages >= m || bytes >= b
     }
 
-    /// Whether they are down to the low-water mark: half the high one.
+    /// Whether they are down to the low-water mark: half the high one
+    /// ([`LOW_WATER_DIVISOR`]).
     fn low(&self, messages: usize, bytes: usize) -> bool {
         let (m, b) = self.high_water();
-        messages <= m / 2 && bytes <= b / 2
+        messages <= m / LOW_WATER_DIVISOR && bytes <= b / LOW_WATER_DIVISOR
     }
 }
 
@@ -127,6 +171,23 @@ impl Outbox {
     /// `max_queued_messages` exactly, as in Mosquitto.
     pub fn proven(&self) -> bool {
         self.drains.load(Ordering::Relaxed) >= PROVEN_DRAINS
+    }
+
+    /// Router: the limits a message for this queue is taken under, given
+    /// its `pressure`: beyond them by [`OVERSHOOT_CHANNELS`] router
+    /// channels of `channel` events when it presses and is a proven
+    /// reader's, else as configured.
+    pub fn limits_under(
+        &self,
+        pressure: Pressure,
+        limits: QueueLimits,
+        channel: usize,
+    ) -> QueueLimits {
+        if pressure == Pressure::Pressing && self.proven() {
+            limits.beyond(OVERSHOOT_CHANNELS * channel)
+        } else {
+            limits
+        }
     }
 
     /// Router: whether this client is held back now.
@@ -193,10 +254,12 @@ impl Outbox {
         self.pacing.store(false, Ordering::Relaxed);
     }
 
-    /// Client thread: how much longer it must leave its socket unread, if
-    /// it is held back: while a queue that holds it is above its low-water
-    /// mark and draining, [`PACE_MAX`] at most.
-    pub fn paced(self: &Arc<Outbox>, limits: QueueLimits) -> Option<Duration> {
+    /// Client thread, as a publisher: looks again at the queues that hold
+    /// it back, lets go of those that drained to their low-water mark or
+    /// stalled (and of the pace once none is left or [`PACE_MAX`] passed),
+    /// and returns how much longer it must leave its socket unread, if at
+    /// all.
+    pub fn recheck_hold(self: &Arc<Outbox>, limits: QueueLimits) -> Option<Duration> {
         if self.paced_until.load(Ordering::Relaxed) == 0 {
             return None;
         }
@@ -234,5 +297,22 @@ impl Outbox {
         q.paced
             .retain(|w| w.strong_count() > 0 && !is(w, publisher));
         self.pacing.store(!q.paced.is_empty(), Ordering::Relaxed);
+    }
+}
+
+/// Router: holds back `publisher` on the queues its message `fed` (each
+/// with whether it pressed that queue), if it pressed one. Once held, only
+/// the queues it presses are worth a look. It only stops reading its
+/// socket: the router never waits.
+pub fn hold_publisher<'a>(
+    publisher: &Arc<Outbox>,
+    fed: impl Iterator<Item = (&'a Arc<Outbox>, bool)>,
+    limits: QueueLimits,
+) {
+    let held = publisher.held();
+    for (queue, pressing) in fed {
+        if pressing || !held {
+            queue.hold(publisher, limits);
+        }
     }
 }

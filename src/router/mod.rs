@@ -29,7 +29,7 @@ use crate::codec::{
 };
 use crate::config::Config;
 use crate::logging;
-use crate::outbox::{CloseReason, Outbox, Outgoing, Pressure, QueueLimits};
+use crate::outbox::{CloseReason, Outbox, Outgoing, Pressure, QueueLimits, pacing};
 use crate::persist::journal::Journal;
 use crate::session::SubOpts;
 use crate::session::inflight::SessionState;
@@ -637,21 +637,18 @@ impl Router {
     }
 
     /// Holds back the client `conn` on the queues its message filled, if it
-    /// pressed one. It only stops reading its socket: the router never
-    /// waits.
+    /// pressed one ([`pacing::hold_publisher`]).
     fn pace(&mut self, conn: ConnId) {
         if self.fed.iter().any(|&(_, pressing)| pressing) {
             let limits = self.queue_limits();
             let live = |sid: SessionId| self.sessions.get(sid as usize)?.as_ref()?.live.as_ref();
             let publisher = self.by_conn.get(&conn).and_then(|&sid| live(sid));
             if let Some(p) = publisher {
-                // Once held, only the queues it presses are worth a look.
-                let held = p.outbox.held();
-                for &(sid, pressing) in &self.fed {
-                    if let Some(s) = live(sid).filter(|_| pressing || !held) {
-                        s.outbox.hold(&p.outbox, limits);
-                    }
-                }
+                let fed = self
+                    .fed
+                    .iter()
+                    .filter_map(|&(sid, pressing)| Some((&live(sid)?.outbox, pressing)));
+                pacing::hold_publisher(&p.outbox, fed, limits);
             }
         }
         self.fed.clear();
@@ -773,20 +770,14 @@ impl Router {
         let journaled = !s.clean && p.qos != QoS::AtMostOnce;
         let delivered = match &s.live {
             Some(live) => {
-                // A queue that paces its publishers, of a proven reader,
-                // also takes what they sent before the pace reached them,
-                // up to two channels' worth beyond its limit: what was in
-                // the channel, and what those not yet held added meanwhile.
+                // Pacing (outbox/pacing.rs): a queue above its low-water
+                // mark is remembered for holding the publisher back, and
+                // one that presses may take more than its limit.
                 let pressure = live.outbox.pressure(limits);
-                let pressing = pressure == Pressure::Pressing;
                 if pressure != Pressure::Low {
-                    self.fed.push((sid, pressing));
+                    self.fed.push((sid, pressure == Pressure::Pressing));
                 }
-                let limits = if pressing && live.outbox.proven() {
-                    limits.beyond(2 * QUEUE)
-                } else {
-                    limits
-                };
+                let limits = live.outbox.limits_under(pressure, limits, QUEUE);
                 if journaled && live.outbox.has_room(len, limits) {
                     persist::journal_queued(&self.journal, &s.client_id, &p);
                 }
