@@ -27,7 +27,7 @@ impl Router {
             return true;
         }
         let sid = self.by_conn.get(&conn).copied();
-        let s = sid.and_then(|sid| self.sessions.get(sid as usize)?.as_ref());
+        let s = sid.and_then(|sid| session_ref(&self.sessions, sid));
         let allowed = dollar_ok
             && s.is_none_or(|s| {
                 s.acl
@@ -56,7 +56,7 @@ impl Router {
             return None;
         }
         let sid = *self.by_conn.get(&conn)?;
-        self.sessions.get(sid as usize)?.as_ref().map(source_of)
+        session_ref(&self.sessions, sid).map(source_of)
     }
 
     /// New password and ACL files: recompile every session's rules.
@@ -73,7 +73,7 @@ impl Router {
 }
 
 pub(super) fn source_of_sid(r: &Router, sid: SessionId) -> Option<Arc<Source>> {
-    r.sessions.get(sid as usize)?.as_ref().map(source_of)
+    session_ref(&r.sessions, sid).map(source_of)
 }
 
 pub(super) fn source_of(s: &Session) -> Arc<Source> {

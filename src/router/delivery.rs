@@ -30,7 +30,7 @@ impl Router {
         let Some(live) = self
             .by_conn
             .get(&conn)
-            .and_then(|&sid| self.sessions.get(sid as usize)?.as_ref()?.live.as_ref())
+            .and_then(|&sid| session_ref(&self.sessions, sid)?.live.as_ref())
         else {
             return;
         };
@@ -62,7 +62,7 @@ impl Router {
     pub(super) fn pace(&mut self, conn: ConnId) {
         if self.fed.iter().any(|&(_, pressing)| pressing) {
             let limits = self.queue_limits();
-            let live = |sid: SessionId| self.sessions.get(sid as usize)?.as_ref()?.live.as_ref();
+            let live = |sid: SessionId| session_ref(&self.sessions, sid)?.live.as_ref();
             let publisher = self.by_conn.get(&conn).and_then(|&sid| live(sid));
             if let Some(p) = publisher {
                 let fed = self
@@ -166,7 +166,7 @@ impl Router {
         shared: bool,
     ) {
         let limits = self.queue_limits();
-        let Some(s) = self.sessions.get_mut(sid as usize).and_then(|s| s.as_mut()) else {
+        let Some(s) = session_mut(&mut self.sessions, sid) else {
             return;
         };
         if !shared && s.level != Level::V5 {

@@ -281,7 +281,7 @@ impl Router {
     }
 
     fn session(&mut self, sid: SessionId) -> Option<&mut Session> {
-        self.sessions.get_mut(sid as usize).and_then(|s| s.as_mut())
+        session_mut(&mut self.sessions, sid)
     }
 
     fn queue_limits(&self) -> QueueLimits {
@@ -305,6 +305,18 @@ impl Router {
     pub fn session_count(&self) -> usize {
         self.by_client_id.len()
     }
+}
+
+/// Session `sid` of the session table, if it is still there. A function of
+/// the table, not a method of the router, so that the router's other
+/// fields can be borrowed beside it.
+fn session_ref(sessions: &[Option<Session>], sid: SessionId) -> Option<&Session> {
+    sessions.get(sid as usize)?.as_ref()
+}
+
+/// [`session_ref`], to change the session.
+fn session_mut(sessions: &mut [Option<Session>], sid: SessionId) -> Option<&mut Session> {
+    sessions.get_mut(sid as usize)?.as_mut()
 }
 
 #[cfg(test)]

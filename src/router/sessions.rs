@@ -84,7 +84,7 @@ impl Router {
         } = req;
         let identity = Identity { username, scope };
         let acl = self.subject(&identity, &client_id);
-        let Some(s) = self.sessions.get_mut(sid as usize).and_then(|s| s.as_mut()) else {
+        let Some(s) = session_mut(&mut self.sessions, sid) else {
             return;
         };
         let resumed = existed && !s.clean && !clean;
@@ -150,7 +150,7 @@ impl Router {
         let Some(sid) = self.by_conn.remove(&conn) else {
             return;
         };
-        let Some(s) = self.sessions.get_mut(sid as usize).and_then(|s| s.as_mut()) else {
+        let Some(s) = session_mut(&mut self.sessions, sid) else {
             return;
         };
         let Some(live) = s.live.take() else { return };

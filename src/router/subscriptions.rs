@@ -46,7 +46,7 @@ impl Router {
         let Some(&sid) = self.by_conn.get(&conn) else {
             return;
         };
-        let Some(s) = self.sessions.get_mut(sid as usize).and_then(|s| s.as_mut()) else {
+        let Some(s) = session_mut(&mut self.sessions, sid) else {
             return;
         };
         let Some(live) = &s.live else { return };
@@ -132,7 +132,7 @@ impl Router {
         let Some(&sid) = self.by_conn.get(&conn) else {
             return;
         };
-        let Some(s) = self.sessions.get_mut(sid as usize).and_then(|s| s.as_mut()) else {
+        let Some(s) = session_mut(&mut self.sessions, sid) else {
             return;
         };
         let Some(live) = &s.live else { return };
