@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use log::{info, warn};
 
-use crate::client::{self, ListenerState, Shared};
+use crate::client::{self, ClientShared, ListenerState};
 use crate::config::{Domain, Listener};
 use crate::sys::{self, POLLIN, PollFd, Signals};
 use crate::tls::ServerTls;
@@ -121,7 +121,7 @@ pub enum Stop {
 pub fn accept_loop(
     sockets: &[Bound],
     signals: &Signals,
-    shared: &Arc<Shared>,
+    shared: &Arc<ClientShared>,
     mut on_signal: impl FnMut(i32),
 ) -> io::Result<Stop> {
     let mut fds: Vec<PollFd> = sockets

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use log::{debug, error, info, warn};
 use midge::auth::Auth;
-use midge::client::Shared;
+use midge::client::ClientShared;
 use midge::config::{Config, Listener, local_only_listeners};
 use midge::persist::{self, journal::Journal, writer::Writer};
 use midge::router::{Event, Metrics, Router};
@@ -195,8 +195,9 @@ fn run() -> Result<ExitCode, String> {
         .spawn(move || router.run(rx))
         .map_err(|e| format!("unable to start the router thread: {e}"))?;
     midge::router::publish_log(tx.clone());
-    let shared =
-        Arc::new(Shared::new(config.clone(), tx.clone(), metrics, auth).with_journal(journal));
+    let shared = Arc::new(
+        ClientShared::new(config.clone(), tx.clone(), metrics, auth).with_journal(journal),
+    );
     info!("midge version {VERSION} running");
     midge::bridge::start(&shared, bridge_tls)
         .map_err(|e| format!("unable to start a bridge thread: {e}"))?;
@@ -282,7 +283,7 @@ fn log_notes(notes: &[String]) {
 /// longer reads keeps what was in use, as Mosquitto does.
 /// Password and ACL files are read again too: a file that cannot be read
 /// keeps the previous rules in force, never none.
-fn reload(config: &Config, shared: &Shared, verbose: bool, tls: &[Arc<ServerTls>]) {
+fn reload(config: &Config, shared: &ClientShared, verbose: bool, tls: &[Arc<ServerTls>]) {
     info!("Reloading config.");
     for t in tls {
         match t.reload() {

@@ -16,7 +16,7 @@ use rustls::ClientConfig;
 
 use crate::codec::{self, Connect, Disconnect, Level, Packet, Properties, QoS, Will};
 use crate::config::{Bridge, BridgeProtocol, TlsVersion};
-use crate::link::{self, CONNECT_TIMEOUT, DialError, Link, NoConnAck, Stream, strerror, tls};
+use crate::link::{self, CONNECT_TIMEOUT, DialError, Link, LinkStream, NoConnAck, strerror, tls};
 pub use crate::link::{Lost, Next};
 
 /// The MQTT version for a bridge's configured protocol.
@@ -139,13 +139,13 @@ impl Remote {
         let _ = tcp.set_read_timeout(Some(CONNECT_TIMEOUT));
         let _ = tcp.set_write_timeout(Some(CONNECT_TIMEOUT));
         let stream = match tls {
-            None => Stream::Tcp(tcp),
+            None => LinkStream::Tcp(tcp),
             Some(config) => {
                 let s = tls::connect(config.clone(), host, tcp).map_err(|e| {
                     // The tools' text is two lines; the first says why.
                     Failure::Io(e.lines().next().unwrap_or("TLS error").to_string())
                 })?;
-                Stream::Tls(Box::new(s))
+                LinkStream::Tls(Box::new(s))
             }
         };
         let mut r = Remote {
@@ -177,9 +177,9 @@ impl Remote {
             return Err(Failure::Refused(ack.code));
         }
         r.session_present = ack.session_present;
-        if let Stream::Tcp(s) = &r.link.stream {
+        if let LinkStream::Tcp(s) = &r.link.stream {
             let _ = s.set_read_timeout(None);
-        } else if let Stream::Tls(s) = &r.link.stream {
+        } else if let LinkStream::Tls(s) = &r.link.stream {
             let _ = s.sock.set_read_timeout(None);
         }
         Ok(r)

@@ -4,7 +4,7 @@
 
 use super::*;
 
-impl Session<'_> {
+impl Connected<'_> {
     /// Handles one packet from the client. Ok(Some) ends the session.
     pub(super) fn handle(&mut self, p: Packet) -> Result<Option<End>, End> {
         match p {

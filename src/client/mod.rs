@@ -3,9 +3,14 @@
 //!
 //! The thread blocks in poll(2) on two descriptors: its socket and its
 //! outbox's wake fd. It never waits on a timer to deliver: the router's push
-//! wakes it. QoS 1/2 state lives here ([`crate::session::inflight`]) and goes back to the
-//! router when the connection ends. Every error ends in [`run`], which logs
-//! it once and tells the router.
+//! wakes it. QoS 1/2 state lives here ([`crate::session::inflight`]) and
+//! goes back to the router when the connection ends. Every error ends in
+//! [`run`], which logs it once and tells the router.
+//!
+//! Here: the thread, the connection's set-up until CONNECT is accepted
+//! ([`connect`]), and the session it then serves ([`Connected`]), whose
+//! loop and end are in `session_loop.rs`, its handling of the client's
+//! packets in `incoming.rs` and its output pump in `output.rs`.
 
 pub mod conn;
 pub mod connect;
@@ -50,7 +55,7 @@ const WRITE_HIGH_WATER: usize = 64 * 1024;
 const TLS_STACK: usize = 256 * 1024;
 
 /// What every client thread shares: settings and the router's channel.
-pub struct Shared {
+pub struct ClientShared {
     pub config: Arc<Config>,
     pub router: Sender<Event>,
     pub metrics: Arc<Metrics>,
@@ -61,14 +66,14 @@ pub struct Shared {
     pub journal: Option<Arc<Journal>>,
 }
 
-impl Shared {
+impl ClientShared {
     pub fn new(
         config: Arc<Config>,
         router: Sender<Event>,
         metrics: Arc<Metrics>,
         auth: Arc<Auth>,
-    ) -> Shared {
-        Shared {
+    ) -> ClientShared {
+        ClientShared {
             config,
             router,
             metrics,
@@ -86,7 +91,7 @@ impl Shared {
 
     /// Client threads journal their sessions' changes and hold back
     /// acknowledgements until they are durable.
-    pub fn with_journal(mut self, journal: Option<Arc<Journal>>) -> Shared {
+    pub fn with_journal(mut self, journal: Option<Arc<Journal>>) -> ClientShared {
         self.journal = journal;
         self
     }
@@ -123,7 +128,12 @@ impl Shared {
 }
 
 /// Starts the thread for a freshly accepted connection.
-pub fn spawn(sock: TcpStream, peer: SocketAddr, slot: Slot, shared: Arc<Shared>) -> io::Result<()> {
+pub fn spawn(
+    sock: TcpStream,
+    peer: SocketAddr,
+    slot: Slot,
+    shared: Arc<ClientShared>,
+) -> io::Result<()> {
     let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let mut stack = shared.config.client_stack_size;
     if slot.listener().tls.is_some() {
@@ -145,7 +155,7 @@ pub fn spawn(sock: TcpStream, peer: SocketAddr, slot: Slot, shared: Arc<Shared>)
 /// goes deeper than the session that follows, and once it is done the
 /// stack pages it alone used are given back ([`sys::trim_stack`]), so an
 /// idle client keeps only what its session needs.
-fn run(sock: TcpStream, peer: SocketAddr, slot: &Slot, id: ConnId, shared: &Shared) {
+fn run(sock: TcpStream, peer: SocketAddr, slot: &Slot, id: ConnId, shared: &ClientShared) {
     if let Some((c, accepted)) = open(sock, peer, slot, id, shared) {
         Metrics::add(&shared.metrics.connections, 1);
         sys::trim_stack();
@@ -161,7 +171,7 @@ fn open(
     peer: SocketAddr,
     slot: &Slot,
     id: ConnId,
-    shared: &Shared,
+    shared: &ClientShared,
 ) -> Option<(Conn, Accepted)> {
     let listener = &slot.listener().conf;
     let port = slot.listener().port;
@@ -259,9 +269,9 @@ fn open(
 
 /// Runs an accepted connection's session to its end.
 #[inline(never)]
-fn serve(c: Conn, accepted: Accepted, id: ConnId, shared: &Shared, listener: &Listener) {
+fn serve(c: Conn, accepted: Accepted, id: ConnId, shared: &ClientShared, listener: &Listener) {
     let chatty = shared.config.connection_messages;
-    let mut s = Session::new(c, accepted, id, shared, listener);
+    let mut s = Connected::new(c, accepted, id, shared, listener);
     let (kind, why) = s.run();
     s.say_goodbye(&why);
     shared.report(&mut s.c);
@@ -335,9 +345,9 @@ enum End {
 }
 
 /// A connected client: the socket plus this session's QoS state.
-struct Session<'a> {
+struct Connected<'a> {
     c: Conn,
-    shared: &'a Shared,
+    shared: &'a ClientShared,
     client_id: String,
     conn_id: ConnId,
     /// Time without a packet from the client after which it is dropped:
@@ -368,7 +378,7 @@ struct Session<'a> {
     persistent: bool,
 }
 
-impl<'a> Session<'a> {
+impl<'a> Connected<'a> {
     /// Boxed and out of line, so that the session lives on the heap and not
     /// in the frame under its loop (see [`run`]).
     #[inline(never)]
@@ -376,9 +386,9 @@ impl<'a> Session<'a> {
         c: Conn,
         a: Accepted,
         conn_id: ConnId,
-        shared: &'a Shared,
+        shared: &'a ClientShared,
         listener: &'a Listener,
-    ) -> Box<Session<'a>> {
+    ) -> Box<Connected<'a>> {
         let SessionState { inflight, pending } = a.reply.state;
         let silence_limit =
             (a.keep_alive > 0).then(|| Duration::from_millis(u64::from(a.keep_alive) * 1500));
@@ -387,7 +397,7 @@ impl<'a> Session<'a> {
         let queued = pending.len();
         let queued_bytes = pending.iter().map(|p| p.payload.len()).sum();
         let level = c.level;
-        let mut s = Box::new(Session {
+        let mut s = Box::new(Connected {
             c,
             shared,
             client_id: a.client_id,

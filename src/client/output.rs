@@ -4,7 +4,7 @@
 
 use super::*;
 
-impl Session<'_> {
+impl Connected<'_> {
     /// Takes what the router queued. Acknowledgements that the journal
     /// released go out at once: behind a full in-flight window they would
     /// wait for themselves (a PUBREL frees the window's QoS 2 slots).

@@ -5,7 +5,7 @@
 
 use super::*;
 
-impl Session<'_> {
+impl Connected<'_> {
     pub(super) fn run(&mut self) -> (DisconnectKind, End) {
         match self.run_inner() {
             Ok(end) => {

@@ -52,26 +52,26 @@ pub fn strerror(e: &io::Error) -> String {
 }
 
 /// The byte stream to the broker.
-pub enum Stream {
+pub enum LinkStream {
     Tcp(TcpStream),
     Unix(UnixStream),
     Tls(Box<TlsStream>),
 }
 
-impl Stream {
+impl LinkStream {
     pub(crate) fn fd(&self) -> RawFd {
         match self {
-            Stream::Tcp(s) => s.as_raw_fd(),
-            Stream::Unix(s) => s.as_raw_fd(),
-            Stream::Tls(s) => s.sock.as_raw_fd(),
+            LinkStream::Tcp(s) => s.as_raw_fd(),
+            LinkStream::Unix(s) => s.as_raw_fd(),
+            LinkStream::Tls(s) => s.sock.as_raw_fd(),
         }
     }
 
     pub(crate) fn shutdown(&mut self) {
         let _ = match self {
-            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
-            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Both),
-            Stream::Tls(s) => {
+            LinkStream::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
+            LinkStream::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+            LinkStream::Tls(s) => {
                 s.conn.send_close_notify();
                 let _ = s.conn.complete_io(&mut s.sock);
                 s.sock.shutdown(std::net::Shutdown::Both)
@@ -83,7 +83,7 @@ impl Stream {
     /// on the socket cannot see them).
     pub(crate) fn buffered(&mut self) -> bool {
         match self {
-            Stream::Tls(s) => s
+            LinkStream::Tls(s) => s
                 .conn
                 .process_new_packets()
                 .is_ok_and(|st| st.plaintext_bytes_to_read() > 0),
@@ -92,28 +92,28 @@ impl Stream {
     }
 }
 
-impl Read for Stream {
+impl Read for LinkStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            Stream::Tcp(s) => s.read(buf),
-            Stream::Unix(s) => s.read(buf),
-            Stream::Tls(s) => s.read(buf),
+            LinkStream::Tcp(s) => s.read(buf),
+            LinkStream::Unix(s) => s.read(buf),
+            LinkStream::Tls(s) => s.read(buf),
         }
     }
 }
 
-impl Write for Stream {
+impl Write for LinkStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            Stream::Tcp(s) => s.write(buf),
-            Stream::Unix(s) => s.write(buf),
-            Stream::Tls(s) => s.write(buf),
+            LinkStream::Tcp(s) => s.write(buf),
+            LinkStream::Unix(s) => s.write(buf),
+            LinkStream::Tls(s) => s.write(buf),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
         match self {
-            Stream::Tls(s) => s.flush(),
+            LinkStream::Tls(s) => s.flush(),
             _ => Ok(()),
         }
     }
@@ -225,7 +225,7 @@ pub enum NoConnAck {
 
 /// A connection to a broker, from CONNECT on.
 pub struct Link {
-    pub stream: Stream,
+    pub stream: LinkStream,
     level: Level,
     keepalive: Duration,
     /// The client id as libmosquitto's debug lines print it, when they are
@@ -242,7 +242,7 @@ pub struct Link {
 impl Link {
     /// A link over `stream`, speaking `level`, with a keepalive of
     /// `keepalive` seconds (0: none).
-    pub fn new(stream: Stream, level: Level, keepalive: u16, debug: Option<String>) -> Link {
+    pub fn new(stream: LinkStream, level: Level, keepalive: u16, debug: Option<String>) -> Link {
         let now = Instant::now();
         Link {
             stream,

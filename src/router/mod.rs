@@ -5,16 +5,22 @@
 //! in order and answers by pushing onto each client's [`Outbox`]. It never
 //! blocks on a client: a full outbox drops the message (Mosquitto's policy).
 //! It stops when it receives [`Event::Shutdown`] or when every sender is gone.
+//!
+//! Here: the router's state and its event loop. Its work is in the files
+//! beside: `sessions.rs` (attach, takeover, disconnect), `delivery.rs`
+//! (routing a message and queueing its copies, with pacing),
+//! `subscriptions.rs`, `timers.rs` (the tick, delayed wills, session
+//! expiry) and `checks.rs` (ACLs).
 
 mod checks;
 mod delivery;
+pub mod dollar_sys;
 pub mod event;
 mod persist;
 pub mod retain;
 mod sessions;
 mod shared;
 mod subscriptions;
-pub mod sys;
 mod timers;
 pub mod trie;
 
@@ -41,10 +47,10 @@ use crate::session::inflight::SessionState;
 use crate::topic;
 use checks::{source_may_write, source_of, source_of_sid};
 use delivery::with_sub_id;
+pub use dollar_sys::Metrics;
+use dollar_sys::{Snapshot, SysTree};
 pub use event::{ConnId, ConnectReply, ConnectRequest, DisconnectKind, Event, Reply, publish_log};
 use retain::{Retained, Source};
-pub use sys::Metrics;
-use sys::{Snapshot, SysTree};
 use trie::{SessionId, Trie};
 
 /// Events handled before the router looks at its channel length again.
@@ -150,7 +156,7 @@ pub struct Router {
     by_conn: HashMap<ConnId, SessionId>,
     subs: Trie<SubOpts>,
     /// `$share/GROUP/FILTER` subscriptions.
-    shared: shared::Shared,
+    shared: shared::SharedGroups,
     /// Subscriptions with no-local set; while there are none, a PUBLISH
     /// costs no lookup of its publisher's session.
     no_local_subs: usize,
@@ -189,7 +195,7 @@ impl Router {
             by_client_id: HashMap::new(),
             by_conn: HashMap::new(),
             subs: Trie::default(),
-            shared: shared::Shared::default(),
+            shared: shared::SharedGroups::default(),
             no_local_subs: 0,
             retained: Retained::default(),
             scratch: Vec::new(),

@@ -20,7 +20,7 @@ use crate::codec::{
     Ack, Connect, DecodeError, Disconnect, Packet, Properties, PubProps, Publish, QoS, SubAck,
     Subscribe, SubscribeFilter, Unsubscribe, Will, props,
 };
-use crate::link::{self, DialError, Link, Lost, Next, NoConnAck, Stream, strerror, tls};
+use crate::link::{self, DialError, Link, LinkStream, Lost, Next, NoConnAck, strerror, tls};
 
 /// How a tool run ends: the exit code, and what goes to stderr first
 /// (nothing with `--quiet`).
@@ -49,10 +49,10 @@ pub mod rc {
 
 /// Opens the socket `cfg` names. The error is the line Mosquitto's tools
 /// print, with exit code 1.
-pub fn open(cfg: &Config) -> Result<Stream, Exit> {
+pub fn open(cfg: &Config) -> Result<LinkStream, Exit> {
     if let Some(path) = &cfg.unix {
         return UnixStream::connect(path)
-            .map(Stream::Unix)
+            .map(LinkStream::Unix)
             .map_err(|e| Exit::new(1, format!("Error: {}\n", strerror(&e))));
     }
     let host = cfg.host.as_deref().unwrap_or("localhost");
@@ -77,10 +77,10 @@ pub fn open(cfg: &Config) -> Result<Stream, Exit> {
         let _ = s.set_nodelay(true);
     }
     let Some(config) = tls else {
-        return Ok(Stream::Tcp(s));
+        return Ok(LinkStream::Tcp(s));
     };
     tls::connect(config, host, s)
-        .map(|t| Stream::Tls(Box::new(t)))
+        .map(|t| LinkStream::Tls(Box::new(t)))
         .map_err(|e| Exit::new(1, format!("{e}\n")))
 }
 

@@ -107,7 +107,7 @@ fn run(cfg: &Config, topic: &str) -> Result<(), Exit> {
     };
     let message = load_message(cfg)?;
     let mut c = connect(cfg)?;
-    let mut session = Session {
+    let mut session = Publisher {
         cfg,
         topic,
         signer,
@@ -184,14 +184,14 @@ fn broken(b: Broken) -> Exit {
     }
 }
 
-struct Session<'a> {
+struct Publisher<'a> {
     cfg: &'a Config,
     topic: &'a str,
     signer: Option<Signer>,
     client: &'a mut Client,
 }
 
-impl Session<'_> {
+impl Publisher<'_> {
     fn publish(&mut self, message: &[u8]) -> Result<(), Exit> {
         let signed;
         let payload = match &self.signer {
