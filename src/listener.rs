@@ -8,55 +8,13 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use log::{info, warn};
 
-use crate::client::{self, Shared};
+use crate::client::{self, ClientShared, ListenerState};
 use crate::config::{Domain, Listener};
 use crate::sys::{self, POLLIN, PollFd, Signals};
 use crate::tls::ServerTls;
-
-/// One configured listener while the broker runs: its settings and how
-/// many connections it has, for `max_connections`.
-#[derive(Debug)]
-pub struct ListenerState {
-    pub conf: Listener,
-    /// The port actually bound (differs from `conf.port` for port 0).
-    pub port: u16,
-    /// TLS settings and files, for a TLS listener.
-    pub tls: Option<Arc<ServerTls>>,
-    active: AtomicUsize,
-}
-
-impl ListenerState {
-    /// Takes a connection slot, unless `max_connections` are already taken.
-    pub fn enter(self: &Arc<Self>) -> Option<Slot> {
-        let max = self.conf.max_connections.unwrap_or(usize::MAX);
-        self.active
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| Slot(self.clone()))
-    }
-}
-
-/// A connection's place on its listener; freed when the connection ends.
-#[derive(Debug)]
-pub struct Slot(Arc<ListenerState>);
-
-impl Slot {
-    pub fn listener(&self) -> &ListenerState {
-        &self.0
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::AcqRel);
-    }
-}
 
 /// A bound socket and the listener it belongs to.
 pub struct Bound {
@@ -127,12 +85,7 @@ pub fn bind(l: &Listener, tls: Option<Arc<ServerTls>>) -> io::Result<Vec<Bound>>
     if l.websockets {
         info!("Opening websockets listen socket on port {port}.");
     }
-    let state = Arc::new(ListenerState {
-        conf: l.clone(),
-        port,
-        tls,
-        active: AtomicUsize::new(0),
-    });
+    let state = Arc::new(ListenerState::new(l.clone(), port, tls));
     Ok(sockets
         .into_iter()
         .map(|socket| Bound {
@@ -168,7 +121,7 @@ pub enum Stop {
 pub fn accept_loop(
     sockets: &[Bound],
     signals: &Signals,
-    shared: &Arc<Shared>,
+    shared: &Arc<ClientShared>,
     mut on_signal: impl FnMut(i32),
 ) -> io::Result<Stop> {
     let mut fds: Vec<PollFd> = sockets

@@ -11,15 +11,12 @@
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::Sender;
 use parking_lot::RwLock;
 
-use crate::codec::{Publish, QoS};
 use crate::config::{LogDest, Logging, log_type};
-use crate::router::Event;
 use crate::sys;
 
 /// Targets that select a Mosquitto log type other than the level's.
@@ -45,8 +42,8 @@ struct State {
 
 struct Logger {
     state: RwLock<State>,
-    /// The router, for `log_dest topic`; set once it runs.
-    topic: OnceLock<Sender<Event>>,
+    /// Where `log_dest topic` lines go; installed once the router runs.
+    topic: OnceLock<TopicSink>,
 }
 
 static LOGGER: OnceLock<Logger> = OnceLock::new();
@@ -118,10 +115,15 @@ pub fn configure(cfg: &Logging, verbose: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// Lets `log_dest topic` publish through the router.
-pub fn attach_router(tx: Sender<Event>) {
+/// Where `log_dest topic` sends a line: called with the log type's letter
+/// and the message. The router installs it ([`crate::router::publish_log`]);
+/// it must not block.
+pub type TopicSink = Box<dyn Fn(&str, &str) + Send + Sync>;
+
+/// Lets `log_dest topic` publish through `sink`.
+pub fn set_topic_sink(sink: TopicSink) {
     if let Some(l) = LOGGER.get() {
-        let _ = l.topic.set(tx);
+        let _ = l.topic.set(sink);
     }
 }
 
@@ -235,22 +237,10 @@ pub fn clean(msg: String) -> String {
 }
 
 impl Logger {
-    /// Publishes a log line to `$SYS/broker/log/X`. Never blocks: when the
-    /// router is busy, the line is not published.
+    /// Publishes a log line to `$SYS/broker/log/X`, through the sink.
     fn to_topic(&self, letter: &str, msg: &str) {
-        if let Some(tx) = self.topic.get() {
-            let _ = tx.try_send(Event::Publish {
-                conn: crate::router::event::BROKER,
-                publish: Publish {
-                    props: None,
-                    dup: false,
-                    qos: QoS::AtMostOnce,
-                    retain: false,
-                    topic: Arc::from(format!("$SYS/broker/log/{letter}")),
-                    pkid: 0,
-                    payload: Arc::from(msg.as_bytes()),
-                },
-            });
+        if let Some(sink) = self.topic.get() {
+            sink(letter, msg);
         }
     }
 }

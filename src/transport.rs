@@ -15,12 +15,11 @@
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
 use std::time::Instant;
 
-use rustls::ServerConnection;
+use rustls::{ServerConfig, ServerConnection};
 
-use crate::config::Config;
-use crate::listener::ListenerState;
 use crate::sys::{self, POLLIN, POLLOUT, PollFd};
 use crate::websockets::{self, WsStream};
 
@@ -73,31 +72,24 @@ impl std::fmt::Display for HandshakeError {
 }
 
 impl Stream {
-    /// The stream for a connection accepted on listener `l`: TLS when it
-    /// has certificates, inside WebSockets for `protocol websockets`.
+    /// The stream for an accepted connection: TLS with the listener's
+    /// `tls` configuration, inside WebSockets with `ws` settings.
     pub fn new(
         sock: TcpStream,
-        l: &ListenerState,
-        config: &Config,
+        tls: Option<Arc<ServerConfig>>,
+        ws: Option<websockets::Settings>,
     ) -> Result<Stream, rustls::Error> {
-        let stream = match &l.tls {
+        let stream = match tls {
             None => Stream::Plain(sock),
-            Some(tls) => Stream::Tls(Box::new(TlsStream {
+            Some(config) => Stream::Tls(Box::new(TlsStream {
                 sock,
-                tls: ServerConnection::new(tls.config())?,
+                tls: ServerConnection::new(config)?,
             })),
         };
-        if !l.conf.websockets {
-            return Ok(stream);
-        }
-        let settings = websockets::Settings {
-            http_dir: l.conf.http_dir.as_ref().map(|d| d.path.clone()),
-            headers_size: config.websockets_headers_size,
-            log_level: config.websockets_log_level,
-            max_frame: config.max_packet_size as u64,
-            origins: l.conf.websockets_origins.clone(),
-        };
-        Ok(Stream::Ws(Box::new(WsStream::new(stream, settings))))
+        Ok(match ws {
+            None => stream,
+            Some(settings) => Stream::Ws(Box::new(WsStream::new(stream, settings))),
+        })
     }
 
     pub fn tcp(&self) -> &TcpStream {

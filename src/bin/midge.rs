@@ -1,5 +1,7 @@
 //! `midge`: the broker's command line, as `mosquitto`'s.
 
+#![deny(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -7,7 +9,7 @@ use std::time::Duration;
 
 use log::{debug, error, info, warn};
 use midge::auth::Auth;
-use midge::client::Shared;
+use midge::client::ClientShared;
 use midge::config::Config;
 use midge::persist::{self, journal::Journal, writer::Writer};
 use midge::router::{Event, Metrics, Router};
@@ -199,9 +201,10 @@ fn run() -> Result<ExitCode, String> {
         .stack_size(ROUTER_STACK)
         .spawn(move || router.run(rx))
         .map_err(|e| format!("unable to start the router thread: {e}"))?;
-    logging::attach_router(tx.clone());
-    let shared =
-        Arc::new(Shared::new(config.clone(), tx.clone(), metrics, auth).with_journal(journal));
+    midge::router::publish_log(tx.clone());
+    let shared = Arc::new(
+        ClientShared::new(config.clone(), tx.clone(), metrics, auth).with_journal(journal),
+    );
     info!("midge version {VERSION} running");
     midge::bridge::start(&shared, bridge_tls)
         .map_err(|e| format!("unable to start a bridge thread: {e}"))?;
@@ -287,7 +290,7 @@ fn log_notes(notes: &[String]) {
 /// longer reads keeps what was in use, as Mosquitto does.
 /// Password and ACL files are read again too: a file that cannot be read
 /// keeps the previous rules in force, never none.
-fn reload(config: &Config, shared: &Shared, verbose: bool, tls: &[Arc<ServerTls>]) {
+fn reload(config: &Config, shared: &ClientShared, verbose: bool, tls: &[Arc<ServerTls>]) {
     info!("Reloading config.");
     for t in tls {
         match t.reload() {

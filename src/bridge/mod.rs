@@ -6,12 +6,13 @@
 //! whole life and subscribes to the local side of every `out`/`both` topic.
 //! The router pushes matching messages onto its outbox; while the remote
 //! is connected they are remapped and sent, and QoS 1/2 state lives in the
-//! session's [`Inflight`], as for a client. While the remote is away, QoS
-//! 1/2 messages wait in the session (counted against the queue limits, and
-//! saved with it on shutdown when `local_cleansession` is false); QoS 0
-//! messages are dropped, as Mosquitto drops them. Messages from the remote
-//! are remapped and published locally; the router does not send them back
-//! over the bridge they came in on.
+//! session's [`Inflight`](crate::session::inflight::Inflight), as for a
+//! client. While the remote is away, QoS 1/2 messages wait in the session
+//! (counted against the queue limits, and saved with it on shutdown when
+//! `local_cleansession` is false); QoS 0 messages are dropped, as Mosquitto
+//! drops them. Messages from the remote are remapped and published
+//! locally; the router does not send them back over the bridge they came
+//! in on.
 //!
 //! Reconnection never gives up (`start_type automatic`): after a failed
 //! attempt or a lost connection the thread waits `restart_timeout`, with
@@ -28,16 +29,16 @@ use std::time::{Duration, Instant};
 use log::{debug, error, info, warn};
 use rustls::ClientConfig;
 
-use crate::client::Shared;
-use crate::client::inflight::{Resend, SessionState};
+use crate::client::ClientShared;
 use crate::codec::{
     Ack, Packet, Properties, Publish, QoS, Subscribe, SubscribeFilter, Unsubscribe,
 };
 use crate::config::{Bridge, StartType};
+use crate::link::connack_string;
 use crate::outbox::{Outbox, Outgoing};
 use crate::router::{ConnId, ConnectRequest, DisconnectKind, Event, event::BROKER};
+use crate::session::inflight::{Resend, SessionState};
 use crate::sys::{self, PollFd};
-use crate::tools::client::connack_string;
 use remote::{Failure, Lost, Next, Remote, Sent};
 
 pub use remote::tls_config;
@@ -56,10 +57,10 @@ pub fn load_tls(bridges: &[Bridge]) -> Result<TlsConfigs, String> {
 /// Starts one thread per configured bridge. Each bridge's local session
 /// and subscriptions are set up here, before the listeners accept anyone,
 /// so a message published right after start-up is queued for the bridge.
-pub fn start(shared: &Arc<Shared>, tls: TlsConfigs) -> io::Result<()> {
+pub fn start(shared: &Arc<ClientShared>, tls: TlsConfigs) -> io::Result<()> {
     for (b, tls) in shared.config.bridges.iter().zip(tls) {
         let name = format!("bridge-{}", b.name);
-        let Some(link) = Link::attach(b.clone(), shared) else {
+        let Some(link) = BridgeThread::attach(b.clone(), shared) else {
             error!("Error: unable to start bridge: the broker is stopping.");
             continue;
         };
@@ -82,9 +83,9 @@ enum End {
 }
 
 /// One bridge's thread state.
-struct Link {
+struct BridgeThread {
     b: Bridge,
-    shared: Arc<Shared>,
+    shared: Arc<ClientShared>,
     conn: ConnId,
     outbox: Arc<Outbox>,
     /// The local session's QoS 1/2 state towards the remote, and the
@@ -95,7 +96,7 @@ struct Link {
     private: bool,
 }
 
-fn run(mut link: Link, tls: Option<Arc<ClientConfig>>) {
+fn run(mut link: BridgeThread, tls: Option<Arc<ClientConfig>>) {
     link.notify_local(false);
     let mut backoff = Backoff::new(link.b.restart.base, link.b.restart.cap);
     let mut index = 0;
@@ -150,9 +151,9 @@ fn run(mut link: Link, tls: Option<Arc<ClientConfig>>) {
     link.detach();
 }
 
-impl Link {
+impl BridgeThread {
     /// Attaches to the local session and subscribes to the outgoing topics.
-    fn attach(b: Bridge, shared: &Arc<Shared>) -> Option<Link> {
+    fn attach(b: Bridge, shared: &Arc<ClientShared>) -> Option<BridgeThread> {
         let conn = shared.next_conn_id();
         let outbox = Arc::new(Outbox::new().ok()?);
         let (tx, rx) = crossbeam_channel::bounded(1);
@@ -199,7 +200,7 @@ impl Link {
                 .send(Event::Subscribe { conn, subscribe })
                 .ok()?;
         }
-        Some(Link {
+        Some(BridgeThread {
             private: b.try_private,
             b,
             shared: shared.clone(),

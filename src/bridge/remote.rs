@@ -1,30 +1,23 @@
-//! The bridge's connection to the remote broker: open TCP (and TLS, through
-//! the client tools' rustls set-up and midge's certificate checks), CONNECT
-//! with Mosquitto's bridge bit, and a packet reader that polls the socket
-//! together with the bridge's outbox wake fd.
+//! The bridge's connection to the remote broker, over the client link
+//! ([`crate::link`]): open TCP (and TLS, through the link's rustls set-up
+//! and midge's certificate checks), CONNECT with Mosquitto's bridge bit,
+//! and the link's packet reader polling the socket together with the
+//! bridge's outbox wake fd.
 //!
 //! Packets are built in [`connect_packet`] and by the caller; the protocol
 //! version comes from [`level`], the one place that maps the config to it.
 
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::io;
 use std::os::fd::RawFd;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rustls::ClientConfig;
 
-use crate::codec::{
-    self, Connect, DecodeError, Disconnect, Level, MAX_REMAINING, Packet, Properties, QoS, Value,
-    Will,
-};
+use crate::codec::{self, Connect, Disconnect, Level, Packet, Properties, QoS, Will};
 use crate::config::{Bridge, BridgeProtocol, TlsVersion};
-use crate::sys::{self, PollFd};
-use crate::tools::client::{Stream, strerror};
-use crate::tools::tls;
-
-/// How long opening the socket, the TLS handshake and CONNACK may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::link::{self, CONNECT_TIMEOUT, DialError, Link, LinkStream, NoConnAck, strerror, tls};
+pub use crate::link::{Lost, Next};
 
 /// The MQTT version for a bridge's configured protocol.
 pub fn level(p: BridgeProtocol) -> Level {
@@ -73,28 +66,9 @@ pub enum Failure {
     Refused(u8),
 }
 
-/// The connection ended.
-#[derive(Debug)]
-pub enum Lost {
-    /// The remote closed it, or a read or write failed.
-    Closed,
-    /// No PINGRESP within the keepalive interval.
-    Timeout,
-    /// The remote sent bytes the codec refuses.
-    Protocol(DecodeError),
-}
-
 /// A connected session with the remote broker.
 pub struct Remote {
-    stream: Stream,
-    level: Level,
-    keepalive: Duration,
-    /// Bytes read and not yet decoded; `0 <= pos <= buf.len()`.
-    buf: Vec<u8>,
-    pos: usize,
-    last_in: Instant,
-    last_out: Instant,
-    ping_sent: Option<Instant>,
+    link: Link,
     /// `bridge_max_packet_size`: larger outgoing packets are not sent.
     max_packet: usize,
     pub session_present: bool,
@@ -109,26 +83,12 @@ pub enum Sent {
     TooLarge(usize),
 }
 
-/// What [`Remote::next`] returns.
-#[derive(Debug)]
-pub enum Next {
-    Packet(Packet),
-    /// The extra descriptor is readable.
-    Input,
-    Deadline,
-}
-
 /// MQTT 5: a persistent remote session (cleansession false) must ask for
 /// a session expiry, or it ends with the connection; Mosquitto's bridges
 /// ask for "never".
 fn connect_properties(b: &Bridge) -> Properties {
     let mut p = Properties::default();
-    if b.protocol == BridgeProtocol::V5 && !b.clean_session {
-        p.push(
-            crate::codec::props::id::SESSION_EXPIRY,
-            Value::Four(u32::MAX),
-        );
-    }
+    link::add_session_expiry(&mut p, level(b.protocol), b.clean_session, None);
     p
 }
 
@@ -148,11 +108,7 @@ pub fn connect_packet(b: &Bridge) -> Connect {
         clean: b.clean_session,
         keep_alive: b.keepalive,
         username: b.remote_username.clone(),
-        password: b
-            .remote_username
-            .as_ref()
-            .and(b.remote_password.as_ref())
-            .map(|p| p.as_bytes().to_vec()),
+        password: link::password(&b.remote_username, &b.remote_password),
         will,
         bridge: false,
         props: connect_properties(b),
@@ -160,28 +116,12 @@ pub fn connect_packet(b: &Bridge) -> Connect {
 }
 
 /// Opens a TCP connection to `host:port`, from `bind` if given.
-fn open_tcp(host: &str, port: u16, bind: Option<&str>) -> Result<TcpStream, Failure> {
-    let lookup = |e: io::Error| Failure::Lookup(strerror(&e));
-    let addrs: Vec<SocketAddr> = (host, port).to_socket_addrs().map_err(lookup)?.collect();
-    let locals: Vec<SocketAddr> = match bind {
-        Some(b) => (b, 0).to_socket_addrs().map_err(lookup)?.collect(),
-        None => Vec::new(),
-    };
-    let mut last = io::Error::from(io::ErrorKind::NotFound);
-    for addr in &addrs {
-        let r = match bind {
-            None => TcpStream::connect_timeout(addr, CONNECT_TIMEOUT),
-            Some(_) => match locals.iter().find(|l| l.is_ipv4() == addr.is_ipv4()) {
-                Some(l) => sys::connect_from(*l, *addr),
-                None => continue,
-            },
-        };
-        match r {
-            Ok(s) => return Ok(s),
-            Err(e) => last = e,
-        }
-    }
-    Err(Failure::Io(strerror(&last)))
+fn open_tcp(host: &str, port: u16, bind: Option<&str>) -> Result<std::net::TcpStream, Failure> {
+    link::dial(host, port, bind).map_err(|e| match e {
+        DialError::Lookup(e) => Failure::Lookup(strerror(&e)),
+        DialError::NoAddress => Failure::Io(strerror(&io::Error::from(io::ErrorKind::NotFound))),
+        DialError::Connect(e) => Failure::Io(strerror(&e)),
+    })
 }
 
 impl Remote {
@@ -199,25 +139,17 @@ impl Remote {
         let _ = tcp.set_read_timeout(Some(CONNECT_TIMEOUT));
         let _ = tcp.set_write_timeout(Some(CONNECT_TIMEOUT));
         let stream = match tls {
-            None => Stream::Tcp(tcp),
+            None => LinkStream::Tcp(tcp),
             Some(config) => {
                 let s = tls::connect(config.clone(), host, tcp).map_err(|e| {
                     // The tools' text is two lines; the first says why.
                     Failure::Io(e.lines().next().unwrap_or("TLS error").to_string())
                 })?;
-                Stream::Tls(Box::new(s))
+                LinkStream::Tls(Box::new(s))
             }
         };
-        let now = Instant::now();
         let mut r = Remote {
-            stream,
-            level: level(b.protocol),
-            keepalive: Duration::from_secs(u64::from(b.keepalive)),
-            buf: Vec::new(),
-            pos: 0,
-            last_in: now,
-            last_out: now,
-            ping_sent: None,
+            link: Link::new(stream, level(b.protocol), b.keepalive, None),
             max_packet: if b.max_packet_size == 0 {
                 usize::MAX
             } else {
@@ -228,131 +160,55 @@ impl Remote {
         let mut connect = connect_packet(b);
         // MQTT 5 has no bridge bit (no-local subscriptions instead).
         connect.bridge = private && connect.level != Level::V5;
-        let mut out = Vec::new();
-        codec::encode(&Packet::Connect(connect), r.level, &mut out);
-        r.write(&out).map_err(|e| Failure::Io(strerror(&e)))?;
         let deadline = Instant::now() + CONNECT_TIMEOUT;
-        let ack = match r.next(None, Some(deadline)) {
-            Ok(Next::Packet(Packet::ConnAck(a))) => a,
-            Ok(Next::Packet(_)) => return Err(Failure::Io("protocol error".into())),
-            Ok(_) => return Err(Failure::Io("no CONNACK in time".into())),
-            Err(Lost::Protocol(e)) => return Err(Failure::Io(format!("protocol error: {e}"))),
-            Err(_) => return Err(Failure::Io("connection closed by the remote broker".into())),
+        let ack = match r.link.handshake(connect, Some(deadline)) {
+            Ok(a) => a,
+            Err(NoConnAck::Write(e)) => return Err(Failure::Io(strerror(&e))),
+            Err(NoConnAck::Unexpected) => return Err(Failure::Io("protocol error".into())),
+            Err(NoConnAck::Deadline) => return Err(Failure::Io("no CONNACK in time".into())),
+            Err(NoConnAck::Lost(Lost::Protocol(e))) => {
+                return Err(Failure::Io(format!("protocol error: {e}")));
+            }
+            Err(NoConnAck::Lost(_)) => {
+                return Err(Failure::Io("connection closed by the remote broker".into()));
+            }
         };
         if ack.code != 0 {
             return Err(Failure::Refused(ack.code));
         }
         r.session_present = ack.session_present;
-        if let Stream::Tcp(s) = &r.stream {
+        if let LinkStream::Tcp(s) = &r.link.stream {
             let _ = s.set_read_timeout(None);
-        } else if let Stream::Tls(s) = &r.stream {
+        } else if let LinkStream::Tls(s) = &r.link.stream {
             let _ = s.sock.set_read_timeout(None);
         }
         Ok(r)
-    }
-
-    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.write_all(bytes)?;
-        self.stream.flush()?;
-        self.last_out = Instant::now();
-        Ok(())
     }
 
     /// Sends one packet. A packet over `bridge_max_packet_size` is dropped,
     /// as Mosquitto drops it.
     pub fn send(&mut self, p: &Packet) -> Result<Sent, Lost> {
         let mut out = Vec::new();
-        codec::encode(p, self.level, &mut out);
+        codec::encode(p, self.link.level(), &mut out);
         // Mosquitto counts the remaining length and its own length bytes,
         // not the first byte, against the limit.
         if out.len() - 1 > self.max_packet {
             let length_bytes = 1 + out[1..].iter().take_while(|b| *b & 0x80 != 0).count();
             return Ok(Sent::TooLarge(out.len() - 1 - length_bytes));
         }
-        self.write(&out).map_err(|_| Lost::Closed)?;
+        self.link.write(&out).map_err(|_| Lost::Closed)?;
         Ok(Sent::Written)
     }
 
     /// Sends DISCONNECT and closes.
     pub fn close(mut self) {
         let _ = self.send(&Packet::Disconnect(Disconnect::default()));
-        self.stream.shutdown();
+        self.link.stream.shutdown();
     }
 
     /// The next packet from the remote; `Input` when `extra` is readable,
-    /// `Deadline` at `deadline`. Sends PINGREQ when the keepalive interval
-    /// passes quietly [MQTT-3.1.2-23].
+    /// `Deadline` at `deadline`.
     pub fn next(&mut self, extra: Option<RawFd>, deadline: Option<Instant>) -> Result<Next, Lost> {
-        loop {
-            let rest = &self.buf[self.pos..];
-            if let Some(h) = codec::check(rest, MAX_REMAINING + 5).map_err(Lost::Protocol)? {
-                if rest.len() >= h.total_len() {
-                    let body = &rest[h.header_len..h.total_len()];
-                    let p = codec::decode(&h, body, self.level).map_err(Lost::Protocol)?;
-                    self.pos += h.total_len();
-                    self.last_in = Instant::now();
-                    if matches!(p, Packet::PingResp) {
-                        self.ping_sent = None;
-                    }
-                    return Ok(Next::Packet(p));
-                }
-            }
-            let now = Instant::now();
-            if deadline.is_some_and(|d| now >= d) {
-                return Ok(Next::Deadline);
-            }
-            let mut wake = deadline;
-            if !self.keepalive.is_zero() {
-                if let Some(sent) = self.ping_sent {
-                    if now >= sent + self.keepalive {
-                        return Err(Lost::Timeout);
-                    }
-                    wake =
-                        Some(wake.map_or(sent + self.keepalive, |w| w.min(sent + self.keepalive)));
-                } else {
-                    let due = self.last_out.min(self.last_in) + self.keepalive;
-                    if now >= due {
-                        self.send(&Packet::PingReq)?;
-                        self.ping_sent = Some(now);
-                        continue;
-                    }
-                    wake = Some(wake.map_or(due, |w| w.min(due)));
-                }
-            }
-            let ready = self.stream.buffered();
-            let mut fds = vec![PollFd::new(self.stream.fd(), libc::POLLIN)];
-            if let Some(fd) = extra {
-                fds.push(PollFd::new(fd, libc::POLLIN));
-            }
-            if !ready {
-                let timeout = wake.map(|w| w.saturating_duration_since(now));
-                sys::poll(&mut fds, timeout).map_err(|_| Lost::Closed)?;
-            }
-            if ready || fds[0].revents() != 0 {
-                self.fill()?;
-                continue;
-            }
-            if fds.get(1).is_some_and(|f| f.revents() != 0) {
-                return Ok(Next::Input);
-            }
-        }
-    }
-
-    fn fill(&mut self) -> Result<(), Lost> {
-        if self.pos > 0 {
-            self.buf.drain(..self.pos);
-            self.pos = 0;
-        }
-        let mut chunk = [0u8; 16 * 1024];
-        match self.stream.read(&mut chunk) {
-            Ok(0) => Err(Lost::Closed),
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                Ok(())
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
-            Err(_) => Err(Lost::Closed),
-        }
+        self.link.next(extra, deadline)
     }
 }

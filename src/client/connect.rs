@@ -9,7 +9,7 @@ use crossbeam_channel::RecvTimeoutError;
 use log::info;
 
 use super::conn::{Conn, ReadError};
-use super::{Shared, wait_readable};
+use super::{ClientShared, wait_readable};
 use crate::codec::props::id;
 use crate::codec::{ConnAck, Connect, Level, Packet, Properties, Value, connack, reason};
 use crate::config::Listener;
@@ -79,7 +79,7 @@ impl ClientLimits {
 /// client's certificate (or why there is none); None elsewhere.
 pub fn handshake(
     c: &mut Conn,
-    shared: &Shared,
+    shared: &ClientShared,
     listener: &Listener,
     conn_id: ConnId,
     tls_identity: Option<Result<String, NoIdentity>>,
@@ -226,7 +226,7 @@ pub fn handshake(
 /// with the choices of Mosquitto 2.0: what is not sent is available or
 /// unlimited.
 fn connack_properties(
-    shared: &Shared,
+    shared: &ClientShared,
     l: &Listener,
     server_keep_alive: Option<u16>,
     assigned_id: Option<&str>,
@@ -284,7 +284,7 @@ fn refuse(c: &mut Conn, l: &Listener, level: Level, code: u8, client_id: &str) -
 /// the client.
 fn check(
     c: &mut Conn,
-    shared: &Shared,
+    shared: &ClientShared,
     l: &Listener,
     p: &Connect,
     tls_user: bool,

@@ -560,15 +560,3 @@ fn parse_topic(l: &Line) -> Result<BridgeTopic, ConfigError> {
         remote,
     })
 }
-
-/// This machine's host name, as Mosquitto names bridges by default.
-pub(super) fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
-    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if r != 0 {
-        return "localhost".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
-}

@@ -7,6 +7,7 @@
 //! option midge does not implement stops the start-up ([`options`]).
 
 mod bridge;
+pub mod ciphers;
 mod options;
 mod parse;
 
@@ -180,6 +181,12 @@ pub enum LogDest {
     Topic,
 }
 
+/// The request head a client may send when `websockets_headers_size` is
+/// 0 or unset. Mosquitto's 1,024 bytes count only the header values that
+/// libwebsockets keeps; midge counts the whole head, request line and
+/// header names included, so it allows more.
+pub const DEFAULT_HEADERS_SIZE: usize = 4096;
+
 /// Log types of `log_type`, as bits.
 pub mod log_type {
     pub const ERROR: u32 = 1;
@@ -352,7 +359,7 @@ impl Default for Config {
             persistence: Persistence::default(),
             client_stack_size: 64 * 1024,
             connect_timeout: 30,
-            websockets_headers_size: crate::websockets::DEFAULT_HEADERS_SIZE,
+            websockets_headers_size: DEFAULT_HEADERS_SIZE,
             websockets_log_level: 0,
             warnings: Vec::new(),
             bridges: Vec::new(),

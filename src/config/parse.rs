@@ -272,7 +272,7 @@ impl Parser {
             "websockets_headers_size" => {
                 let n = l.num::<u32>(0, 1024 * 1024)? as usize;
                 c.websockets_headers_size = match n {
-                    0 => crate::websockets::DEFAULT_HEADERS_SIZE,
+                    0 => super::DEFAULT_HEADERS_SIZE,
                     n => n,
                 };
             }
@@ -538,11 +538,11 @@ impl Parser {
             }
             "ciphers" => {
                 tls.ciphers =
-                    Some(crate::tls::ciphers::check(&l.string()?, false).map_err(|e| l.bad(e))?)
+                    Some(super::ciphers::check(&l.string()?, false).map_err(|e| l.bad(e))?)
             }
             _ => {
                 tls.ciphers_tls13 =
-                    Some(crate::tls::ciphers::check(&l.string()?, true).map_err(|e| l.bad(e))?)
+                    Some(super::ciphers::check(&l.string()?, true).map_err(|e| l.bad(e))?)
             }
         }
         if tls.at.is_none() {
@@ -614,7 +614,7 @@ impl Parser {
             c.number_listeners();
         }
         if !self.bridges.is_empty() {
-            let host = bridge::hostname();
+            let host = crate::sys::hostname();
             for (mut b, given) in self.bridges {
                 b.finish(&given, &host)?;
                 c.bridges.push(b);

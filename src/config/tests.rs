@@ -237,10 +237,7 @@ fn websockets_listeners_and_their_options() {
     // Mosquitto's defaults; 0 means the default size.
     let c = parse("protocol websockets\nwebsockets_headers_size 0\n").expect("parse");
     assert!(c.listeners[0].websockets);
-    assert_eq!(
-        c.websockets_headers_size,
-        crate::websockets::DEFAULT_HEADERS_SIZE
-    );
+    assert_eq!(c.websockets_headers_size, super::DEFAULT_HEADERS_SIZE);
     assert_eq!(c.websockets_log_level, 0);
 }
 

@@ -34,9 +34,9 @@ use std::sync::Arc;
 
 use std::time::{Duration, Instant};
 
-use crate::client::inflight::OutState;
 use crate::codec::{PubProps, Publish, QoS};
-use crate::router::SubOpts;
+use crate::session::SubOpts;
+use crate::session::inflight::OutState;
 use crate::topic;
 
 pub const MAGIC: &[u8; 8] = b"MIDGEDB\0";

@@ -22,10 +22,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::{info, warn};
 
-use crate::client::inflight::SessionState;
 use crate::codec::Publish;
 use crate::config::Persistence;
-use crate::router::SubOpts;
+use crate::session::SubOpts;
+use crate::session::inflight::SessionState;
 use format::{Damage, Record, SavedSource};
 pub use model::Model;
 

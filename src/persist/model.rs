@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 
 use super::format::{Encoder, Record, SavedSource, Step, message_check};
 use super::{Restored, SavedSession, encode_session};
-use crate::client::inflight::{Inflight, OutState, SessionState};
 use crate::codec::{Publish, QoS};
-use crate::router::SubOpts;
+use crate::session::SubOpts;
+use crate::session::inflight::{Inflight, OutState, SessionState};
 
 /// One persistent session as the records left it.
 #[derive(Debug, Default)]

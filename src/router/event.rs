@@ -5,9 +5,10 @@ use std::sync::Arc;
 use crossbeam_channel::Sender;
 
 use crate::auth::Auth;
-use crate::client::inflight::SessionState;
-use crate::codec::{self, Level, Packet, Publish, Subscribe, Unsubscribe, Will};
+use crate::codec::{self, Level, Packet, Publish, QoS, Subscribe, Unsubscribe, Will};
+use crate::logging;
 use crate::outbox::Outbox;
+use crate::session::inflight::SessionState;
 
 /// Unique per accepted connection, never reused while the broker runs.
 pub type ConnId = u64;
@@ -15,6 +16,26 @@ pub type ConnId = u64;
 /// The broker itself (log lines on `$SYS/broker/log/...`): its messages
 /// pass no ACL. Connections are numbered from 1.
 pub const BROKER: ConnId = 0;
+
+/// Installs the logger's `log_dest topic` sink: each line becomes a QoS 0
+/// message on `$SYS/broker/log/X` from the broker. Never blocks: when the
+/// router is busy, the line is not published.
+pub fn publish_log(tx: Sender<Event>) {
+    logging::set_topic_sink(Box::new(move |letter, msg| {
+        let _ = tx.try_send(Event::Publish {
+            conn: BROKER,
+            publish: Publish {
+                props: None,
+                dup: false,
+                qos: QoS::AtMostOnce,
+                retain: false,
+                topic: Arc::from(format!("$SYS/broker/log/{letter}")),
+                pkid: 0,
+                payload: Arc::from(msg.as_bytes()),
+            },
+        });
+    }));
+}
 
 /// A CONNECT that the client thread has already checked (protocol, client
 /// id, credentials) and now asks the router to attach to a session.

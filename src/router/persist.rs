@@ -18,7 +18,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use log::{debug, info, warn};
 
 use super::retain::Source;
-use super::{ConnId, Event, Identity, Reply, Router, SubOpts};
+use super::{ConnId, Event, Identity, Reply, Router};
 use crate::codec::Publish;
 use crate::config::Persistence;
 use crate::outbox::{Outbox, Outgoing, QueueLimits};
@@ -26,6 +26,7 @@ use crate::persist::format::{Encoder, Record, SavedSource};
 use crate::persist::journal::Journal;
 use crate::persist::writer::Writer;
 use crate::persist::{Restored, encode_session};
+use crate::session::SubOpts;
 
 /// How long a shutdown waits for client threads to hand back their
 /// in-flight state before the final snapshot.
@@ -357,11 +358,11 @@ pub(super) fn journal_subscription(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::inflight::{Inflight, OutState, SessionState};
     use crate::codec::{Publish, QoS};
     use crate::config::Config;
     use crate::persist::SavedSession;
     use crate::persist::format::decode;
+    use crate::session::inflight::{Inflight, OutState, SessionState};
 
     fn router() -> Router {
         let config = Config {
@@ -417,7 +418,7 @@ mod tests {
                 username: Some("u".into()),
                 scope: 0,
                 expiry: u32::MAX,
-                subs: vec![("a/#".into(), crate::router::SubOpts::qos(QoS::ExactlyOnce))],
+                subs: vec![("a/#".into(), crate::session::SubOpts::qos(QoS::ExactlyOnce))],
                 state,
             }],
         });

@@ -9,8 +9,8 @@
 
 use std::collections::HashMap;
 
-use super::SubOpts;
 use super::trie::{SessionId, Trie};
+use crate::session::SubOpts;
 
 #[derive(Debug)]
 struct Group {
@@ -20,7 +20,7 @@ struct Group {
 }
 
 #[derive(Debug, Default)]
-pub struct Shared {
+pub struct SharedGroups {
     /// Group ids by filter (the trie's "session id" is the group id).
     trie: Trie<()>,
     groups: Vec<Option<Group>>,
@@ -30,7 +30,7 @@ pub struct Shared {
     count: usize,
 }
 
-impl Shared {
+impl SharedGroups {
     /// Adds or updates `sid` in `group` for `filter`; true when it was
     /// already a member.
     pub fn insert(&mut self, group: &str, filter: &str, sid: SessionId, opts: SubOpts) -> bool {
@@ -126,7 +126,7 @@ mod tests {
     use super::*;
     use crate::codec::QoS;
 
-    fn turns(s: &mut Shared, topic: &str, n: usize) -> Vec<SessionId> {
+    fn turns(s: &mut SharedGroups, topic: &str, n: usize) -> Vec<SessionId> {
         let mut v = Vec::new();
         for _ in 0..n {
             s.for_each_match(topic, |sid, _| v.push(sid));
@@ -136,7 +136,7 @@ mod tests {
 
     #[test]
     fn round_robin_and_leaving() {
-        let mut s = Shared::default();
+        let mut s = SharedGroups::default();
         let o = SubOpts::qos(QoS::AtLeastOnce);
         assert!(!s.insert("g", "a/+", 1, o));
         s.insert("g", "a/+", 2, o);
@@ -154,7 +154,7 @@ mod tests {
 
     #[test]
     fn groups_are_independent() {
-        let mut s = Shared::default();
+        let mut s = SharedGroups::default();
         let o = SubOpts::qos(QoS::AtMostOnce);
         s.insert("g1", "t", 1, o);
         s.insert("g2", "t", 2, o);

@@ -6,7 +6,6 @@
 //! option, the file and the cause, in words a user can act on.
 
 pub mod cert;
-pub mod ciphers;
 pub mod legacy;
 pub mod verify;
 
@@ -19,7 +18,7 @@ use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::{RootCertStore, ServerConfig};
 
-use crate::config::{FileSetting, TlsSettings, TlsVersion};
+use crate::config::{FileSetting, TlsSettings, TlsVersion, ciphers};
 
 /// A TLS listener's current settings; SIGHUP swaps in freshly read files.
 pub struct ServerTls {

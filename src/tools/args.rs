@@ -116,7 +116,7 @@ pub struct Config {
     pub verify_key: Option<PathBuf>,
     pub digest: Digest,
     /// `--cafile`, `--insecure`, ...: TLS when a CA is given.
-    pub tls: super::tls::Options,
+    pub tls: crate::link::tls::Options,
 }
 
 /// Why parsing stopped short of a config.
@@ -225,7 +225,7 @@ impl Config {
             sign_key: None,
             verify_key: None,
             digest: Digest::Sha256,
-            tls: super::tls::Options::default(),
+            tls: crate::link::tls::Options::default(),
         }
     }
 

@@ -4,25 +4,23 @@
 //! answers the broker's acknowledgements, keeps the connection alive with
 //! PINGREQ and hands messages and SUBACKs to the tool.
 //!
-//! Everything is on one thread. [`Stream`] is where a TLS stream slots in
-//! later: the loop only needs bytes in, bytes out and a file descriptor to
-//! poll.
+//! Everything is on one thread. Dialling, CONNECT, keepalive and reading
+//! packets are the client link's ([`crate::link`]), shared with the bridge;
+//! the QoS exchanges and libmosquitto's debug lines are here.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::os::fd::{AsRawFd, RawFd};
+use std::io;
+use std::os::fd::RawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::args::Config;
-use super::tls::TlsStream;
 use crate::codec::{
-    self, Ack, Connect, DecodeError, Disconnect, Level, MAX_REMAINING, Packet, Properties,
-    PubProps, Publish, QoS, SubAck, Subscribe, SubscribeFilter, Unsubscribe, Value, Will, props,
+    Ack, Connect, DecodeError, Disconnect, Packet, Properties, PubProps, Publish, QoS, SubAck,
+    Subscribe, SubscribeFilter, Unsubscribe, Will, props,
 };
-use crate::sys::{self, PollFd};
+use crate::link::{self, DialError, Link, LinkStream, Lost, Next, NoConnAck, strerror, tls};
 
 /// How a tool run ends: the exit code, and what goes to stderr first
 /// (nothing with `--quiet`).
@@ -49,106 +47,12 @@ pub mod rc {
     pub const TIMEOUT: u8 = 27;
 }
 
-/// Mosquitto's words for a CONNACK return code (mosquitto_connack_string),
-/// or for an MQTT 5 reason code (mosquitto_reason_string).
-pub fn connack_string(code: u8) -> &'static str {
-    if code >= 0x80 {
-        return crate::codec::reason::text(code);
-    }
-    match code {
-        0 => "Connection Accepted.",
-        1 => "Connection Refused: unacceptable protocol version.",
-        2 => "Connection Refused: identifier rejected.",
-        3 => "Connection Refused: broker unavailable.",
-        4 => "Connection Refused: bad user name or password.",
-        5 => "Connection Refused: not authorised.",
-        _ => "Connection Refused: unknown reason.",
-    }
-}
-
-/// An error's text without Rust's " (os error N)", as strerror(3) gives it.
-pub fn strerror(e: &io::Error) -> String {
-    let s = e.to_string();
-    match s.find(" (os error ") {
-        Some(i) => s[..i].to_string(),
-        None => s,
-    }
-}
-
-/// The byte stream to the broker.
-pub enum Stream {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-    Tls(Box<TlsStream>),
-}
-
-impl Stream {
-    pub(crate) fn fd(&self) -> RawFd {
-        match self {
-            Stream::Tcp(s) => s.as_raw_fd(),
-            Stream::Unix(s) => s.as_raw_fd(),
-            Stream::Tls(s) => s.sock.as_raw_fd(),
-        }
-    }
-
-    pub(crate) fn shutdown(&mut self) {
-        let _ = match self {
-            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
-            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Both),
-            Stream::Tls(s) => {
-                s.conn.send_close_notify();
-                let _ = s.conn.complete_io(&mut s.sock);
-                s.sock.shutdown(std::net::Shutdown::Both)
-            }
-        };
-    }
-
-    /// Whether bytes were already decrypted and wait to be read (poll(2)
-    /// on the socket cannot see them).
-    pub(crate) fn buffered(&mut self) -> bool {
-        match self {
-            Stream::Tls(s) => s
-                .conn
-                .process_new_packets()
-                .is_ok_and(|st| st.plaintext_bytes_to_read() > 0),
-            _ => false,
-        }
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.read(buf),
-            Stream::Unix(s) => s.read(buf),
-            Stream::Tls(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.write(buf),
-            Stream::Unix(s) => s.write(buf),
-            Stream::Tls(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Stream::Tls(s) => s.flush(),
-            _ => Ok(()),
-        }
-    }
-}
-
 /// Opens the socket `cfg` names. The error is the line Mosquitto's tools
 /// print, with exit code 1.
-pub fn open(cfg: &Config) -> Result<Stream, Exit> {
+pub fn open(cfg: &Config) -> Result<LinkStream, Exit> {
     if let Some(path) = &cfg.unix {
         return UnixStream::connect(path)
-            .map(Stream::Unix)
+            .map(LinkStream::Unix)
             .map_err(|e| Exit::new(1, format!("Error: {}\n", strerror(&e))));
     }
     let host = cfg.host.as_deref().unwrap_or("localhost");
@@ -165,47 +69,19 @@ pub fn open(cfg: &Config) -> Result<Stream, Exit> {
     // Mosquitto's tools: 8883 when TLS is asked for.
     let port = cfg.port.unwrap_or(if tls.is_some() { 8883 } else { 1883 });
     let lookup = || Exit::new(1, "Unable to connect (Lookup error.).\n");
-    let addrs: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|_| lookup())?
-        .collect();
-    let bind: Option<Vec<SocketAddr>> = match &cfg.bind_address {
-        Some(b) => Some(
-            (b.as_str(), 0)
-                .to_socket_addrs()
-                .map_err(|_| lookup())?
-                .collect(),
-        ),
-        None => None,
+    let s = link::dial(host, port, cfg.bind_address.as_deref()).map_err(|e| match e {
+        DialError::Lookup(_) | DialError::NoAddress => lookup(),
+        DialError::Connect(e) => Exit::new(1, format!("Error: {}\n", strerror(&e))),
+    })?;
+    if cfg.nodelay {
+        let _ = s.set_nodelay(true);
+    }
+    let Some(config) = tls else {
+        return Ok(LinkStream::Tcp(s));
     };
-    let mut last = io::Error::from(io::ErrorKind::NotFound);
-    for addr in &addrs {
-        let r = match &bind {
-            None => TcpStream::connect(addr),
-            Some(locals) => match locals.iter().find(|l| l.is_ipv4() == addr.is_ipv4()) {
-                Some(l) => sys::connect_from(*l, *addr),
-                None => continue,
-            },
-        };
-        match r {
-            Ok(s) => {
-                if cfg.nodelay {
-                    let _ = s.set_nodelay(true);
-                }
-                let Some(config) = tls else {
-                    return Ok(Stream::Tcp(s));
-                };
-                return super::tls::connect(config, host, s)
-                    .map(|t| Stream::Tls(Box::new(t)))
-                    .map_err(|e| Exit::new(1, format!("{e}\n")));
-            }
-            Err(e) => last = e,
-        }
-    }
-    if addrs.is_empty() {
-        return Err(lookup());
-    }
-    Err(Exit::new(1, format!("Error: {}\n", strerror(&last))))
+    tls::connect(config, host, s)
+        .map(|t| LinkStream::Tls(Box::new(t)))
+        .map_err(|e| Exit::new(1, format!("{e}\n")))
 }
 
 /// Why the loop stopped without a packet.
@@ -234,18 +110,7 @@ pub enum Event {
 
 /// A connected session with the broker.
 pub struct Client {
-    stream: Stream,
-    level: Level,
-    /// The id as libmosquitto's debug lines print it.
-    log_id: String,
-    debug: bool,
-    keepalive: Duration,
-    /// Bytes read and not yet decoded; `0 <= pos <= buf.len()`.
-    buf: Vec<u8>,
-    pos: usize,
-    last_in: Instant,
-    last_out: Instant,
-    ping_sent: Option<Instant>,
+    link: Link,
     next_mid: u16,
     /// Our QoS 1 and 2 messages the broker has not finished acknowledging.
     inflight: HashSet<u16>,
@@ -265,21 +130,19 @@ impl Client {
         let stream = open(cfg).map_err(ConnectError::Exit)?;
         let id = cfg.client_id();
         let now = Instant::now();
+        // The id as libmosquitto's debug lines print it.
+        let log_id = if id.is_empty() {
+            "(null)".into()
+        } else {
+            id.clone()
+        };
         let mut c = Client {
-            stream,
-            level: cfg.level,
-            log_id: if id.is_empty() {
-                "(null)".into()
-            } else {
-                id.clone()
-            },
-            debug: cfg.debug,
-            keepalive: Duration::from_secs(u64::from(cfg.keepalive)),
-            buf: Vec::new(),
-            pos: 0,
-            last_in: now,
-            last_out: now,
-            ping_sent: None,
+            link: Link::new(
+                stream,
+                cfg.level,
+                cfg.keepalive,
+                cfg.debug.then_some(log_id),
+            ),
             next_mid: 0,
             inflight: HashSet::new(),
             incoming: HashMap::new(),
@@ -301,46 +164,31 @@ impl Client {
             client_id: id,
             clean: cfg.clean,
             keep_alive: cfg.keepalive,
-            // MQTT 3 sends a password only with a user name, as libmosquitto.
-            password: cfg
-                .username
-                .as_ref()
-                .and(cfg.password.as_ref())
-                .map(|p| p.as_bytes().to_vec()),
+            password: link::password(&cfg.username, &cfg.password),
             username: cfg.username.clone(),
             will,
             props: connect_properties(cfg),
             bridge: false,
         };
-        c.log("sending CONNECT");
-        c.send(&Packet::Connect(connect))
-            .map_err(|_| ConnectError::Lost)?;
-        match c.read_packet(None, deadline) {
-            Ok(Some(Packet::ConnAck(a))) => {
-                c.log(&format!("received CONNACK ({})", a.code));
-                if a.code != 0 {
-                    return Err(ConnectError::Refused(a.code));
-                }
-                Ok(c)
+        match c.link.handshake(connect, deadline) {
+            Ok(a) if a.code != 0 => Err(ConnectError::Refused(a.code)),
+            Ok(_) => Ok(c),
+            Err(NoConnAck::Write(_)) | Err(NoConnAck::Lost(Lost::Closed | Lost::Timeout)) => {
+                Err(ConnectError::Lost)
             }
-            Ok(Some(_)) | Err(Broken::Protocol(_)) => Err(ConnectError::Protocol),
-            Ok(None) => Err(ConnectError::Deadline),
-            Err(Broken::Lost) => Err(ConnectError::Lost),
+            Err(NoConnAck::Unexpected) | Err(NoConnAck::Lost(Lost::Protocol(_))) => {
+                Err(ConnectError::Protocol)
+            }
+            Err(NoConnAck::Deadline) => Err(ConnectError::Deadline),
         }
     }
 
     fn log(&self, what: &str) {
-        if self.debug {
-            println!("Client {} {what}", self.log_id);
-        }
+        self.link.log(what);
     }
 
     fn send(&mut self, p: &Packet) -> io::Result<()> {
-        let mut out = Vec::new();
-        codec::encode(p, self.level, &mut out);
-        self.stream.write_all(&out)?;
-        self.last_out = Instant::now();
-        Ok(())
+        self.link.send(p)
     }
 
     fn mid(&mut self) -> u16 {
@@ -435,7 +283,7 @@ impl Client {
             props: std::mem::take(&mut self.disconnect_props),
         };
         let _ = self.send(&Packet::Disconnect(d));
-        self.stream.shutdown();
+        self.link.stream.shutdown();
     }
 
     /// Waits for the next event: a packet the tool must see (acknowledgements
@@ -446,12 +294,12 @@ impl Client {
         deadline: Option<Instant>,
     ) -> Result<Event, Broken> {
         loop {
-            let Some(p) = self.read_packet(extra, deadline)? else {
-                return Ok(if deadline.is_some_and(|d| Instant::now() >= d) {
-                    Event::Deadline
-                } else {
-                    Event::Input
-                });
+            let p = match self.link.next(extra, deadline) {
+                Ok(Next::Packet(p)) => p,
+                Ok(Next::Deadline) => return Ok(Event::Deadline),
+                Ok(Next::Input) => return Ok(Event::Input),
+                Err(Lost::Protocol(e)) => return Err(Broken::Protocol(e)),
+                Err(Lost::Closed | Lost::Timeout) => return Err(Broken::Lost),
             };
             let send = |c: &mut Client, p: Packet| c.send(&p).map_err(|_| Broken::Lost);
             match p {
@@ -519,87 +367,9 @@ impl Client {
                     self.log("received UNSUBACK");
                     return Ok(Event::UnsubAck(u.pkid));
                 }
-                Packet::PingResp => {
-                    self.log("received PINGRESP");
-                    self.ping_sent = None;
-                }
+                Packet::PingResp => self.log("received PINGRESP"),
                 // A broker sends none of the others to a client.
                 other => return Err(Broken::Protocol(DecodeError::BadFlags(other.kind()))),
-            }
-        }
-    }
-
-    /// The next whole packet; `None` when `extra` is readable or at the
-    /// deadline. Sends PINGREQ when the keep alive interval passes quietly.
-    fn read_packet(
-        &mut self,
-        extra: Option<RawFd>,
-        deadline: Option<Instant>,
-    ) -> Result<Option<Packet>, Broken> {
-        loop {
-            let rest = &self.buf[self.pos..];
-            if let Some(h) = codec::check(rest, MAX_REMAINING + 5).map_err(Broken::Protocol)? {
-                if rest.len() >= h.total_len() {
-                    let body = &rest[h.header_len..h.total_len()];
-                    let p = codec::decode(&h, body, self.level).map_err(Broken::Protocol)?;
-                    self.pos += h.total_len();
-                    if self.pos == self.buf.len() {
-                        self.buf.clear();
-                        self.pos = 0;
-                    }
-                    self.last_in = Instant::now();
-                    return Ok(Some(p));
-                }
-            }
-            let now = Instant::now();
-            if deadline.is_some_and(|d| now >= d) {
-                return Ok(None);
-            }
-            // Keep alive [MQTT-3.1.2-23]: a PINGREQ when nothing went either
-            // way for the interval; no PINGRESP within another is a loss.
-            let mut wake = deadline;
-            if !self.keepalive.is_zero() {
-                if let Some(sent) = self.ping_sent {
-                    if now >= sent + self.keepalive {
-                        return Err(Broken::Lost);
-                    }
-                    wake = earliest(wake, sent + self.keepalive);
-                } else {
-                    let due = self.last_out.min(self.last_in) + self.keepalive;
-                    if now >= due {
-                        self.log("sending PINGREQ");
-                        self.send(&Packet::PingReq).map_err(|_| Broken::Lost)?;
-                        self.ping_sent = Some(now);
-                        continue;
-                    }
-                    wake = earliest(wake, due);
-                }
-            }
-            let ready = self.stream.buffered();
-            let mut fds = vec![PollFd::new(self.stream.fd(), libc::POLLIN)];
-            if let Some(fd) = extra {
-                fds.push(PollFd::new(fd, libc::POLLIN));
-            }
-            let timeout = wake.map(|w| w.saturating_duration_since(now));
-            if !ready {
-                sys::poll(&mut fds, timeout).map_err(|_| Broken::Lost)?;
-            }
-            if ready || fds[0].revents() != 0 {
-                if self.pos > 0 {
-                    self.buf.drain(..self.pos);
-                    self.pos = 0;
-                }
-                let mut chunk = [0u8; 16 * 1024];
-                match self.stream.read(&mut chunk) {
-                    Ok(0) => return Err(Broken::Lost),
-                    Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => return Err(Broken::Lost),
-                }
-                continue;
-            }
-            if fds.get(1).is_some_and(|f| f.revents() != 0) {
-                return Ok(None);
             }
         }
     }
@@ -609,21 +379,8 @@ impl Client {
 /// interval of `-x`, or "never" with `-c` as Mosquitto's tools ask.
 fn connect_properties(cfg: &Config) -> Properties {
     let mut p = cfg.props.connect.clone();
-    if cfg.level == Level::V5 && p.get(props::id::SESSION_EXPIRY).is_none() {
-        let expiry = match (cfg.session_expiry, cfg.clean) {
-            (Some(x), _) => Some(x),
-            (None, false) => Some(u32::MAX),
-            (None, true) => None,
-        };
-        if let Some(x) = expiry.filter(|&x| x > 0) {
-            p.push(props::id::SESSION_EXPIRY, Value::Four(x));
-        }
-    }
+    link::add_session_expiry(&mut p, cfg.level, cfg.clean, cfg.session_expiry);
     p
-}
-
-fn earliest(a: Option<Instant>, b: Instant) -> Option<Instant> {
-    Some(a.map_or(b, |a| a.min(b)))
 }
 
 /// Why [`Client::connect`] did not give a session.

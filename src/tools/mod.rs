@@ -17,7 +17,6 @@ mod r#pub;
 mod rr;
 pub mod sign;
 mod sub;
-pub mod tls;
 
 pub mod cert;
 pub mod passwd;
@@ -60,7 +59,7 @@ fn load(kind: Kind, args: &[OsString], usage: &str) -> Result<Config, ExitCode> 
     match Config::load(kind, args) {
         Ok(c) => Ok(c),
         Err(Stop::Help) => {
-            print!("{usage}{}", tls::HELP);
+            print!("{usage}{TLS_HELP}");
             Err(ExitCode::from(1))
         }
         Err(Stop::Version) => {
@@ -82,3 +81,26 @@ fn finish(cfg: &Config, e: Exit) -> ExitCode {
     let _ = std::io::stdout().flush();
     ExitCode::from(e.code)
 }
+
+/// The end of `--help` of midge_pub and midge_sub: the TLS options.
+pub const TLS_HELP: &str = "
+ --cafile : path to a file containing trusted CA certificates to enable encrypted
+            communication.
+ --capath : path to a directory containing trusted CA certificates to enable encrypted
+            communication.
+ --cert : client certificate for authentication, if required by server.
+ --key : client private key for authentication, if required by server.
+ --ciphers : openssl compatible list of TLS 1.2 ciphers to support.
+ --tls-version : TLS protocol version, tlsv1.3 or tlsv1.2 (the lowest accepted).
+                 Defaults to tlsv1.2. tlsv1.1 and tlsv1 are not available.
+ --insecure : do not check that the server certificate hostname matches the remote
+              hostname. Using this option means that you cannot be sure that the
+              remote host is the server you wish to connect to and so is insecure.
+              Do not use this option in a production environment.
+ --tls-use-os-certs : Load and trust the CA certificates midge carries (webpki-roots).
+ --tls-alpn : TLS application layer protocol negotiation.
+
+Not yet available: MQTT v5 (-V mqttv5, -D).
+
+See docs/TOOLS.md of midge for more information.
+";

@@ -7,8 +7,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use super::args::{Config, Kind, PubMode};
-use super::client::{Broken, Client, ConnectError, Event, Exit, connack_string, rc};
+use super::client::{Broken, Client, ConnectError, Event, Exit, rc};
 use super::sign::Signer;
+use crate::link::connack_string;
 
 const USAGE: &str = "\
 midge_pub is a simple mqtt client that will publish a message on a single topic and exit.
@@ -106,7 +107,7 @@ fn run(cfg: &Config, topic: &str) -> Result<(), Exit> {
     };
     let message = load_message(cfg)?;
     let mut c = connect(cfg)?;
-    let mut session = Session {
+    let mut session = Publisher {
         cfg,
         topic,
         signer,
@@ -183,14 +184,14 @@ fn broken(b: Broken) -> Exit {
     }
 }
 
-struct Session<'a> {
+struct Publisher<'a> {
     cfg: &'a Config,
     topic: &'a str,
     signer: Option<Signer>,
     client: &'a mut Client,
 }
 
-impl Session<'_> {
+impl Publisher<'_> {
     fn publish(&mut self, message: &[u8]) -> Result<(), Exit> {
         let signed;
         let payload = match &self.signer {
@@ -249,7 +250,7 @@ impl Session<'_> {
                 Event::Input => {}
                 _ => continue,
             }
-            let n = read_stdin(&mut chunk);
+            let n = crate::sys::read_stdin(&mut chunk);
             if n == 0 {
                 if !pending.is_empty() {
                     self.publish(&pending)?;
@@ -261,21 +262,6 @@ impl Session<'_> {
                 let line: Vec<u8> = pending.drain(..=nl).collect();
                 self.publish(&line[..line.len() - 1])?;
             }
-        }
-    }
-}
-
-/// One read(2) of standard input, unbuffered so poll(2) tells the truth
-/// about what is left; 0 at end of input or on an error.
-fn read_stdin(buf: &mut [u8]) -> usize {
-    loop {
-        // SAFETY: reads at most buf.len() bytes into buf.
-        let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
-        if n >= 0 {
-            return n as usize;
-        }
-        if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            return 0;
         }
     }
 }

@@ -11,10 +11,11 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use super::args::{Config, Kind};
-use super::client::{Client, ConnectError, Event, Exit, connack_string, rc};
+use super::client::{Client, ConnectError, Event, Exit, rc};
 use super::format;
 use crate::codec::props::id;
 use crate::codec::{Level, Value};
+use crate::link::connack_string;
 
 const USAGE: &str = "\
 midge_rr is an mqtt client that can be used to publish a request message and wait for a response.

@@ -28,7 +28,7 @@ fn read_pem(path: &Path) -> Result<String, String> {
         format!(
             "Error: Unable to read key file \"{}\": {}.\n",
             path.display(),
-            super::client::strerror(&e)
+            crate::link::strerror(&e)
         )
     })
 }

@@ -10,10 +10,11 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use super::args::{Config, Kind};
-use super::client::{Client, ConnectError, Event, Exit, connack_string, rc};
+use super::client::{Client, ConnectError, Event, Exit, rc};
 use super::format;
 use super::sign::{Rejected, Verifier};
 use crate::codec::{Publish, QoS, SUBACK_FAILURE};
+use crate::link::connack_string;
 use crate::{sys, topic};
 
 const USAGE: &str = "\

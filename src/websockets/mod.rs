@@ -25,6 +25,7 @@ use std::time::Instant;
 
 use log::info;
 
+use crate::config::{Config, Listener};
 use crate::logging;
 use crate::sys::{POLLIN, POLLOUT};
 use crate::transport::{self, HandshakeError, Stream};
@@ -37,12 +38,6 @@ pub const LLL_ERR: u32 = 1;
 pub const LLL_WARN: u32 = 1 << 1;
 pub const LLL_NOTICE: u32 = 1 << 2;
 pub const LLL_INFO: u32 = 1 << 3;
-
-/// The request head a client may send when `websockets_headers_size` is
-/// 0 or unset. Mosquitto's 1,024 bytes count only the header values that
-/// libwebsockets keeps; midge counts the whole head, request line and
-/// header names included, so it allows more.
-pub const DEFAULT_HEADERS_SIZE: usize = 4096;
 
 /// MQTT bytes put into one frame: output frames are built in a buffer,
 /// and this bounds it.
@@ -66,6 +61,19 @@ pub struct Settings {
     /// any. A request without an Origin header (not from a browser) is not
     /// refused, as in Mosquitto 2.1.
     pub origins: Vec<String>,
+}
+
+impl Settings {
+    /// The settings of WebSockets listener `l`.
+    pub fn for_listener(l: &Listener, config: &Config) -> Settings {
+        Settings {
+            http_dir: l.http_dir.as_ref().map(|d| d.path.clone()),
+            headers_size: config.websockets_headers_size,
+            log_level: config.websockets_log_level,
+            max_frame: config.max_packet_size as u64,
+            origins: l.websockets_origins.clone(),
+        }
+    }
 }
 
 /// Logs a line of the WebSockets layer when `websockets_log_level` has

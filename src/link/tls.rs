@@ -1,4 +1,5 @@
-//! TLS for midge_pub and midge_sub: Mosquitto's client options (`--cafile`,
+//! TLS for the client link of midge_pub, midge_sub and the bridge:
+//! Mosquitto's client options (`--cafile`,
 //! `--capath`, `--cert`, `--key`, `--insecure`, `--tls-version`,
 //! `--ciphers`, `--tls-alpn`, `--tls-use-os-certs`, `mqtts://`), on rustls.
 //!
@@ -16,7 +17,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
-use crate::tls::{ciphers, verify::ServerVerifier};
+use crate::config::ciphers;
+use crate::tls::verify::ServerVerifier;
 
 /// The TLS options of a command line.
 #[derive(Clone, Debug, Default)]
@@ -32,29 +34,6 @@ pub struct Options {
     pub alpn: Option<String>,
     pub os_certs: bool,
 }
-
-/// The end of `--help` of midge_pub and midge_sub: the TLS options.
-pub const HELP: &str = "
- --cafile : path to a file containing trusted CA certificates to enable encrypted
-            communication.
- --capath : path to a directory containing trusted CA certificates to enable encrypted
-            communication.
- --cert : client certificate for authentication, if required by server.
- --key : client private key for authentication, if required by server.
- --ciphers : openssl compatible list of TLS 1.2 ciphers to support.
- --tls-version : TLS protocol version, tlsv1.3 or tlsv1.2 (the lowest accepted).
-                 Defaults to tlsv1.2. tlsv1.1 and tlsv1 are not available.
- --insecure : do not check that the server certificate hostname matches the remote
-              hostname. Using this option means that you cannot be sure that the
-              remote host is the server you wish to connect to and so is insecure.
-              Do not use this option in a production environment.
- --tls-use-os-certs : Load and trust the CA certificates midge carries (webpki-roots).
- --tls-alpn : TLS application layer protocol negotiation.
-
-Not yet available: MQTT v5 (-V mqttv5, -D).
-
-See docs/TOOLS.md of midge for more information.
-";
 
 /// A TLS connection to the broker.
 pub type TlsStream = StreamOwned<ClientConnection, TcpStream>;

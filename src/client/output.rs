@@ -1,0 +1,113 @@
+//! The output pump: messages taken from the outbox, sent within the
+//! in-flight window and the write high-water mark, their packet ids
+//! assigned; control packets in order.
+
+use super::*;
+
+impl Connected<'_> {
+    /// Takes what the router queued. Acknowledgements that the journal
+    /// released go out at once: behind a full in-flight window they would
+    /// wait for themselves (a PUBREL frees the window's QoS 2 slots).
+    pub(super) fn take_outbox(&mut self) {
+        if self.shared.journal.is_none() {
+            self.outbox.take(&mut self.pending);
+            return;
+        }
+        let mut fresh = VecDeque::new();
+        self.outbox.take(&mut fresh);
+        for item in fresh {
+            match item {
+                Outgoing::Packet(
+                    p @ (Packet::PubAck(_)
+                    | Packet::PubRec(_)
+                    | Packet::PubRel(_)
+                    | Packet::PubComp(_)),
+                ) => self.control(p),
+                other => self.pending.push_back(other),
+            }
+        }
+    }
+
+    /// A queued message went into flight. A retained copy sent after a
+    /// SUBACK (retain set) was never queued in the journal.
+    pub(super) fn record_sent(&self, p: &Publish) {
+        if !p.retain {
+            self.record(|client_id| Record::Sent {
+                client_id,
+                pkid: p.pkid,
+                check: message_check(p),
+            });
+        }
+    }
+
+    pub(super) fn queue_limits(&self) -> QueueLimits {
+        QueueLimits::of(&self.shared.config)
+    }
+
+    /// Whether the next pending item may go out now (the in-flight window
+    /// has room for it), buffer space aside.
+    pub(super) fn can_pump(&self) -> bool {
+        let max = self.shared.config.max_inflight_messages;
+        // An MQTT 5 client's receive maximum narrows the window.
+        let max = match (max, self.limits.receive_maximum) {
+            (0, r) => r,
+            (m, r) => m.min(r),
+        };
+        let max_bytes = self.shared.config.max_inflight_bytes;
+        match self.pending.front() {
+            None => false,
+            Some(Outgoing::Publish(p)) => {
+                p.qos == QoS::AtMostOnce || self.inflight.has_room(max, max_bytes)
+            }
+            Some(Outgoing::Packet(_)) => true,
+        }
+    }
+
+    /// Moves pending output into the write buffer as far as the in-flight
+    /// window and the buffer's high-water mark allow.
+    pub(super) fn pump(&mut self) {
+        let now = Instant::now();
+        let mut drained = false;
+        while self.c.pending_write() < WRITE_HIGH_WATER && self.can_pump() {
+            let Some(item) = self.pending.pop_front() else {
+                break;
+            };
+            match item {
+                Outgoing::Publish(p) => {
+                    self.outbox.dequeued(1, p.payload.len());
+                    drained = true;
+                    // Expired while queued [MQTT-3.3.2-5], or too large
+                    // for the client: dropped.
+                    let p = self.unmounted(p);
+                    if p.expired(now) || !self.fits(&p) {
+                        continue;
+                    }
+                    let p = if p.qos == QoS::AtMostOnce {
+                        p
+                    } else {
+                        let p = self.inflight.start(p);
+                        self.record_sent(&p);
+                        p
+                    };
+                    self.c.queue(&Packet::Publish(p));
+                }
+                Outgoing::Packet(p) => self.control(p),
+            }
+        }
+        if drained {
+            self.outbox.drained(self.queue_limits());
+        }
+    }
+
+    /// Writes a control packet from the router (or one the journal
+    /// released) after the acknowledgement bookkeeping it closes.
+    pub(super) fn control(&mut self, p: Packet) {
+        match &p {
+            Packet::PubAck(_) => self.acks_due = self.acks_due.saturating_sub(1),
+            // An error PUBREC ends the flow: no PUBREL follows.
+            Packet::PubRec(a) if a.reason >= 0x80 => self.inflight.release_qos2(a.pkid),
+            _ => {}
+        }
+        self.c.queue(&p);
+    }
+}

@@ -1,0 +1,157 @@
+//! The session loop of one connection: poll the socket and the wake fd,
+//! read and handle packets (unless the publisher is paced), take what the
+//! router queued, write it; and the connection's end: the last words to
+//! the client and the session state handed back to the router.
+
+use super::*;
+
+impl Connected<'_> {
+    pub(super) fn run(&mut self) -> (DisconnectKind, End) {
+        match self.run_inner() {
+            Ok(end) => {
+                let kind = match end {
+                    End::Graceful | End::SecondConnect => DisconnectKind::Graceful,
+                    End::GracefulWithWill => DisconnectKind::Abnormal,
+                    End::TakenOver => DisconnectKind::TakenOver,
+                    End::Shutdown => DisconnectKind::Shutdown,
+                    _ => DisconnectKind::Abnormal,
+                };
+                (kind, end)
+            }
+            // Mosquitto 2.0 drops the will of a client that sends CONNECT
+            // twice, unlike every other protocol error.
+            Err(End::SecondConnect) => (DisconnectKind::Graceful, End::SecondConnect),
+            Err(e) => (DisconnectKind::Abnormal, e),
+        }
+    }
+
+    pub(super) fn run_inner(&mut self) -> Result<End, End> {
+        let mut fds = [
+            PollFd::new(self.c.sock.as_raw_fd(), POLLIN),
+            PollFd::new(self.outbox.wake_fd().as_raw_fd(), POLLIN),
+        ];
+        // Anything queued before we registered our wake fd.
+        let mut woken = true;
+        loop {
+            // Packets may already be buffered: CONNECT and what followed it
+            // in the same segment, or the rest of a large burst. A paced
+            // client's packets stay there until it may go on.
+            let paced = loop {
+                if let Some(left) = self.outbox.recheck_hold(self.queue_limits()) {
+                    break Some(left);
+                }
+                match self.c.next_packet() {
+                    Ok(Some(p)) => {
+                        if let Some(end) = self.handle(p)? {
+                            return Ok(end);
+                        }
+                    }
+                    Ok(None) => break None,
+                    Err(e) => return Err(End::Protocol(e.to_string(), e.reason_code())),
+                }
+            };
+            if woken {
+                match self.outbox.close_requested() {
+                    Some(CloseReason::TakenOver) => return Ok(End::TakenOver),
+                    Some(CloseReason::Shutdown) => {
+                        self.pump();
+                        let _ = self.c.flush();
+                        return Ok(End::Shutdown);
+                    }
+                    None => {}
+                }
+                self.take_outbox();
+            }
+            // pump() stops at the write high-water mark: while the socket
+            // takes everything, keep going, or nothing would wake us for
+            // what is still pending.
+            loop {
+                self.pump();
+                self.c.flush().map_err(End::Io)?;
+                if self.c.pending_write() > 0 || !self.can_pump() {
+                    break;
+                }
+            }
+            self.shared.report(&mut self.c);
+
+            // Paced: the socket is left unread (TCP slows the client down)
+            // until a subscriber that drained wakes us, or the pace ends.
+            let mut events = if paced.is_some() { 0 } else { POLLIN };
+            if self.c.pending_write() > 0 {
+                events |= POLLOUT;
+            }
+            fds[0].set_events(events);
+            let buffered = paced.is_none() && self.c.buffered();
+            let timeout = match self.silence_limit {
+                _ if buffered => Some(Duration::ZERO),
+                // A pace follows a PUBLISH just read and is short: the
+                // time it takes does not count as the client's silence.
+                _ if paced.is_some() => paced,
+                Some(limit) => {
+                    let elapsed = self.last_heard.elapsed();
+                    if elapsed >= limit {
+                        return Ok(End::KeepAlive);
+                    }
+                    Some(limit - elapsed)
+                }
+                None => None,
+            };
+            sys::poll(&mut fds, timeout).map_err(End::Io)?;
+            if paced.is_some() {
+                self.last_heard = Instant::now();
+            }
+            woken = fds[1].revents() & POLLIN != 0;
+            if buffered || fds[0].revents() & (POLLIN | POLLERR) != 0 {
+                match self.c.fill() {
+                    Ok(true) => self.last_heard = Instant::now(),
+                    Ok(false) => {}
+                    Err(ReadError::Closed) => return Err(End::Closed),
+                    Err(ReadError::Io(e)) => return Err(End::Io(e)),
+                    Err(ReadError::Decode(e)) => {
+                        return Err(End::Protocol(e.to_string(), e.reason_code()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Tells an MQTT 5 client why the broker closes its connection
+    /// [MQTT-3.14]; 3.x has no way to say it.
+    pub(super) fn say_goodbye(&mut self, why: &End) {
+        if self.level != Level::V5 {
+            return;
+        }
+        let code = match why {
+            End::TakenOver => reason::SESSION_TAKEN_OVER,
+            End::Shutdown => reason::SERVER_SHUTTING_DOWN,
+            End::KeepAlive => reason::KEEP_ALIVE_TIMEOUT,
+            End::Protocol(_, code) => *code,
+            _ => return,
+        };
+        self.c.queue(&Packet::Disconnect(Disconnect::with(code)));
+        // Best effort: the socket is closed right after.
+        let _ = self.c.flush();
+    }
+
+    /// The state a persistent session keeps: in-flight messages and what was
+    /// taken from the outbox but not sent.
+    pub(super) fn into_state(self) -> SessionState {
+        let pending: VecDeque<Publish> = self
+            .pending
+            .into_iter()
+            .filter_map(|item| match item {
+                Outgoing::Publish(p) => Some(p),
+                Outgoing::Packet(_) => None,
+            })
+            .collect();
+        // Messages in the outbox are taken by the router itself.
+        let bytes = pending.iter().map(|p| p.payload.len()).sum();
+        self.outbox.dequeued(pending.len(), bytes);
+        // Publishers held back on this queue need not wait for it.
+        self.outbox.release();
+        SessionState {
+            inflight: self.inflight,
+            pending,
+        }
+    }
+}
