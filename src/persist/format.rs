@@ -492,10 +492,10 @@ fn decode_records(bytes: &[u8], mut pos: usize, with_end: bool, version: u16, d:
 }
 
 /// A cursor over a record body; every read is checked.
-struct Reader<'a>(&'a [u8]);
+pub(super) struct Reader<'a>(pub(super) &'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+    pub(super) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         if self.0.len() < n {
             return None;
         }
