@@ -199,13 +199,15 @@ fn mosquitto_then_midge_then_mosquitto_keep_retained_messages_and_sessions() {
 #[test]
 fn a_mosquitto_file_midge_cannot_read_is_never_renamed() {
     let saved = include_bytes!("fixtures/mosquitto-2.0.11.db");
-    let mut old = saved[..23].to_vec();
-    old[22] = 4; // db format version 4, Mosquitto 1.5
-    old.extend_from_slice(&saved[23..]);
+    let mut future = saved.to_vec();
+    future[22] = 7; // a db format version midge does not know
     // Cut inside the chunk after the first two messages.
     let cut = saved[..200].to_vec();
     for (bytes, log) in [
-        (old, "Mosquitto 1.5 or older, which midge does not read"),
+        (
+            future,
+            "db format version 7: a db format version midge does not know",
+        ),
         (
             cut,
             "Restored 0 retained message(s) and 0 persistent session(s).",

@@ -233,7 +233,7 @@ fn load_mosquitto(path: &Path, bytes: &[u8], own: &Path) -> Loaded {
     if read.refused() {
         warn!(
             "Warning: persistence file {} is Mosquitto's, db format version {version}: {}. \
-             midge reads versions 5 and 6 (Mosquitto 1.6 and 2.x): nothing restored; the \
+             midge reads versions 2 to 6 (Mosquitto 1.x and 2.x): nothing restored; the \
              file is left untouched and midge saves its own state to {}.",
             path.display(),
             read.decoded

@@ -31,15 +31,16 @@
 //! ```
 //!
 //! Version 6 is Mosquitto 2.0 and later; version 5 (Mosquitto 1.6) differs
-//! only in the CLIENT chunk. Older versions (Mosquitto 1.5 and before) are
-//! refused, never guessed at.
+//! only in the CLIENT chunk. Versions 2 to 4 (Mosquitto 1.5 and before,
+//! MQTT 3.1.1 only) write field after field: see [`v234`]. Other versions
+//! are refused, never guessed at.
 //!
 //! Decoding never panics: every length is checked against the bytes of its
 //! chunk, and nothing is allocated from a length field beyond the bytes
 //! present. It stops at the first chunk that does not parse; what came
 //! before it is returned with the damage, as [`super::format::decode`] does.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -108,9 +109,10 @@ impl Read {
     }
 }
 
-/// Whether db format `version` is read.
+/// Whether db format `version` is read: 2 to 4 (Mosquitto 1.5 and
+/// before), 5 (1.6) and 6 (2.x).
 pub fn supported(version: u32) -> bool {
-    version == 5 || version == 6
+    (2..=6).contains(&version)
 }
 
 /// A stored message (`MSG_STORE`).
@@ -137,7 +139,7 @@ struct State {
     retained: Vec<Record>,
     clients: Vec<(String, Client)>,
     by_id: HashMap<String, usize>,
-    expired_sessions: Vec<String>,
+    expired_sessions: HashSet<String>,
     expired: usize,
     skipped: usize,
 }
@@ -168,14 +170,7 @@ pub fn decode(bytes: &[u8], now: i64) -> Read {
     let version = be32(&bytes[19..23]);
     read.version = Some(version);
     if !supported(version) {
-        read.decoded.damage = damage(
-            0,
-            if (2..=4).contains(&version) {
-                "a db format version of Mosquitto 1.5 or older, which midge does not read"
-            } else {
-                "a db format version midge does not know"
-            },
-        );
+        read.decoded.damage = damage(0, "a db format version midge does not know");
         return read;
     }
     let mut st = State {
@@ -185,28 +180,33 @@ pub fn decode(bytes: &[u8], now: i64) -> Read {
         retained: Vec::new(),
         clients: Vec::new(),
         by_id: HashMap::new(),
-        expired_sessions: Vec::new(),
+        expired_sessions: HashSet::new(),
         expired: 0,
         skipped: 0,
     };
+    // Versions 2 to 4: type u16 | length u32.
+    let head = if version < 5 { 6 } else { 8 };
     let mut pos = HEADER_LEN;
     while pos < bytes.len() {
         let rest = &bytes[pos..];
-        if rest.len() < 8 {
+        if rest.len() < head {
             read.decoded.damage = damage(pos, "truncated chunk header");
             break;
         }
-        let kind = be32(&rest[..4]);
-        let len = be32(&rest[4..8]) as usize;
-        if rest.len() - 8 < len {
+        let (kind, len) = if head == 6 {
+            (u32::from(be16(&rest[..2])), be32(&rest[2..6]) as usize)
+        } else {
+            (be32(&rest[..4]), be32(&rest[4..8]) as usize)
+        };
+        if rest.len() - head < len {
             read.decoded.damage = damage(pos, "truncated chunk");
             break;
         }
-        if let Err(reason) = chunk(&mut st, kind, &rest[8..8 + len]) {
+        if let Err(reason) = chunk(&mut st, kind, &rest[head..head + len]) {
             read.decoded.damage = damage(pos, reason);
             break;
         }
-        pos += 8 + len;
+        pos += head + len;
     }
     read.expired = st.expired;
     read.skipped = st.skipped;
@@ -229,29 +229,68 @@ pub fn decode(bytes: &[u8], now: i64) -> Read {
 
 type Parsed = Result<(), &'static str>;
 
+/// A stored message, as a chunk of any version gives it.
+struct Msg<'a> {
+    store_id: u64,
+    /// Unix seconds; 0 for none.
+    expiry_time: i64,
+    qos: u8,
+    retain: bool,
+    source_id: &'a [u8],
+    source_user: &'a [u8],
+    topic: &'a [u8],
+    payload: &'a [u8],
+    /// The MQTT 5 property block (versions 5 and 6).
+    props: &'a [u8],
+}
+
+/// A message to or from a client, queued or in flight.
+struct ClientMsg<'a> {
+    store_id: u64,
+    mid: u16,
+    client_id: &'a [u8],
+    qos: u8,
+    state: u8,
+    retain: bool,
+    dup: bool,
+    direction: u8,
+    /// The MQTT 5 property block (the subscription identifier).
+    props: &'a [u8],
+}
+
+/// A subscription; `options` holds the MQTT 5 option bits.
+struct Sub<'a> {
+    client_id: &'a [u8],
+    filter: &'a [u8],
+    qos: u8,
+    options: u8,
+    /// 0 for none.
+    sub_id: u32,
+}
+
+/// A persistent session.
+struct Session<'a> {
+    client_id: &'a [u8],
+    /// Empty for none.
+    username: &'a [u8],
+    last_mid: u16,
+    /// Unix seconds when it expires; 0 for none.
+    expiry_time: i64,
+    interval: u32,
+}
+
 fn chunk(st: &mut State, kind: u32, body: &[u8]) -> Parsed {
+    let old = st.version < 5;
     match kind {
-        MSG_STORE => msg_store(st, body),
-        CLIENT_MSG => client_msg(st, body),
-        RETAIN => {
-            let id = le64(body.get(..8).ok_or("truncated retain chunk")?);
-            match st.stored.get(&id) {
-                // The broker's own: midge publishes its `$SYS` afresh.
-                Some(m) if m.publish.topic.starts_with("$SYS") => st.skipped += 1,
-                Some(m) => st.retained.push(Record::Retained {
-                    publish: Publish {
-                        retain: true,
-                        ..m.publish.clone()
-                    },
-                    source: m.source.clone(),
-                }),
-                // Expired, as in Mosquitto.
-                None => st.skipped += 1,
-            }
-            Ok(())
-        }
-        SUB => sub(st, body),
-        CLIENT => client(st, body),
+        MSG_STORE if old => st.store(v234::msg_store(body, st.version)?),
+        MSG_STORE => st.store(msg_store(body)?),
+        CLIENT_MSG if old => st.client_msg(v234::client_msg(body)?),
+        CLIENT_MSG => st.client_msg(client_msg(body)?),
+        RETAIN => st.retain(body),
+        SUB if old => st.sub(v234::sub(body)?),
+        SUB => st.sub(sub(body)?),
+        CLIENT if old => st.session(v234::client(body)?),
+        CLIENT => st.session(client(body, st.version)?),
         // The configuration holds nothing midge keeps.
         CFG => Ok(()),
         // An unknown chunk is skipped, as Mosquitto skips it.
@@ -259,216 +298,269 @@ fn chunk(st: &mut State, kind: u32, body: &[u8]) -> Parsed {
     }
 }
 
-fn msg_store(st: &mut State, body: &[u8]) -> Parsed {
+fn msg_store(body: &[u8]) -> Result<Msg<'_>, &'static str> {
+    let truncated = "truncated message chunk";
     let mut r = Reader(body);
-    let f = r.take(MSG_STORE_FIXED).ok_or("truncated message chunk")?;
-    let store_id = le64(&f[..8]);
-    let expiry_time = le64(&f[8..16]) as i64;
-    let payload_len = be32(&f[16..20]) as usize;
-    let id_len = be16(&f[22..24]);
-    let user_len = be16(&f[24..26]);
-    let topic_len = be16(&f[26..28]);
-    let qos = QoS::from_u8(f[30]).ok_or("message with an invalid QoS")?;
-    let source_id = r
-        .take(usize::from(id_len))
-        .ok_or("truncated message chunk")?;
-    let source_user = r
-        .take(usize::from(user_len))
-        .ok_or("truncated message chunk")?;
-    let topic = take_text(&mut r, topic_len).ok_or("message with a bad topic")?;
-    if !topic::valid_name(topic) {
-        return Err("message with an invalid topic");
-    }
-    let payload = r.take(payload_len).ok_or("truncated message payload")?;
-    let mut props = properties(topic, r.0).ok_or("message with bad properties")?;
-    if expiry_time > 0 {
-        let left = expiry_time.saturating_sub(st.now);
-        let Ok(left) = u32::try_from(left) else {
-            st.expired += 1;
-            return Ok(());
-        };
-        if left == 0 {
-            st.expired += 1;
-            return Ok(());
-        }
-        let p = props.get_or_insert_with(PubProps::default);
-        p.expiry = Some(left);
-        p.expires_at = Instant::now().checked_add(Duration::from_secs(u64::from(left)));
-    }
-    // Only for `check_retain_source`: a source that is not text is none.
-    let source = text(source_id)
-        .filter(|id| !id.is_empty())
-        .map(|id| SavedSource {
-            client_id: id.to_string(),
-            username: text(source_user)
-                .filter(|u| !u.is_empty())
-                .map(str::to_string),
-            scope: 0,
-        });
-    let publish = Publish {
-        dup: false,
-        qos,
+    let f = r.take(MSG_STORE_FIXED).ok_or(truncated)?;
+    let mut field = |at: usize| r.take(usize::from(be16(&f[at..at + 2]))).ok_or(truncated);
+    let (source_id, source_user, topic) = (field(22)?, field(24)?, field(26)?);
+    let payload = r.take(be32(&f[16..20]) as usize).ok_or(truncated)?;
+    Ok(Msg {
+        store_id: le64(&f[..8]),
+        expiry_time: le64(&f[8..16]) as i64,
+        qos: f[30],
         retain: f[31] != 0,
-        topic: Arc::from(topic),
-        pkid: 0,
-        payload: Arc::from(payload),
-        props: props.map(Arc::new),
-    };
-    st.stored.insert(store_id, Stored { publish, source });
-    Ok(())
+        source_id,
+        source_user,
+        topic,
+        payload,
+        props: r.0,
+    })
 }
 
-fn client_msg(st: &mut State, body: &[u8]) -> Parsed {
+fn client_msg(body: &[u8]) -> Result<ClientMsg<'_>, &'static str> {
+    let truncated = "truncated client message chunk";
     let mut r = Reader(body);
-    let f = r
-        .take(CLIENT_MSG_FIXED)
-        .ok_or("truncated client message chunk")?;
-    let store_id = le64(&f[..8]);
-    let mid = be16(&f[8..10]);
-    let qos = QoS::from_u8(f[12]).ok_or("client message with an invalid QoS")?;
-    let (state, retain_dup, direction) = (f[13], f[14], f[15]);
-    let id = take_text(&mut r, be16(&f[10..12])).ok_or("client message with a bad client id")?;
-    let sub_id = properties("-", r.0)
-        .ok_or("client message with bad properties")?
-        .and_then(|p| p.sub_ids.first().copied());
-    let id = id.to_string();
-    if direction != DIRECTION_OUT {
-        // An incoming QoS 2 message waiting for PUBREL: midge keeps the
-        // packet id, so the client's PUBREL completes. Mosquitto would
-        // deliver the message then; midge delivered at PUBLISH, so it is
-        // not delivered (docs/PERSISTENCE.md).
-        if state == WAIT_FOR_PUBREL && mid != 0 {
-            let pkid = mid;
-            st.client(id.clone()).outgoing.push(Record::IncomingQos2 {
-                client_id: id,
-                pkid,
-            });
-        } else {
-            st.skipped += 1;
-        }
-        return Ok(());
-    }
-    let Some(m) = st.stored.get(&store_id) else {
-        // Expired, or never stored: Mosquitto skips it too.
-        st.skipped += 1;
-        return Ok(());
-    };
-    let mut publish = Publish {
-        qos,
-        retain: retain_dup & 0xf0 != 0,
-        dup: false,
-        pkid: 0,
-        ..m.publish.clone()
-    };
-    if sub_id.is_some() {
-        let mut p = publish.props.as_deref().cloned().unwrap_or_default();
-        p.sub_ids = sub_id.into_iter().collect();
-        publish.props = Some(Arc::new(p));
-    }
-    let c = st.client(id.clone());
-    let sent = qos != QoS::AtMostOnce && mid != 0;
-    match state {
-        WAIT_FOR_PUBACK | WAIT_FOR_PUBREC if sent => {
-            publish.pkid = mid;
-            publish.dup = retain_dup & 0x0f != 0;
-            c.outgoing.push(Record::Outgoing {
-                client_id: id,
-                state: OutState::Sent(publish),
-            });
-        }
-        RESEND_PUBREL | WAIT_FOR_PUBCOMP if sent => c.outgoing.push(Record::Outgoing {
-            client_id: id,
-            state: OutState::Released(mid),
-        }),
-        // Queued, or in flight but not sent yet: sent on resume.
-        _ => c.queued.push(Record::Queued {
-            client_id: id,
-            publish,
-        }),
-    }
-    Ok(())
+    let f = r.take(CLIENT_MSG_FIXED).ok_or(truncated)?;
+    let client_id = r.take(usize::from(be16(&f[10..12]))).ok_or(truncated)?;
+    Ok(ClientMsg {
+        store_id: le64(&f[..8]),
+        mid: be16(&f[8..10]),
+        client_id,
+        qos: f[12],
+        state: f[13],
+        retain: f[14] & 0xf0 != 0,
+        dup: f[14] & 0x0f != 0,
+        direction: f[15],
+        props: r.0,
+    })
 }
 
-fn sub(st: &mut State, body: &[u8]) -> Parsed {
+fn sub(body: &[u8]) -> Result<Sub<'_>, &'static str> {
+    let truncated = "truncated subscription chunk";
     let mut r = Reader(body);
-    let f = r.take(SUB_FIXED).ok_or("truncated subscription chunk")?;
-    let sub_id = be32(&f[..4]);
-    let qos = QoS::from_u8(f[8] & 0x03).ok_or("subscription with an invalid QoS")?;
-    let options = f[9];
-    let id = take_text(&mut r, be16(&f[4..6])).ok_or("subscription with a bad client id")?;
-    let filter = take_text(&mut r, be16(&f[6..8])).ok_or("subscription with a bad filter")?;
-    if !topic::valid_filter(filter) {
-        st.skipped += 1;
-        return Ok(());
-    }
-    let (id, filter) = (id.to_string(), filter.to_string());
-    st.client(id.clone()).subs.push(Record::Subscription {
-        client_id: id,
+    let f = r.take(SUB_FIXED).ok_or(truncated)?;
+    let client_id = r.take(usize::from(be16(&f[4..6]))).ok_or(truncated)?;
+    let filter = r.take(usize::from(be16(&f[6..8]))).ok_or(truncated)?;
+    Ok(Sub {
+        client_id,
         filter,
-        opts: SubOpts {
-            qos,
-            no_local: (f[8] | options) & 0x04 != 0,
-            retain_as_published: (f[8] | options) & 0x08 != 0,
-            // Mosquitto keeps identifiers 1 to 268,435,455.
-            sub_id: sub_id.min(0x0fff_ffff),
-        },
-    });
-    Ok(())
+        qos: f[8] & 0x03,
+        options: f[8] | f[9],
+        sub_id: be32(&f[..4]),
+    })
 }
 
-fn client(st: &mut State, body: &[u8]) -> Parsed {
-    let head = body
-        .get(..CLIENT_V5_FIXED)
-        .ok_or("truncated client chunk")?;
-    let expiry_time = le64(&head[..8]) as i64;
-    let interval = be32(&head[8..12]);
-    let last_mid = be16(&head[12..14]);
-    let id_len = be16(&head[14..16]);
-    let (fixed, user_len) = if st.version == 5 {
+fn client(body: &[u8], version: u32) -> Result<Session<'_>, &'static str> {
+    let truncated = "truncated client chunk";
+    let head = body.get(..CLIENT_V5_FIXED).ok_or(truncated)?;
+    let id_len = usize::from(be16(&head[14..16]));
+    let (fixed, user_len) = if version == 5 {
         (CLIENT_V5_FIXED, 0)
     } else {
-        let more = body.get(16..20).ok_or("truncated client chunk")?;
-        let user_len = be16(&more[2..4]);
+        let more = body.get(16..20).ok_or(truncated)?;
+        let user_len = usize::from(be16(&more[2..4]));
         // The padding is whatever the chunk length leaves.
-        let strings = usize::from(id_len) + usize::from(user_len);
         let fixed = CLIENT_V6_FIXED
             .into_iter()
-            .find(|&n| body.len() == n + strings)
+            .find(|&n| body.len() == n + id_len + user_len)
             .ok_or("client chunk whose length does not add up")?;
         (fixed, user_len)
     };
-    let mut r = Reader(&body[fixed.min(body.len())..]);
-    let id = take_text(&mut r, id_len).ok_or("client with a bad client id")?;
-    // Mosquitto 2.0.11 can save a client without a username with the
-    // length and bytes left over from the client saved before it: a
-    // username that is not text is taken as none.
-    let user = r
-        .take(usize::from(user_len))
-        .ok_or("truncated client chunk")?;
-    let user = text(user).filter(|u| !u.is_empty());
-    if id.is_empty() {
-        st.skipped += 1;
-        return Ok(());
+    let mut r = Reader(body.get(fixed..).ok_or(truncated)?);
+    Ok(Session {
+        client_id: r.take(id_len).ok_or(truncated)?,
+        username: r.take(user_len).ok_or(truncated)?,
+        last_mid: be16(&head[12..14]),
+        expiry_time: le64(&head[..8]) as i64,
+        interval: be32(&head[8..12]),
+    })
+}
+
+impl State {
+    /// Seconds left until `expiry_time`; None when it has passed (or is
+    /// beyond what MQTT can say, as Mosquitto reads it).
+    fn left(&self, expiry_time: i64) -> Option<u32> {
+        u32::try_from(expiry_time.saturating_sub(self.now))
+            .ok()
+            .filter(|&left| left > 0)
     }
-    let mut expiry = interval;
-    if interval != u32::MAX && expiry_time > 0 {
-        match u32::try_from(expiry_time.saturating_sub(st.now)) {
-            Ok(left) if left > 0 => expiry = expiry.min(left),
-            _ => {
-                st.expired += 1;
-                st.expired_sessions.push(id.to_string());
+
+    fn store(&mut self, m: Msg<'_>) -> Parsed {
+        let qos = QoS::from_u8(m.qos).ok_or("message with an invalid QoS")?;
+        let topic = text(m.topic)
+            .filter(|t| topic::valid_name(t))
+            .ok_or("message with an invalid topic")?;
+        let mut props = properties(topic, m.props).ok_or("message with bad properties")?;
+        if m.expiry_time > 0 {
+            let Some(left) = self.left(m.expiry_time) else {
+                self.expired += 1;
                 return Ok(());
+            };
+            let p = props.get_or_insert_with(PubProps::default);
+            p.expiry = Some(left);
+            p.expires_at = Instant::now().checked_add(Duration::from_secs(u64::from(left)));
+        }
+        // Only for `check_retain_source`: a source that is not text is none.
+        let source = text(m.source_id)
+            .filter(|id| !id.is_empty())
+            .map(|id| SavedSource {
+                client_id: id.to_string(),
+                username: text(m.source_user)
+                    .filter(|u| !u.is_empty())
+                    .map(str::to_string),
+                scope: 0,
+            });
+        let publish = Publish {
+            dup: false,
+            qos,
+            retain: m.retain,
+            topic: Arc::from(topic),
+            pkid: 0,
+            payload: Arc::from(m.payload),
+            props: props.map(Arc::new),
+        };
+        self.stored.insert(m.store_id, Stored { publish, source });
+        Ok(())
+    }
+
+    fn retain(&mut self, body: &[u8]) -> Parsed {
+        let id = le64(body.get(..8).ok_or("truncated retain chunk")?);
+        match self.stored.get(&id) {
+            // The broker's own: midge publishes its `$SYS` afresh.
+            Some(m) if m.publish.topic.starts_with("$SYS") => self.skipped += 1,
+            Some(m) => self.retained.push(Record::Retained {
+                publish: Publish {
+                    retain: true,
+                    ..m.publish.clone()
+                },
+                source: m.source.clone(),
+            }),
+            // Expired, as in Mosquitto.
+            None => self.skipped += 1,
+        }
+        Ok(())
+    }
+
+    fn client_msg(&mut self, m: ClientMsg<'_>) -> Parsed {
+        let qos = QoS::from_u8(m.qos).ok_or("client message with an invalid QoS")?;
+        let id = text(m.client_id).ok_or("client message with a bad client id")?;
+        let sub_id = properties("-", m.props)
+            .ok_or("client message with bad properties")?
+            .and_then(|p| p.sub_ids.first().copied());
+        let id = id.to_string();
+        if m.direction != DIRECTION_OUT {
+            // An incoming QoS 2 message waiting for PUBREL: midge keeps the
+            // packet id, so the client's PUBREL completes. Mosquitto would
+            // deliver the message then; midge delivered at PUBLISH, so it
+            // is not delivered (docs/PERSISTENCE.md).
+            if m.state == WAIT_FOR_PUBREL && m.mid != 0 {
+                let pkid = m.mid;
+                self.client(id.clone()).outgoing.push(Record::IncomingQos2 {
+                    client_id: id,
+                    pkid,
+                });
+            } else {
+                self.skipped += 1;
+            }
+            return Ok(());
+        }
+        let Some(stored) = self.stored.get(&m.store_id) else {
+            // Expired, or never stored: Mosquitto skips it too.
+            self.skipped += 1;
+            return Ok(());
+        };
+        let mut publish = Publish {
+            qos,
+            retain: m.retain,
+            dup: false,
+            pkid: 0,
+            ..stored.publish.clone()
+        };
+        if sub_id.is_some() {
+            let mut p = publish.props.as_deref().cloned().unwrap_or_default();
+            p.sub_ids = sub_id.into_iter().collect();
+            publish.props = Some(Arc::new(p));
+        }
+        let c = self.client(id.clone());
+        let sent = qos != QoS::AtMostOnce && m.mid != 0;
+        match m.state {
+            WAIT_FOR_PUBACK | WAIT_FOR_PUBREC if sent => {
+                publish.pkid = m.mid;
+                publish.dup = m.dup;
+                c.outgoing.push(Record::Outgoing {
+                    client_id: id,
+                    state: OutState::Sent(publish),
+                });
+            }
+            RESEND_PUBREL | WAIT_FOR_PUBCOMP if sent => c.outgoing.push(Record::Outgoing {
+                client_id: id,
+                state: OutState::Released(m.mid),
+            }),
+            // Queued, or in flight but not sent yet: sent on resume.
+            _ => c.queued.push(Record::Queued {
+                client_id: id,
+                publish,
+            }),
+        }
+        Ok(())
+    }
+
+    fn sub(&mut self, s: Sub<'_>) -> Parsed {
+        let qos = QoS::from_u8(s.qos).ok_or("subscription with an invalid QoS")?;
+        let id = text(s.client_id).ok_or("subscription with a bad client id")?;
+        let filter = text(s.filter).ok_or("subscription with a bad filter")?;
+        if !topic::valid_filter(filter) {
+            self.skipped += 1;
+            return Ok(());
+        }
+        let (id, filter) = (id.to_string(), filter.to_string());
+        self.client(id.clone()).subs.push(Record::Subscription {
+            client_id: id,
+            filter,
+            opts: SubOpts {
+                qos,
+                no_local: s.options & 0x04 != 0,
+                retain_as_published: s.options & 0x08 != 0,
+                // Mosquitto keeps identifiers 1 to 268,435,455.
+                sub_id: s.sub_id.min(0x0fff_ffff),
+            },
+        });
+        Ok(())
+    }
+
+    fn session(&mut self, s: Session<'_>) -> Parsed {
+        let id = text(s.client_id).ok_or("client with a bad client id")?;
+        if id.is_empty() {
+            self.skipped += 1;
+            return Ok(());
+        }
+        let mut expiry = s.interval;
+        if s.interval != u32::MAX && s.expiry_time > 0 {
+            match self.left(s.expiry_time) {
+                Some(left) => expiry = expiry.min(left),
+                None => {
+                    self.expired += 1;
+                    self.expired_sessions.insert(id.to_string());
+                    return Ok(());
+                }
             }
         }
+        // Mosquitto 2.0.11 can save a client without a username with the
+        // length and bytes left over from the client saved before it: a
+        // username that is not text is taken as none.
+        let username = text(s.username)
+            .filter(|u| !u.is_empty())
+            .map(str::to_string);
+        self.client(id.to_string()).session = Some(Record::Session {
+            client_id: id.to_string(),
+            username,
+            scope: 0,
+            last_id: s.last_mid,
+            expiry,
+        });
+        Ok(())
     }
-    st.client(id.to_string()).session = Some(Record::Session {
-        client_id: id.to_string(),
-        username: user.map(str::to_string),
-        scope: 0,
-        last_id: last_mid,
-        expiry,
-    });
-    Ok(())
 }
 
 /// A stored MQTT 5 property list (variable length, then the properties),
@@ -505,11 +597,6 @@ fn properties(topic: &str, block: &[u8]) -> Option<Option<PubProps>> {
     }))
 }
 
-/// `n` bytes of [`text`] from `r`.
-fn take_text<'a>(r: &mut Reader<'a>, n: u16) -> Option<&'a str> {
-    text(r.take(usize::from(n))?)
-}
-
 /// UTF-8 with no NUL (an MQTT string's rule).
 fn text(b: &[u8]) -> Option<&str> {
     let s = std::str::from_utf8(b).ok()?;
@@ -532,3 +619,4 @@ fn le64(b: &[u8]) -> u64 {
 
 #[cfg(test)]
 mod tests;
+mod v234;
