@@ -242,31 +242,31 @@ fn load_mosquitto(path: &Path, bytes: &[u8], own: &Path) -> Loaded {
                 .map_or("unreadable", |d| d.reason),
             own.display()
         );
-        return loaded;
-    }
-    info!(
-        "Restoring from Mosquitto's persistence file {} (db format version {version}).",
-        path.display()
-    );
-    let kept = read.decoded.records.len();
-    for r in read.decoded.records {
-        loaded.model.apply(r);
-    }
-    if let Some(damage) = &read.decoded.damage {
-        warn!(
-            "Warning: Mosquitto's persistence file {} is damaged ({damage}): restored the \
-             {kept} item(s) before it; the file is left as it is.",
+    } else {
+        info!(
+            "Restoring from Mosquitto's persistence file {} (db format version {version}).",
             path.display()
         );
+        let kept = read.decoded.records.len();
+        for r in read.decoded.records {
+            loaded.model.apply(r);
+        }
+        if let Some(damage) = &read.decoded.damage {
+            warn!(
+                "Warning: Mosquitto's persistence file {} is damaged ({damage}): restored the \
+                 {kept} item(s) before it; the file is left as it is.",
+                path.display()
+            );
+        }
+        if read.expired > 0 || read.skipped > 0 {
+            info!(
+                "Mosquitto's file held {} expired message(s) or session(s) and {} item(s) \
+                 midge does not keep: left out.",
+                read.expired, read.skipped
+            );
+        }
+        summary(&loaded.model);
     }
-    if read.expired > 0 || read.skipped > 0 {
-        info!(
-            "Mosquitto's file held {} expired message(s) or session(s) and {} item(s) midge \
-             does not keep: left out.",
-            read.expired, read.skipped
-        );
-    }
-    summary(&loaded.model);
     let next = journal::list(own).last().map_or(1, |j| j.0 + 1);
     loaded.model.generation = next;
     loaded.last_generation = next;
