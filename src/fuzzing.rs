@@ -148,7 +148,8 @@ pub fn acl_file(data: &[u8]) {
     }
 }
 
-/// A persistence file, decoded and restored into a router. With the first
+/// A persistence file (midge's, or Mosquitto's when it starts with
+/// Mosquitto's header), decoded and restored into a router. With the first
 /// byte odd, the rest is a list of records `KIND LEN(u16) BODY` that this
 /// function frames with valid lengths and checksums, so the fuzzer reaches
 /// the record bodies instead of stopping at a checksum.
@@ -161,7 +162,11 @@ pub fn persist_file(data: &[u8]) {
     } else {
         rest.to_vec()
     };
-    let decoded = format::decode(&bytes);
+    let decoded = if persist::mosquitto::is_mosquitto(&bytes) {
+        persist::mosquitto::decode(&bytes, 0).decoded
+    } else {
+        format::decode(&bytes)
+    };
     let (restored, _) = persist::Restored::from_records(decoded.records);
     let metrics = Arc::new(Metrics::default());
     let mut router = Router::new(Arc::default(), metrics, Arc::new(Auth::default()));

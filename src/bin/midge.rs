@@ -181,8 +181,9 @@ fn run() -> Result<ExitCode, String> {
     if config.persistence.enabled {
         // Restored before any listener accepts: the first client finds its
         // session.
-        let path = persist::file_path(&config.persistence);
-        let loaded = persist::load_model(&path)?;
+        // Mosquitto's file is read, never written: `path` is where midge
+        // saves.
+        let (path, loaded) = persist::load_start(&persist::file_path(&config.persistence))?;
         router.restore(loaded.model.to_restored());
         if config.persistence.journal {
             let j = Journal::spawn(path, loaded.model, loaded.last_generation)

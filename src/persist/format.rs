@@ -492,10 +492,10 @@ fn decode_records(bytes: &[u8], mut pos: usize, with_end: bool, version: u16, d:
 }
 
 /// A cursor over a record body; every read is checked.
-struct Reader<'a>(&'a [u8]);
+pub(super) struct Reader<'a>(pub(super) &'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+    pub(super) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         if self.0.len() < n {
             return None;
         }
@@ -504,16 +504,16 @@ impl<'a> Reader<'a> {
         Some(a)
     }
 
-    fn u8(&mut self) -> Option<u8> {
+    pub(super) fn u8(&mut self) -> Option<u8> {
         Some(self.take(1)?[0])
     }
 
-    fn u16(&mut self) -> Option<u16> {
+    pub(super) fn u16(&mut self) -> Option<u16> {
         let b = self.take(2)?;
         Some(u16::from_be_bytes([b[0], b[1]]))
     }
 
-    fn u32(&mut self) -> Option<u32> {
+    pub(super) fn u32(&mut self) -> Option<u32> {
         let b = self.take(4)?;
         Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }

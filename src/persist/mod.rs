@@ -14,6 +14,7 @@
 pub mod format;
 pub mod journal;
 pub mod model;
+pub mod mosquitto;
 pub mod writer;
 
 use std::io;
@@ -131,6 +132,20 @@ pub fn check(p: &Persistence) -> Result<Option<String>, String> {
         }
     }
     match std::fs::read(&path) {
+        Ok(bytes) if mosquitto::is_mosquitto(&bytes) => {
+            let read = mosquitto::decode(&bytes, unix_now());
+            let what = match &read.decoded.damage {
+                None => return Ok(None),
+                Some(d) if read.refused() => format!("{}: midge restores nothing", d.reason),
+                Some(d) => format!("damaged ({d}): midge restores what comes before"),
+            };
+            Ok(Some(format!(
+                "Warning: persistence file {} is Mosquitto's, {what}; it leaves the file \
+                 untouched and saves its own state to {}.",
+                path.display(),
+                own_path(&path).display()
+            )))
+        }
         Ok(bytes) => Ok(format::decode(&bytes).damage.map(|d| {
             format!(
                 "Warning: persistence file {} is damaged ({d}); at start midge restores the \
@@ -144,6 +159,156 @@ pub fn check(p: &Persistence) -> Result<Option<String>, String> {
             path.display()
         )),
     }
+}
+
+/// Where midge saves its own state when `persistence_file` is Mosquitto's:
+/// `<file>.midge`, beside it.
+pub fn own_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".midge");
+    PathBuf::from(name)
+}
+
+/// Start-up: reads the state for `persistence_file` `path` and returns the
+/// file midge saves to from now on with it.
+///
+/// When `path` is Mosquitto's file, midge never writes to it: it saves to
+/// [`own_path`] instead, and reads that file in preference from then on,
+/// unless Mosquitto saved its file again since (a switch back and forth).
+/// Any other file is read and saved as before.
+pub fn load_start(path: &Path) -> Result<(PathBuf, Loaded), String> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => Some(b),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => {
+            return Err(format!(
+                "unable to read persistence file {}: {e}",
+                path.display()
+            ));
+        }
+    };
+    let own = own_path(path);
+    let own_saved = saved_at(&own);
+    match bytes {
+        Some(bytes) if mosquitto::is_mosquitto(&bytes) => {
+            let theirs = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+            if own_saved.is_some() && own_saved >= theirs {
+                info!(
+                    "Persistence file {} is Mosquitto's, left untouched: reading midge's own \
+                     state from {}, saved since.",
+                    path.display(),
+                    own.display()
+                );
+                return Ok((own.clone(), load_model(&own)?));
+            }
+            let loaded = load_mosquitto(path, &bytes, &own);
+            Ok((own, loaded))
+        }
+        // Mosquitto's file is gone: midge's own state is all there is.
+        None if own_saved.is_some() => Ok((own.clone(), load_model(&own)?)),
+        _ => Ok((path.to_path_buf(), load_model(path)?)),
+    }
+}
+
+/// When midge last saved `own` or a journal beside it; None when it never
+/// did.
+fn saved_at(own: &Path) -> Option<SystemTime> {
+    let files =
+        std::iter::once(own.to_path_buf()).chain(journal::list(own).into_iter().map(|j| j.1));
+    files
+        .filter_map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+        .max()
+}
+
+/// Restores from Mosquitto's file `path` and saves the state at once to
+/// `own`, as a snapshot newer than any journal of `own`, so a restart
+/// reads it. `path` is never renamed nor written: a damaged or unread
+/// Mosquitto file stays for Mosquitto.
+fn load_mosquitto(path: &Path, bytes: &[u8], own: &Path) -> Loaded {
+    let read = mosquitto::decode(bytes, unix_now());
+    let version = read
+        .version
+        .map_or_else(|| "unknown".to_string(), |v| v.to_string());
+    let mut loaded = Loaded::default();
+    if read.refused() {
+        warn!(
+            "Warning: persistence file {} is Mosquitto's, db format version {version}: {}. \
+             midge reads versions 2 to 6 (Mosquitto 1.x and 2.x): nothing restored; the \
+             file is left untouched and midge saves its own state to {}.",
+            path.display(),
+            read.decoded
+                .damage
+                .as_ref()
+                .map_or("unreadable", |d| d.reason),
+            own.display()
+        );
+    } else {
+        info!(
+            "Restoring from Mosquitto's persistence file {} (db format version {version}).",
+            path.display()
+        );
+        let kept = read.decoded.records.len();
+        for r in read.decoded.records {
+            loaded.model.apply(r);
+        }
+        if let Some(damage) = &read.decoded.damage {
+            warn!(
+                "Warning: Mosquitto's persistence file {} is damaged ({damage}): restored the \
+                 {kept} item(s) before it; the file is left as it is.",
+                path.display()
+            );
+        }
+        if read.expired > 0 || read.skipped > 0 {
+            info!(
+                "Mosquitto's file held {} expired message(s) or session(s) and {} item(s) \
+                 midge does not keep: left out.",
+                read.expired, read.skipped
+            );
+        }
+        summary(&loaded.model);
+    }
+    let next = journal::list(own).last().map_or(1, |j| j.0 + 1);
+    loaded.model.generation = next;
+    loaded.last_generation = next;
+    match writer::write_atomic(own, &loaded.model.snapshot(next)) {
+        Ok(()) => {
+            journal::remove_older(own, next);
+            info!(
+                "Mosquitto's persistence file {} is left untouched, for a switch back; midge \
+                 saves its own state to {} and reads that from now on.",
+                path.display(),
+                own.display()
+            );
+        }
+        Err(e) => warn!(
+            "Warning: unable to write {}: {e}; Mosquitto's persistence file {} is left \
+             untouched and read again at the next start.",
+            own.display(),
+            path.display()
+        ),
+    }
+    loaded
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Logs what the saved state holds.
+fn summary(model: &Model) {
+    if model.orphans > 0 {
+        warn!(
+            "Warning: {} saved record(s) name a session that is not saved; skipped.",
+            model.orphans
+        );
+    }
+    info!(
+        "Restored {} retained message(s) and {} persistent session(s).",
+        model.retained_count(),
+        model.session_count()
+    );
 }
 
 /// Reads the file at `path`, for the router. See [`load_model`].
@@ -216,17 +381,7 @@ pub fn load_model(path: &Path) -> Result<Loaded, String> {
             set_aside(&jpath, "journal", &damage, kept, bytes.len());
         }
     }
-    if loaded.model.orphans > 0 {
-        warn!(
-            "Warning: {} saved record(s) name a session that is not saved; skipped.",
-            loaded.model.orphans
-        );
-    }
-    info!(
-        "Restored {} retained message(s) and {} persistent session(s).",
-        loaded.model.retained_count(),
-        loaded.model.session_count()
-    );
+    summary(&loaded.model);
     Ok(loaded)
 }
 
