@@ -45,9 +45,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::format::{Damage, Decoded, Reader, Record, SavedSource};
-use crate::client::inflight::OutState;
 use crate::codec::{FixedHeader, Level, Packet, PacketType, PubProps, Publish, QoS};
-use crate::router::SubOpts;
+use crate::session::SubOpts;
+use crate::session::inflight::OutState;
 use crate::topic;
 
 /// The first bytes of every Mosquitto persistence file.
