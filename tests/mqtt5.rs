@@ -220,8 +220,7 @@ fn malformed_properties_close_only_that_connection() {
     let mut body = field(b"t");
     body.extend_from_slice(&[0x10, 0x26]);
     refused_with(&b, "short", &packet(0x30, &body), 0x81);
-    // A payload format indicator of 2 and a subscription identifier of 0.
-    refused_with(&b, "bad-value", &publish5(0, 0, "t", &[0x01, 2], b""), 0x81);
+    // A subscription identifier of 0.
     refused_with(
         &b,
         "sub-id-0",
@@ -344,5 +343,23 @@ fn a_3_1_1_subscriber_gets_a_5_0_message_without_properties() {
     want.extend_from_slice(&2u16.to_be_bytes());
     want.extend(props(&[0x0B, 9]));
     want.extend_from_slice(b"old");
+    assert_eq!(got.body, want, "{}", got.describe());
+}
+
+/// A Payload Format Indicator other than 0 or 1 is forwarded as it came,
+/// as Mosquitto does (its test 12-prop-subpub-payload-format): MQTT names
+/// the values 0 and 1 and forbids no other.
+#[test]
+fn an_unnamed_payload_format_value_is_forwarded() {
+    let b = Broker::start("");
+    let (mut sub, _) = open(&b, "sub", &connect5("sub", 60, &[]));
+    sub.send(&subscribe5(1, &[], &[("pfi", 0)]));
+    sub.read_packet();
+    let (mut publisher, _) = open(&b, "pub", &connect5("pub", 60, &[]));
+    publisher.send(&publish5(0, 0, "pfi", &[0x01, 0xED], b"x"));
+    let got = sub.read_packet();
+    let mut want = field(b"pfi");
+    want.extend(props(&[0x01, 0xED]));
+    want.extend_from_slice(b"x");
     assert_eq!(got.body, want, "{}", got.describe());
 }

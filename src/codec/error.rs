@@ -42,6 +42,9 @@ pub enum DecodeError {
     DupWithQoS0,
     /// Packet identifier 0 where one is required [MQTT-2.3.1-1].
     ZeroPacketId,
+    /// Packet identifier 0 in a SUBSCRIBE or UNSUBSCRIBE, which Mosquitto
+    /// answers as malformed (a PUBLISH's as a protocol error).
+    ZeroPacketIdIn(PacketType),
     /// An empty topic name, or one with a wildcard [MQTT-3.3.2-2].
     BadTopic,
     /// A topic filter that misuses `+` or `#` [MQTT-4.7.1].
@@ -105,6 +108,7 @@ impl fmt::Display for DecodeError {
             DecodeError::ReservedBits(t) => write!(f, "reserved bits set in {t}"),
             DecodeError::DupWithQoS0 => f.write_str("DUP set on a QoS 0 PUBLISH"),
             DecodeError::ZeroPacketId => f.write_str("packet identifier 0"),
+            DecodeError::ZeroPacketIdIn(t) => write!(f, "packet identifier 0 in {t}"),
             DecodeError::BadTopic => f.write_str("invalid topic name"),
             DecodeError::BadFilter => f.write_str("invalid topic filter"),
             DecodeError::NoFilters => f.write_str("no topic filter"),

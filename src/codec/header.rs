@@ -109,6 +109,9 @@ impl FixedHeader {
     }
 }
 
+/// The flags of a PUBREL with DUP set, as MQTT 3.1 sends a repeated one.
+pub const PUBREL_DUP_FLAGS: u8 = 0x0A;
+
 /// Reads the fixed header at the start of `buf`. Ok(None) means more bytes
 /// are needed to know the packet's length. A packet longer than `max` bytes
 /// in total is an error as soon as its length is known.
@@ -120,7 +123,10 @@ pub fn check(buf: &[u8], max: usize) -> Result<Option<FixedHeader>, DecodeError>
     let kind = PacketType::from_nibble(nibble).ok_or(DecodeError::ReservedType(nibble))?;
     let flags = first & 0x0F;
     if let Some(want) = kind.fixed_flags() {
-        if flags != want {
+        // MQTT 3.1 sets DUP on a PUBREL sent again (flags 0x0A); `decode`,
+        // which knows the protocol level, refuses it from later levels.
+        let v31_dup = kind == PacketType::PubRel && flags == PUBREL_DUP_FLAGS;
+        if flags != want && !v31_dup {
             return Err(DecodeError::BadFlags(kind));
         }
     }

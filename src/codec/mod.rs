@@ -426,6 +426,9 @@ pub fn decode(h: &FixedHeader, body: &[u8], level: Level) -> Result<Packet, Deco
         T::Publish => Packet::Publish(publish::decode(h, body, v5)?),
         T::PubAck => Packet::PubAck(ack::decode(h.kind, body, v5)?),
         T::PubRec => Packet::PubRec(ack::decode(h.kind, body, v5)?),
+        T::PubRel if h.flags == header::PUBREL_DUP_FLAGS && level != Level::V31 => {
+            return Err(DecodeError::BadFlags(h.kind));
+        }
         T::PubRel => Packet::PubRel(ack::decode(h.kind, body, v5)?),
         T::PubComp => Packet::PubComp(ack::decode(h.kind, body, v5)?),
         T::Subscribe => Packet::Subscribe(subscribe::decode_subscribe(body, v5)?),

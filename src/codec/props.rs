@@ -220,9 +220,11 @@ pub fn has_duplicate(p: &Properties, ctx: Context) -> bool {
 /// Whether a value is one the specification allows for `id`.
 fn valid(id: u8, v: &Value) -> bool {
     match (id, v) {
+        // The Payload Format Indicator is forwarded as it came, whatever
+        // its value, as Mosquitto does (MQTT names 0 and 1 and forbids no
+        // other): only 1 makes midge check the payload.
         (
-            id::PAYLOAD_FORMAT
-            | id::REQUEST_PROBLEM_INFO
+            id::REQUEST_PROBLEM_INFO
             | id::REQUEST_RESPONSE_INFO
             | id::MAXIMUM_QOS
             | id::RETAIN_AVAILABLE

@@ -16,6 +16,14 @@ fn filter<'a>(r: &mut Reader<'a>) -> Result<&'a str, DecodeError> {
     }
 }
 
+/// The packet identifier of a SUBSCRIBE or UNSUBSCRIBE: 0 is malformed.
+fn pkid(r: &mut Reader<'_>, kind: PacketType) -> Result<u16, DecodeError> {
+    r.pkid().map_err(|e| match e {
+        DecodeError::ZeroPacketId => DecodeError::ZeroPacketIdIn(kind),
+        e => e,
+    })
+}
+
 /// Reads the property section of an MQTT 5 packet; nothing before 5.0.
 fn props(r: &mut Reader<'_>, v5: bool, ctx: Context) -> Result<Properties, DecodeError> {
     if v5 {
@@ -31,7 +39,7 @@ const RETAIN_AS_PUBLISHED: u8 = 0x08;
 
 pub(super) fn decode_subscribe(body: &[u8], v5: bool) -> Result<Subscribe, DecodeError> {
     let mut r = Reader::new(body);
-    let pkid = r.pkid()?;
+    let pkid = pkid(&mut r, PacketType::Subscribe)?;
     let mut props = props(&mut r, v5, Context::Subscribe)?;
     let sub_id = props.int(id::SUBSCRIPTION_ID);
     props.0.retain(|(i, _)| *i != id::SUBSCRIPTION_ID);
@@ -147,7 +155,7 @@ pub(super) fn encode_suback(p: &SubAck, v5: bool, out: &mut Vec<u8>) {
 
 pub(super) fn decode_unsubscribe(body: &[u8], v5: bool) -> Result<Unsubscribe, DecodeError> {
     let mut r = Reader::new(body);
-    let pkid = r.pkid()?;
+    let pkid = pkid(&mut r, PacketType::Unsubscribe)?;
     props(&mut r, v5, Context::Unsubscribe)?;
     let mut filters = Vec::new();
     while !r.is_empty() {

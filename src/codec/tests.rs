@@ -255,6 +255,13 @@ fn acks() {
         one(&[0x60, 2, 0, 7]),
         Err(DecodeError::BadFlags(PacketType::PubRel))
     );
+    // A repeated PUBREL with DUP set: MQTT 3.1 only.
+    let dup = [0x6A, 2, 0, 7];
+    assert_eq!(one(&dup), Err(DecodeError::BadFlags(PacketType::PubRel)));
+    assert_eq!(
+        decode_all(&dup, Level::V31),
+        Ok(Some((Packet::PubRel(Ack { pkid: 7, reason: 0 }), 4)))
+    );
     assert_eq!(
         one(&[0x41, 2, 0, 7]),
         Err(DecodeError::BadFlags(PacketType::PubAck))
