@@ -225,3 +225,35 @@ fn interleaved_flows_of_several_publishers() {
         s.send(&pubcomp(pk.pkid()));
     }
 }
+
+/// An acknowledgement of the wrong kind for a message in flight (PUBREC
+/// for QoS 1, PUBACK or PUBCOMP for QoS 2 before its PUBREC) closes the
+/// connection, as in Mosquitto (its tests 02-subpub-qos1-bad-pubrec,
+/// -bad-pubcomp, 02-subpub-qos2-bad-puback-1/2, -bad-pubcomp). A PUBREC
+/// for an id nothing is in flight under still gets its PUBREL.
+#[test]
+fn an_acknowledgement_of_the_wrong_kind_closes_the_connection() {
+    let b = Broker::start("");
+    for (qos, wrong, what) in [
+        (1, pubrec(1), "PUBREC for QoS 1"),
+        (1, pubcomp(1), "PUBCOMP for QoS 1"),
+        (2, puback(1), "PUBACK for QoS 2"),
+        (2, pubcomp(1), "PUBCOMP for QoS 2 before PUBREC"),
+    ] {
+        let mut sub = b.client(&format!("wrong-ack-{qos}-{}", wrong[0]));
+        sub.subscribe(1, &[("wrong/ack", qos)]);
+        let mut p = b.client("wrong-ack-pub");
+        p.publish("wrong/ack", b"m", qos, false, 1);
+        let m = sub.read_packet();
+        assert_eq!(m.kind(), PUBLISH, "{what}");
+        sub.send(&wrong);
+        sub.expect_closed();
+        p.disconnect();
+    }
+    let mut c = b.client("unknown-pubrec");
+    c.send(&pubrec(77));
+    let rel = c.read_packet();
+    assert_eq!(rel.kind(), PUBREL);
+    assert_eq!(rel.body, vec![0, 77]);
+    c.ping();
+}

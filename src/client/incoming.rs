@@ -3,6 +3,7 @@
 //! the router; and what the journal records of them.
 
 use super::*;
+use crate::codec::PacketType;
 
 impl Connected<'_> {
     /// Handles one packet from the client. Ok(Some) ends the session.
@@ -13,10 +14,7 @@ impl Connected<'_> {
                 if self.inflight.puback(a.pkid) {
                     self.record_step(a.pkid, Step::Acked);
                 } else {
-                    debug!(
-                        "Client {} sent PUBACK for unknown id {}.",
-                        self.client_id, a.pkid
-                    );
+                    self.unexpected_ack(PacketType::PubAck, a.pkid)?;
                 }
             }
             // A PUBREC with an error reason ends that message's flow
@@ -34,15 +32,17 @@ impl Connected<'_> {
                     // that has forgotten the id.
                     self.ack(Reply::PubRel(Ack::ok(a.pkid)), self.persistent)?;
                 } else {
-                    debug!(
-                        "Client {} sent PUBREC for unknown id {}.",
-                        self.client_id, a.pkid
-                    );
+                    self.unexpected_ack(PacketType::PubRec, a.pkid)?;
+                    // As Mosquitto: the PUBREL goes out all the same, so
+                    // a peer that lost track can complete its flow.
+                    self.ack(Reply::PubRel(Ack::ok(a.pkid)), false)?;
                 }
             }
             Packet::PubComp(a) => {
                 if self.inflight.pubcomp(a.pkid) {
                     self.record_step(a.pkid, Step::Completed);
+                } else {
+                    self.unexpected_ack(PacketType::PubComp, a.pkid)?;
                 }
             }
             Packet::PubRel(a) => {
@@ -95,6 +95,27 @@ impl Connected<'_> {
         Ok(None)
     }
 
+    /// An acknowledgement that completed nothing: for an unknown packet id
+    /// it is logged and ignored; for a message that waits for another kind
+    /// (a PUBREC for a QoS 1 message, a PUBACK for a QoS 2 one, a PUBCOMP
+    /// before the PUBREC) it is a protocol violation that closes the
+    /// connection, as in Mosquitto.
+    fn unexpected_ack(&self, kind: PacketType, pkid: u16) -> Result<(), End> {
+        match self.inflight.awaits(pkid) {
+            None => {
+                debug!(
+                    "Client {} sent {kind} for unknown id {pkid}.",
+                    self.client_id
+                );
+                Ok(())
+            }
+            Some(want) => Err(End::Protocol(
+                format!("{kind} for packet id {pkid}, which waits for {want}"),
+                reason::PROTOCOL_ERROR,
+            )),
+        }
+    }
+
     /// DISCONNECT from the client. MQTT 5 may change the session expiry
     /// interval, but not from 0 [MQTT-3.14.2-2], and may ask for its will.
     pub(super) fn disconnect(&mut self, d: &Disconnect) -> Result<End, End> {
@@ -127,7 +148,14 @@ impl Connected<'_> {
         if p.topic.is_empty() {
             match self.aliases.get(slot).cloned().flatten() {
                 Some(t) => p.topic = t,
-                None => return Err(invalid("unknown topic alias")),
+                // An alias in range but never set: a protocol error
+                // (Mosquitto's 0x82), not an invalid alias.
+                None => {
+                    return Err(End::Protocol(
+                        "unknown topic alias".into(),
+                        reason::PROTOCOL_ERROR,
+                    ));
+                }
             }
         } else {
             if self.aliases.len() <= slot {
@@ -167,7 +195,8 @@ impl Connected<'_> {
                 p.payload.len(),
                 p.topic
             );
-            refusal = Some(reason::IMPLEMENTATION_SPECIFIC);
+            // Mosquitto's reason: 0x95, Packet too large.
+            refusal = Some(reason::PACKET_TOO_LARGE);
         } else if p.props.as_ref().is_some_and(|pp| pp.utf8)
             && std::str::from_utf8(&p.payload).is_err()
         {

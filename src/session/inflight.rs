@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 
-use crate::codec::{Publish, QoS};
+use crate::codec::{PacketType, Publish, QoS};
 
 /// Where an outgoing QoS 1/2 message stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -124,6 +124,16 @@ impl Inflight {
             },
             None => false,
         }
+    }
+
+    /// What the outgoing message with packet id `pkid` waits for, if any:
+    /// an acknowledgement of another kind is a protocol violation.
+    pub fn awaits(&self, pkid: u16) -> Option<PacketType> {
+        self.position(pkid).map(|i| match &self.out[i] {
+            OutState::Sent(p) if p.qos == QoS::AtLeastOnce => PacketType::PubAck,
+            OutState::Sent(_) => PacketType::PubRec,
+            OutState::Released(_) => PacketType::PubComp,
+        })
     }
 
     /// PUBREC with an error reason (MQTT 5): the message is done, no
