@@ -225,7 +225,8 @@ impl Parser {
                 let n = l.num::<i64>(-1, i64::from(i32::MAX))?;
                 self.listener().max_connections = usize::try_from(n).ok();
             }
-            "max_qos" => {
+            // Mosquitto reads both names.
+            "max_qos" | "maximum_qos" => {
                 let q = l.num::<u8>(0, 2)?;
                 self.listener().max_qos = q;
             }

@@ -54,9 +54,10 @@ fn listener_options_go_to_the_current_section() {
     let c = parse(
         "mount_point base/\nlistener 1 127.0.0.1\nmax_connections 5\nsocket_domain ipv4\n\
          listener 2\nmount_point m/\nuse_username_as_clientid true\nbind_interface lo\n\
-         protocol mqtt\nmax_connections -1\n",
+         protocol mqtt\nmax_connections -1\nmaximum_qos 1\n",
     )
     .expect("parse");
+    assert_eq!(c.listeners[2].max_qos, 1, "maximum_qos, Mosquitto's other name");
     assert_eq!(
         c.listeners.len(),
         3,
