@@ -83,6 +83,21 @@ fn default_window_and_queue_keep_30_messages() {
 
 // ---- message_size_limit ----
 
+/// A will larger than message_size_limit refuses the CONNECT, as Mosquitto
+/// does (its test 07-will-oversize-payload): CONNACK 5 under 3.1.1; a will
+/// at the limit is fine.
+#[test]
+fn a_will_over_message_size_limit_refuses_the_connect() {
+    let b = Broker::start("message_size_limit 1\n");
+    let mut c = b.raw();
+    c.send(&Connect::new("big-will").will("w", b"AB", 0, false).build());
+    c.expect_connack(5, false);
+    c.expect_closed();
+    let mut c = b.raw();
+    c.send(&Connect::new("small-will").will("w", b"A", 0, false).build());
+    c.expect_connack(0, false);
+}
+
 #[test]
 fn message_size_limit_drops_oversize_publishes_but_completes_their_flow() {
     let b = Broker::start("message_size_limit 10\n");

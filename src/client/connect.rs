@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
-use log::info;
+use log::{debug, info};
 
 use super::conn::{Conn, ReadError};
 use super::{ClientShared, wait_readable};
@@ -303,6 +303,17 @@ fn check(
             return refuse(c, connack::IDENTIFIER_REJECTED, "<unknown>");
         }
         client_id = auto_id(&security.auto_id_prefix);
+    }
+    // A will larger than message_size_limit could never be published:
+    // Mosquitto refuses the CONNECT (MQTT 5: Packet too large).
+    let limit = config.message_size_limit as usize;
+    if limit != 0 && p.will.as_ref().is_some_and(|w| w.payload.len() > limit) {
+        debug!("Client {client_id} connected with too large Will payload.");
+        let code = match p.level {
+            Level::V5 => reason::PACKET_TOO_LARGE,
+            _ => connack::NOT_AUTHORIZED,
+        };
+        return refuse(c, code, &client_id);
     }
     if let Some(prefix) = &config.clientid_prefixes {
         if !client_id.starts_with(prefix.as_str()) {

@@ -57,7 +57,10 @@ fn listener_options_go_to_the_current_section() {
          protocol mqtt\nmax_connections -1\nmaximum_qos 1\n",
     )
     .expect("parse");
-    assert_eq!(c.listeners[2].max_qos, 1, "maximum_qos, Mosquitto's other name");
+    assert_eq!(
+        c.listeners[2].max_qos, 1,
+        "maximum_qos, Mosquitto's other name"
+    );
     assert_eq!(
         c.listeners.len(),
         3,
