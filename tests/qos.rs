@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::packets::{PUBLISH, PUBREL, puback, pubcomp, publish, pubrec, pubrel};
+use common::packets::{Connect, PUBLISH, PUBREL, puback, pubcomp, publish, pubrec, pubrel};
 use common::*;
 
 #[test]
@@ -256,4 +256,28 @@ fn an_acknowledgement_of_the_wrong_kind_closes_the_connection() {
     assert_eq!(rel.kind(), PUBREL);
     assert_eq!(rel.body, vec![0, 77]);
     c.ping();
+}
+
+/// A third copy of an unreleased QoS 2 message on one connection closes
+/// it (the second still gets its PUBREC), as Mosquitto 2.0 and 2.1 do
+/// (its test 03-publish-qos2-dup). After a reconnect, repeats count anew
+/// against the copy the broker holds.
+#[test]
+fn a_third_copy_of_an_unreleased_qos2_message_closes_the_connection() {
+    let b = Broker::start("");
+    let copy = publish("dup/2", b"m", 2, false, true, 1);
+    let session = Connect::new("dup-sender").clean(false);
+    let mut c = RawClient::connect_with(b.addr(), &session, false);
+    c.send(&copy);
+    c.expect_pubrec(1);
+    c.send(&copy);
+    c.expect_pubrec(1);
+    c.drop_connection();
+    // A new connection may send it again once more, as the first copy
+    // stays stored; then it is a repeat too many.
+    let mut c = RawClient::connect_with(b.addr(), &session, true);
+    c.send(&copy);
+    c.expect_pubrec(1);
+    c.send(&copy);
+    c.expect_closed();
 }

@@ -238,6 +238,12 @@ impl Connected<'_> {
                 let id = p.pkid;
                 // Forward once; a repeat before PUBREL only gets PUBREC again.
                 let new = self.inflight.receive_qos2(id);
+                if !new && self.inflight.repeated_too_often(id) {
+                    return Err(End::Protocol(
+                        format!("a third copy of QoS 2 message {id} before its PUBREL"),
+                        reason::PROTOCOL_ERROR,
+                    ));
+                }
                 if new && v5 {
                     self.check_receive_maximum()?;
                 }

@@ -389,7 +389,12 @@ impl<'a> Connected<'a> {
         shared: &'a ClientShared,
         listener: &'a Listener,
     ) -> Box<Connected<'a>> {
-        let SessionState { inflight, pending } = a.reply.state;
+        let SessionState {
+            mut inflight,
+            pending,
+        } = a.reply.state;
+        // Repeats of unreleased QoS 2 messages count per connection.
+        inflight.new_connection();
         let silence_limit =
             (a.keep_alive > 0).then(|| Duration::from_millis(u64::from(a.keep_alive) * 1500));
         // Messages queued while offline count against the outbox limit too.

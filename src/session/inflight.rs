@@ -36,6 +36,8 @@ pub struct Inflight {
     last_id: u16,
     /// QoS 2 ids received (and forwarded) whose PUBREL has not come yet.
     in_qos2: Vec<u16>,
+    /// Of those, the ids received a second time on this connection.
+    in_repeated: Vec<u16>,
     /// Payload bytes of the messages in `out` still awaiting PUBACK or PUBREC.
     bytes: usize,
 }
@@ -184,9 +186,27 @@ impl Inflight {
         true
     }
 
+    /// A repeat of an unreleased incoming QoS 2 message: true for the
+    /// third copy on one connection, which Mosquitto (2.0 and 2.1) takes
+    /// for a protocol violation; the second only gets its PUBREC again.
+    pub fn repeated_too_often(&mut self, pkid: u16) -> bool {
+        if self.in_repeated.contains(&pkid) {
+            return true;
+        }
+        self.in_repeated.push(pkid);
+        false
+    }
+
+    /// A new connection of the session: repeats count again from none
+    /// (a client resends what it had not seen released).
+    pub fn new_connection(&mut self) {
+        self.in_repeated.clear();
+    }
+
     /// PUBREL: the id may be used for a new message from now on.
     pub fn release_qos2(&mut self, pkid: u16) {
         self.in_qos2.retain(|&id| id != pkid);
+        self.in_repeated.retain(|&id| id != pkid);
     }
 
     /// Rebuilds saved state (persistence): outgoing entries in send order,
@@ -203,6 +223,7 @@ impl Inflight {
             out: out.into(),
             last_id,
             in_qos2,
+            in_repeated: Vec::new(),
             bytes,
         }
     }
