@@ -336,10 +336,9 @@ impl BridgeThread {
             }
             self.notify_local(true);
         }
-        let mut pkid = 0u16;
         for t in &self.b.topics {
-            pkid = pkid.wrapping_add(1).max(1);
             if t.direction.incoming() {
+                let pkid = self.state.inflight.take_id();
                 debug!(
                     "Bridge {} sending SUBSCRIBE (Mid: {pkid}, Topic: {}, QoS: {}, Options: 0x00)",
                     self.b.local_clientid, t.remote, t.qos
@@ -357,6 +356,7 @@ impl BridgeThread {
                     props: Properties::default(),
                 }))?;
             } else if self.b.attempt_unsubscribe {
+                let pkid = self.state.inflight.take_id();
                 debug!(
                     "Bridge {} sending UNSUBSCRIBE (Mid: {pkid}, Topic: {})",
                     self.b.local_clientid, t.remote

@@ -77,6 +77,18 @@ impl Inflight {
     /// Assigns a free packet id to `p`, records it and returns the packet to send.
     pub fn start(&mut self, mut p: Publish) -> Publish {
         debug_assert!(p.qos != QoS::AtMostOnce);
+        let id = self.take_id();
+        p.pkid = id;
+        self.bytes += p.payload.len();
+        self.out.push_back(OutState::Sent(p.clone()));
+        p
+    }
+
+    /// The next packet id after the last one handed out that no message in
+    /// flight holds. A bridge takes its SUBSCRIBE and UNSUBSCRIBE ids here
+    /// too, so the ids go on from one connection to the next, as
+    /// Mosquitto's do.
+    pub fn take_id(&mut self) -> u16 {
         let mut id = self.last_id;
         loop {
             id = id.wrapping_add(1);
@@ -88,10 +100,7 @@ impl Inflight {
             }
         }
         self.last_id = id;
-        p.pkid = id;
-        self.bytes += p.payload.len();
-        self.out.push_back(OutState::Sent(p.clone()));
-        p
+        id
     }
 
     fn position(&self, pkid: u16) -> Option<usize> {
