@@ -522,9 +522,11 @@ impl BridgeThread {
                 self.fill_window(r)?;
             }
             Packet::PubRec(a) => {
-                if self.state.inflight.pubrec(a.pkid) {
-                    r.send(&Packet::PubRel(Ack::ok(a.pkid)))?;
-                }
+                // Answered for an unknown id too, as Mosquitto does: the
+                // remote may hold a flow this side forgot (a restart
+                // without persistence).
+                self.state.inflight.pubrec(a.pkid);
+                r.send(&Packet::PubRel(Ack::ok(a.pkid)))?;
             }
             Packet::PubComp(a) => {
                 self.state.inflight.pubcomp(a.pkid);
