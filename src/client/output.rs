@@ -80,6 +80,12 @@ impl Connected<'_> {
                     // for the client: dropped.
                     let p = self.unmounted(p);
                     if p.expired(now) || !self.fits(&p) {
+                        // Mosquitto numbers a message when it queues it,
+                        // so one dropped here has used up its packet id:
+                        // the ids that follow are the ones it would send.
+                        if p.qos != QoS::AtMostOnce {
+                            self.inflight.take_id();
+                        }
                         continue;
                     }
                     let p = if p.qos == QoS::AtMostOnce {
