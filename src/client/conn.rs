@@ -8,7 +8,7 @@
 
 use std::io::{self, Read, Write};
 
-use crate::codec::{self, DecodeError, Level, Packet};
+use crate::codec::{self, DecodeError, Level, Packet, PacketType};
 use crate::transport::Stream;
 
 /// Bytes read per read(2) call.
@@ -129,6 +129,14 @@ impl Conn {
         self.rpos += total;
         self.counts.packets_in += 1;
         Ok(Some(p))
+    }
+
+    /// The type of the packet at the start of the undecoded bytes: after a
+    /// decode error, the packet that failed.
+    pub fn failing_kind(&self) -> Option<PacketType> {
+        self.rbuf
+            .get(self.rpos)
+            .and_then(|b| PacketType::from_nibble(b >> 4))
     }
 
     /// Whether undecoded bytes are buffered (a packet is partly received).

@@ -85,10 +85,11 @@ impl Connected<'_> {
                     reason::BAD_AUTHENTICATION_METHOD,
                 ));
             }
+            // A server's packet: closed without a DISCONNECT, as Mosquitto.
             Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
                 return Err(End::Protocol(
                     format!("unexpected {} from a client", p.kind()),
-                    reason::PROTOCOL_ERROR,
+                    CLOSE_ONLY,
                 ));
             }
         }
@@ -109,9 +110,10 @@ impl Connected<'_> {
                 );
                 Ok(())
             }
+            // Closed without a DISCONNECT, as Mosquitto does.
             Some(want) => Err(End::Protocol(
                 format!("{kind} for packet id {pkid}, which waits for {want}"),
-                reason::PROTOCOL_ERROR,
+                CLOSE_ONLY,
             )),
         }
     }

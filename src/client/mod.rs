@@ -330,6 +330,10 @@ fn wait_readable(c: &mut Conn, timeout: Duration) -> io::Result<bool> {
 }
 
 /// Why the session loop ended.
+/// The reason code of an [`End::Protocol`] after which no DISCONNECT is
+/// sent: the connection just closes (0 is never a protocol error's code).
+const CLOSE_ONLY: u8 = 0;
+
 enum End {
     Graceful,
     /// MQTT 5 DISCONNECT with reason 0x04: publish the will all the same.

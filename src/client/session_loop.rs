@@ -4,6 +4,7 @@
 //! the client and the session state handed back to the router.
 
 use super::*;
+use crate::codec::{DecodeError, PacketType};
 
 impl Connected<'_> {
     pub(super) fn run(&mut self) -> (DisconnectKind, End) {
@@ -47,7 +48,7 @@ impl Connected<'_> {
                         }
                     }
                     Ok(None) => break None,
-                    Err(e) => return Err(End::Protocol(e.to_string(), e.reason_code())),
+                    Err(e) => return Err(self.decode_end(e)),
                 }
             };
             if woken {
@@ -107,9 +108,7 @@ impl Connected<'_> {
                     Ok(false) => {}
                     Err(ReadError::Closed) => return Err(End::Closed),
                     Err(ReadError::Io(e)) => return Err(End::Io(e)),
-                    Err(ReadError::Decode(e)) => {
-                        return Err(End::Protocol(e.to_string(), e.reason_code()));
-                    }
+                    Err(ReadError::Decode(e)) => return Err(self.decode_end(e)),
                 }
             }
         }
@@ -117,6 +116,23 @@ impl Connected<'_> {
 
     /// Tells an MQTT 5 client why the broker closes its connection
     /// [MQTT-3.14]; 3.x has no way to say it.
+    /// How a packet that does not decode ends the session. As Mosquitto,
+    /// an MQTT 5 client is told why (DISCONNECT with the reason) only for
+    /// a PUBLISH, SUBSCRIBE or UNSUBSCRIBE, or a packet of no known type;
+    /// for the others (acknowledgements, PINGREQ, or packets only a
+    /// server sends) the connection just closes.
+    fn decode_end(&self, e: DecodeError) -> End {
+        let told = match self.c.failing_kind() {
+            None => true,
+            Some(k) => matches!(
+                k,
+                PacketType::Publish | PacketType::Subscribe | PacketType::Unsubscribe
+            ),
+        };
+        let code = if told { e.reason_code() } else { CLOSE_ONLY };
+        End::Protocol(e.to_string(), code)
+    }
+
     pub(super) fn say_goodbye(&mut self, why: &End) {
         if self.level != Level::V5 {
             return;
@@ -125,12 +141,17 @@ impl Connected<'_> {
             End::TakenOver => reason::SESSION_TAKEN_OVER,
             End::Shutdown => reason::SERVER_SHUTTING_DOWN,
             End::KeepAlive => reason::KEEP_ALIVE_TIMEOUT,
+            End::Protocol(_, CLOSE_ONLY) => return,
             End::Protocol(_, code) => *code,
             _ => return,
         };
         self.c.queue(&Packet::Disconnect(Disconnect::with(code)));
         // Best effort: the socket is closed right after.
         let _ = self.c.flush();
+        // A client refused for what it sent may have sent more behind it.
+        if matches!(why, End::Protocol(..)) {
+            linger(self.c.sock.tcp());
+        }
     }
 
     /// The state a persistent session keeps: in-flight messages and what was
@@ -152,6 +173,41 @@ impl Connected<'_> {
         SessionState {
             inflight: self.inflight,
             pending,
+        }
+    }
+}
+
+/// How long, and how many bytes, a connection closed after a DISCONNECT
+/// is still read from: the cost one client's end may have.
+const LINGER_TIME: Duration = Duration::from_millis(200);
+const LINGER_BYTES: usize = 64 * 1024;
+
+/// Ends the write side, then reads and drops what the client still sends
+/// for a moment (at most [`LINGER_TIME`] and [`LINGER_BYTES`]): a socket
+/// closed with unread input is reset by Linux, and a reset can reach the
+/// client before it has read the DISCONNECT, whose reason code is then
+/// lost. Only this client's thread waits.
+fn linger(sock: &std::net::TcpStream) {
+    let _ = sock.shutdown(std::net::Shutdown::Write);
+    let deadline = Instant::now() + LINGER_TIME;
+    let mut buf = [0u8; 4096];
+    let mut read = 0;
+    while read < LINGER_BYTES {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        let mut fds = [PollFd::new(sock.as_raw_fd(), POLLIN)];
+        match sys::poll(&mut fds, Some(deadline - now)) {
+            Ok(n) if n > 0 => {}
+            _ => break,
+        }
+        match std::io::Read::read(&mut &*sock, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
         }
     }
 }

@@ -31,7 +31,7 @@ pub enum PacketType {
 }
 
 impl PacketType {
-    fn from_nibble(n: u8) -> Option<PacketType> {
+    pub fn from_nibble(n: u8) -> Option<PacketType> {
         use PacketType::*;
         Some(match n {
             1 => Connect,
