@@ -365,3 +365,19 @@ fn an_unnamed_payload_format_value_is_forwarded() {
     want.extend_from_slice(b"x");
     assert_eq!(got.body, want, "{}", got.describe());
 }
+
+/// A client whose Maximum Packet Size is too small for the CONNACK gets
+/// none [MQTT-3.1.2-24]: the connection closes, as in Mosquitto (its test
+/// 12-prop-maximum-packet-size-connect). One that fits is served.
+#[test]
+fn a_connack_larger_than_the_client_accepts_is_not_sent() {
+    let b = Broker::start("");
+    let mut c = b.raw().named("tiny");
+    c.send(&connect5("tiny", 60, &[0x27, 0, 0, 0, 2]));
+    c.expect_closed();
+    if b.kind == BrokerKind::Midge {
+        b.wait_for_log("too small for the CONNACK", TIMEOUT);
+    }
+    let (_c, ack) = open(&b, "fits", &connect5("fits", 60, &[0x27, 0, 0, 0, 64]));
+    assert_eq!(ack.kind(), 2, "CONNACK");
+}

@@ -32,6 +32,12 @@ pub enum Refused {
     },
     /// The router is gone (shutting down).
     RouterGone,
+    /// MQTT 5: the CONNACK would exceed the Maximum Packet Size the client
+    /// asked for, so none can be sent [MQTT-3.1.2-24]: closed, as Mosquitto.
+    ConnAckTooLarge {
+        client_id: String,
+        max: u32,
+    },
 }
 
 /// An accepted connection, ready for the session loop.
@@ -159,6 +165,27 @@ pub fn handshake(
         }
     };
     let limits = ClientLimits::of(&connect);
+    let props = connack_properties(
+        shared,
+        listener,
+        server_keep_alive,
+        assigned.then_some(client_id.as_str()),
+    );
+    if limits.max_packet != 0 {
+        let mut bytes = Vec::new();
+        let ack = ConnAck {
+            session_present: false,
+            code: reason::SUCCESS,
+            props: props.clone(),
+        };
+        crate::codec::encode(&Packet::ConnAck(ack), connect.level, &mut bytes);
+        if bytes.len() > limits.max_packet as usize {
+            return Err(Refused::ConnAckTooLarge {
+                client_id,
+                max: limits.max_packet,
+            });
+        }
+    }
     let (tx, rx) = crossbeam_channel::bounded(1);
     let req = ConnectRequest {
         conn: conn_id,
@@ -185,12 +212,6 @@ pub fn handshake(
             return Err(Refused::RouterGone);
         }
     };
-    let props = connack_properties(
-        shared,
-        listener,
-        server_keep_alive,
-        assigned.then_some(client_id.as_str()),
-    );
     send_connack(
         c,
         connect.level,

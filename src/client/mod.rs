@@ -261,6 +261,10 @@ fn open(
                     )
                 }
                 Refused::RouterGone => debug!("Connection from {peer} dropped during shutdown."),
+                Refused::ConnAckTooLarge { client_id, max } => info!(
+                    "Client {client_id} from {peer} disconnected: its maximum packet size \
+                     ({max} bytes) is too small for the CONNACK."
+                ),
             }
             None
         }
