@@ -42,8 +42,9 @@ use crate::topic;
 pub const MAGIC: &[u8; 8] = b"MIDGEDB\0";
 /// Bumped on any change a reader of the previous version would misread.
 /// Version 2 added the MQTT 5 fields (message properties, session expiry,
-/// subscription options); version 1 files are still read.
-pub const VERSION: u16 = 2;
+/// subscription options), version 3 the subscription identifiers a queued
+/// message carries; version 1 and 2 files are still read.
+pub const VERSION: u16 = 3;
 pub const HEADER_LEN: usize = 16;
 
 const RETAINED: u8 = 1;
@@ -256,7 +257,8 @@ fn put_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
 /// qos | flags (dup 1, retain 2, properties 4) | pkid u16 | topic |
 /// payload, then with flag 4 the MQTT 5 properties: forwarded properties
 /// (u32 length and bytes), expiry left in seconds (u32, u32::MAX for
-/// none) and a flags byte (1: payload is UTF-8).
+/// none) and a flags byte (1: payload is UTF-8; 2, from version 3: the
+/// subscription identifiers follow, a u8 count and a u32 each).
 fn put_publish(out: &mut Vec<u8>, p: &Publish) {
     out.push(p.qos as u8);
     let has_props = u8::from(p.props.is_some()) << 2;
@@ -270,7 +272,15 @@ fn put_publish(out: &mut Vec<u8>, p: &Publish) {
         out.extend_from_slice(&props.forward);
         let left = props.remaining(Instant::now()).unwrap_or(u32::MAX);
         out.extend_from_slice(&left.to_be_bytes());
-        out.push(u8::from(props.utf8));
+        let ids = &props.sub_ids[..props.sub_ids.len().min(u8::MAX as usize)];
+        let has_ids = u8::from(!ids.is_empty()) << 1;
+        out.push(u8::from(props.utf8) | has_ids);
+        if !ids.is_empty() {
+            out.push(ids.len() as u8);
+            for id in ids {
+                out.extend_from_slice(&id.to_be_bytes());
+            }
+        }
     }
 }
 
@@ -556,8 +566,15 @@ impl<'a> Reader<'a> {
             let forward = self.take(n)?;
             let left = self.u32()?;
             let pflags = self.u8()?;
+            let mut sub_ids = Vec::new();
+            if pflags & 2 != 0 {
+                for _ in 0..self.u8()? {
+                    sub_ids.push(self.u32()?);
+                }
+            }
             let expiry = (left != u32::MAX).then_some(left);
             Some(Arc::new(PubProps {
+                sub_ids,
                 forward: Arc::from(forward),
                 expiry,
                 expires_at: expiry

@@ -49,6 +49,18 @@ fn sample() -> Vec<Record> {
             client_id: "s1".into(),
             publish: publish("a/q", b"queued", QoS::AtLeastOnce, 0),
         },
+        // MQTT 5: the subscription identifiers it is delivered with.
+        Record::Queued {
+            client_id: "s1".into(),
+            publish: Publish {
+                props: Some(Arc::new(PubProps {
+                    sub_ids: vec![53, 7],
+                    utf8: true,
+                    ..PubProps::default()
+                })),
+                ..publish("a/q5", b"queued 5", QoS::AtLeastOnce, 0)
+            },
+        },
         Record::Outgoing {
             client_id: "s1".into(),
             state: OutState::Sent(publish("a/s", b"sent", QoS::ExactlyOnce, 5)),
