@@ -127,7 +127,17 @@ impl Router {
         if let Some(acl) = &s.acl {
             let readable = |p: &Publish| acl.allows(&p.topic, acl::READ);
             let queued = state.pending.len();
-            state.pending.retain(readable);
+            let mut numbered = 0;
+            state.pending.retain(|p| {
+                let keep = readable(p);
+                numbered += usize::from(!keep && p.qos != QoS::AtMostOnce);
+                keep
+            });
+            // Mosquitto numbered these when it queued them: the ids that
+            // follow are the ones it would send.
+            for _ in 0..numbered {
+                state.inflight.take_id();
+            }
             let dropped =
                 queued - state.pending.len() + state.inflight.retain_unacknowledged(readable);
             if dropped > 0 {
