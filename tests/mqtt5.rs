@@ -381,3 +381,42 @@ fn a_connack_larger_than_the_client_accepts_is_not_sent() {
     let (_c, ack) = open(&b, "fits", &connect5("fits", 60, &[0x27, 0, 0, 0, 64]));
     assert_eq!(ack.kind(), 2, "CONNACK");
 }
+
+/// A client with Receive Maximum 2 that publishes three QoS 1 messages to
+/// a topic it subscribes to itself: it gets its three PUBACKs and, as it
+/// acknowledges them, the three messages; never more than 2 unacknowledged
+/// at once, and its PUBACKs are not held behind the third.
+#[test]
+fn receive_maximum_2_with_its_own_messages_does_not_stall() {
+    let b = Broker::start("");
+    let (mut c, _) = open(&b, "self", &connect5("self", 60, &[0x21, 0, 2]));
+    c.send(&subscribe5(1, &[], &[("rm", 1)]));
+    assert_eq!(c.read_packet().kind(), 9, "SUBACK");
+    for id in 1..=3u16 {
+        c.send(&publish5(1, id, "rm", &[], b"m"));
+    }
+    let (mut acks, mut got, mut unacked) = (0, 0, Vec::new());
+    while acks < 3 || got < 3 {
+        let p = match c.try_read(Duration::from_secs(10)) {
+            ReadOutcome::Packet(p) => p,
+            other => panic!("stalled after {acks} PUBACKs and {got} messages: {other:?}"),
+        };
+        match p.kind() {
+            4 => acks += 1,
+            3 => {
+                got += 1;
+                unacked.push(p.pkid());
+                assert!(unacked.len() <= 2, "more than Receive Maximum in flight");
+            }
+            k => panic!("unexpected packet type {k}"),
+        }
+        // The messages are acknowledged only once all three PUBACKs came:
+        // the broker's acknowledgements are not held behind messages the
+        // client's Receive Maximum holds back.
+        if acks == 3 && !unacked.is_empty() {
+            for id in unacked.drain(..) {
+                c.send(&common::packets::puback(id));
+            }
+        }
+    }
+}

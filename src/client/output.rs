@@ -5,14 +5,13 @@
 use super::*;
 
 impl Connected<'_> {
-    /// Takes what the router queued. Acknowledgements that the journal
-    /// released go out at once: behind a full in-flight window they would
-    /// wait for themselves (a PUBREL frees the window's QoS 2 slots).
+    /// Takes what the router queued. Acknowledgements (the router's MQTT 5
+    /// PUBACK and PUBREC with their reason codes, and those the journal
+    /// released) go out at once: behind messages that the in-flight window
+    /// or the client's Receive Maximum holds back they could wait for
+    /// themselves (a client may acknowledge nothing until its own
+    /// publishes are acknowledged; a PUBREL frees the window's QoS 2 slots).
     pub(super) fn take_outbox(&mut self) {
-        if self.shared.journal.is_none() {
-            self.outbox.take(&mut self.pending);
-            return;
-        }
         let mut fresh = VecDeque::new();
         self.outbox.take(&mut fresh);
         for item in fresh {
