@@ -133,6 +133,7 @@ impl Router {
         self.shared
             .for_each_match(&p.topic, |sid, opts| targets.push((sid, opts, true)));
         self.seq += 1;
+        self.highest_qos_per_session(&mut targets);
         for &(sid, opts, shared) in &targets {
             if opts.no_local && from == Some(sid) {
                 continue;
@@ -150,10 +151,40 @@ impl Router {
         matched
     }
 
+    /// A 3.x session matched by several of its (not shared) filters gets
+    /// one copy at the highest QoS of those filters [MQTT-3.3.5-1]: each of
+    /// its matches is raised to that QoS, so the one delivered has it.
+    /// (Mosquitto 2.0 sends the QoS of the filter its walk meets first;
+    /// MQTT requires the highest, docs/CONFORMANCE.md.)
+    fn highest_qos_per_session(&mut self, targets: &mut [(SessionId, SubOpts, bool)]) {
+        if targets.len() < 2 {
+            return;
+        }
+        targets.sort_unstable_by_key(|&(sid, _, shared)| (shared, sid));
+        let mut start = 0;
+        while start < targets.len() {
+            let (sid, _, shared) = targets[start];
+            let end = start
+                + targets[start..]
+                    .iter()
+                    .take_while(|t| t.0 == sid && t.2 == shared)
+                    .count();
+            if !shared
+                && end - start > 1
+                && session_mut(&mut self.sessions, sid).is_some_and(|s| s.level != Level::V5)
+            {
+                let best = targets[start..end].iter().map(|t| t.1.qos).max();
+                for t in &mut targets[start..end] {
+                    t.1.qos = best.unwrap_or(t.1.qos);
+                }
+            }
+            start = end;
+        }
+    }
+
     /// Queues `p` for one session at most `opts.qos`. A 3.x session
-    /// matched by several of its filters gets one copy, at the QoS of the
-    /// filter the trie walk meets first (literal level, then `+`, then
-    /// `#`), which is what Mosquitto 2.0 delivers. An MQTT 5 session gets
+    /// matched by several of its filters gets one copy (see
+    /// [`Router::highest_qos_per_session`]). An MQTT 5 session gets
     /// one copy per matching subscription, each with that subscription's
     /// QoS and identifier [MQTT-3.3.4-5], as Mosquitto 2.0 sends; a shared
     /// subscription's pick gets its own copy.
