@@ -7,13 +7,22 @@
 //! target: `info!(target: SUBSCRIBE, ...)` and the like.
 //!
 //! The settings can be replaced while the broker runs (SIGHUP).
+//!
+//! Logging never stalls the broker. Once [`start_writer`] has run, a log
+//! call only formats its line and hands it to the log writer thread
+//! through a queue of [`QUEUE_LINES`] lines; when the destination does not
+//! keep up (a full disk, a pipe nobody reads) and the queue is full, lines
+//! are dropped and counted, and one line says how many when the writer
+//! catches up. Before that (start-up), lines are written at once.
 
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::RwLock;
 
 use crate::config::{LogDest, Logging, log_type};
@@ -37,13 +46,32 @@ struct State {
     types: u32,
     timestamp: bool,
     format: Option<CString>,
-    sinks: Vec<Sink>,
+    /// Shared with the writer thread, which writes without holding the
+    /// lock (a reload never waits for a stalled destination).
+    sinks: Arc<Vec<Sink>>,
 }
 
 struct Logger {
     state: RwLock<State>,
     /// Where `log_dest topic` lines go; installed once the router runs.
     topic: OnceLock<TopicSink>,
+    /// The writer thread's queue, once it runs.
+    queue: OnceLock<Sender<Line>>,
+    /// Lines dropped because the queue was full, not yet reported.
+    dropped: AtomicU64,
+}
+
+/// The lines the log writer thread may have waiting: at most about 1 MB
+/// (a line is cut at [`MAX_LINE`] bytes).
+pub const QUEUE_LINES: usize = 1024;
+
+/// A formatted log line on its way to the writer thread.
+struct Line {
+    /// With its timestamp and newline, for files, stdout and stderr.
+    text: String,
+    /// The message alone, for syslog.
+    msg: String,
+    priority: i32,
 }
 
 static LOGGER: OnceLock<Logger> = OnceLock::new();
@@ -61,9 +89,11 @@ pub fn init(verbose: bool) {
             types,
             timestamp: true,
             format: None,
-            sinks: vec![Sink::Stderr],
+            sinks: Arc::new(vec![Sink::Stderr]),
         }),
         topic: OnceLock::new(),
+        queue: OnceLock::new(),
+        dropped: AtomicU64::new(0),
     });
     // A second init (tests) keeps the first logger.
     let _ = log::set_logger(logger);
@@ -108,11 +138,90 @@ pub fn configure(cfg: &Logging, verbose: bool) -> io::Result<()> {
             types,
             timestamp: cfg.timestamp,
             format,
-            sinks,
+            sinks: Arc::new(sinks),
         };
     }
     set_max_level(types);
     Ok(())
+}
+
+/// Starts the log writer thread: from now on no log call waits for a
+/// destination. Called once the broker runs in its final process (after
+/// `-d` forks).
+pub fn start_writer() -> io::Result<()> {
+    let Some(l) = LOGGER.get() else {
+        return Ok(());
+    };
+    let (tx, rx) = crossbeam_channel::bounded(QUEUE_LINES);
+    std::thread::Builder::new()
+        .name("log".into())
+        .stack_size(64 * 1024)
+        .spawn(move || write_lines(l, rx))?;
+    let _ = l.queue.set(tx);
+    Ok(())
+}
+
+/// Waits until the writer thread has written what was queued, or until
+/// `timeout`: the last lines before the broker exits, without waiting
+/// for a destination that has stalled.
+pub fn drain(timeout: Duration) {
+    let Some(q) = LOGGER.get().and_then(|l| l.queue.get()) else {
+        return;
+    };
+    let deadline = Instant::now() + timeout;
+    while !q.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The writer thread: writes each line to the destinations in force,
+/// and says how many lines were dropped when it had fallen behind.
+fn write_lines(l: &Logger, rx: Receiver<Line>) {
+    while let Ok(line) = rx.recv() {
+        let sinks = l.state.read().sinks.clone();
+        write_to(&sinks, &line);
+        let dropped = l.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            let msg = format!(
+                "Warning: {dropped} log line(s) dropped: the log destination did not keep up."
+            );
+            let secs = unix_now();
+            let text = format!("{secs}: {msg}\n");
+            write_to(
+                &sinks,
+                &Line {
+                    text,
+                    msg,
+                    priority: sys::LOG_WARNING,
+                },
+            );
+        }
+    }
+}
+
+fn write_to(sinks: &[Sink], line: &Line) {
+    for sink in sinks {
+        // A log line that cannot be written is lost; there is nowhere
+        // left to report it.
+        let _ = match sink {
+            Sink::Stderr => io::stderr().lock().write_all(line.text.as_bytes()),
+            Sink::Stdout => io::stdout().lock().write_all(line.text.as_bytes()),
+            Sink::File(f) => (&*f).write_all(line.text.as_bytes()),
+            Sink::Syslog => {
+                sys::syslog(line.priority, &line.msg);
+                Ok(())
+            }
+            // Published by the caller, never queued.
+            Sink::Topic => Ok(()),
+        };
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// Where `log_dest topic` sends a line: called with the log type's letter
@@ -164,11 +273,8 @@ impl log::Log for Logger {
             return;
         }
         let msg = clean(record.args().to_string());
-        let secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        let line = match (state.timestamp, &state.format) {
+        let secs = unix_now();
+        let text = match (state.timestamp, &state.format) {
             (false, _) => format!("{msg}\n"),
             (true, None) => format!("{secs}: {msg}\n"),
             (true, Some(f)) => {
@@ -176,28 +282,32 @@ impl log::Log for Logger {
                 format!("{ts}: {msg}\n")
             }
         };
-        for sink in &state.sinks {
-            // A log line that cannot be written is lost; there is nowhere
-            // left to report it.
-            let _ = match sink {
-                Sink::Stderr => io::stderr().lock().write_all(line.as_bytes()),
-                Sink::Stdout => io::stdout().lock().write_all(line.as_bytes()),
-                Sink::File(f) => (&*f).write_all(line.as_bytes()),
-                Sink::Syslog => {
-                    sys::syslog(priority, &msg);
-                    Ok(())
+        if state.sinks.iter().any(|s| matches!(s, Sink::Topic)) {
+            self.to_topic(letter, &msg);
+        }
+        let line = Line {
+            text,
+            msg,
+            priority,
+        };
+        match self.queue.get() {
+            Some(q) => match q.try_send(line) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
                 }
-                Sink::Topic => {
-                    self.to_topic(letter, &msg);
-                    Ok(())
-                }
-            };
+            },
+            None => {
+                let sinks = state.sinks.clone();
+                drop(state);
+                write_to(&sinks, &line);
+            }
         }
     }
 
     fn flush(&self) {
-        let state = self.state.read();
-        for sink in &state.sinks {
+        let sinks = self.state.read().sinks.clone();
+        for sink in sinks.iter() {
             if let Sink::File(f) = sink {
                 let _ = (&*f).flush();
             }

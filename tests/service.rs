@@ -227,3 +227,69 @@ fn example_config_serves_loopback_clients() {
     }
     panic!("midge did not start with the example config: {last}");
 }
+
+/// Logging never stalls the broker: with `-v` and its log going to a pipe
+/// that nobody reads, the broker keeps serving clients (lines beyond the
+/// log queue are dropped and counted) and SIGTERM still ends it. Debian's
+/// mosquitto 2.0.11 and 2.1.2 stop answering in this case.
+#[test]
+fn a_log_pipe_nobody_reads_stalls_nothing() {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let dir = TempDir::new("log-stall");
+    let port = common::free_port();
+    let conf = dir.write(
+        "midge.conf",
+        &format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
+    );
+    let mut child = common::midge_command(&["-c", conf.to_str().unwrap(), "-v"], None)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start midge");
+    // Kept open and never read: its 64 KiB fill up with log lines.
+    let _unread = child.stderr.take();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + TIMEOUT;
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "midge did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // About 500 KB of log lines: connections, subscriptions, publishes.
+    for i in 0..1500 {
+        let mut c = common::RawClient::connect(addr, &format!("noisy-client-{i:04}"));
+        c.subscribe(1, &[("noise/#", 0)]);
+        c.disconnect();
+    }
+    // Still served.
+    let mut sub = common::RawClient::connect(addr, "sub");
+    sub.subscribe(1, &[("still/served", 1)]);
+    let mut p = common::RawClient::connect(addr, "pub");
+    p.publish("still/served", b"yes", 1, false, 1);
+    sub.expect_publish_eq("still/served", b"yes", 1, false);
+    // And SIGTERM ends it.
+    sigterm(child.id());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("midge did not end on SIGTERM with its log pipe full");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGTERM to `pid`, through kill(1).
+fn sigterm(pid: u32) {
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(ok.success());
+}

@@ -159,6 +159,8 @@ fn run() -> Result<ExitCode, String> {
     if m.opt_present("d") {
         sys::daemonize().map_err(|e| format!("unable to run in the background: {e}"))?;
     }
+    // From here on no log line waits for its destination.
+    logging::start_writer().map_err(|e| format!("unable to start the log thread: {e}"))?;
     if let Some(p) = &config.pid_file {
         std::fs::write(p, format!("{}\n", std::process::id()))
             .map_err(|e| format!("unable to write pid file {}: {e}", p.display()))?;
@@ -246,6 +248,8 @@ fn run() -> Result<ExitCode, String> {
             warn!("Unable to remove pid file {}: {e}.", p.display());
         }
     }
+    // The last lines, unless their destination has stalled.
+    logging::drain(Duration::from_secs(1));
     Ok(ExitCode::SUCCESS)
 }
 
