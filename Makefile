@@ -11,6 +11,13 @@
 #   make soak   mixed load for SOAK_SECONDS (600), clients joining and
 #               leaving; reports memory, descriptors, threads and losses
 #               (soak-short: 60 seconds)
+#   make conformance
+#               Mosquitto's own broker tests (test/broker of Debian's
+#               mosquitto source package) against the release binary, one
+#               at a time in a loopback-only network namespace, checked
+#               against tests/conformance/expected.txt; with
+#               CONFORMANCE_BROKER=/usr/sbin/mosquitto, against Debian's
+#               mosquitto instead; see docs/CONFORMANCE.md
 #
 # Single steps (each installs what it needs first):
 #   make test-amd64         unit and integration tests, default toolchain
@@ -63,7 +70,7 @@ CI_STEPS := test-deps setup test-amd64 msrv armv7 qemu-test deb deb-armhf lint d
 
 .PHONY: all build run test test-deps setup test-amd64 msrv armv7 qemu-test \
 	deb deb-armhf lint deb-install-test cross-armv7 clean-cross bench bench-quick \
-	fuzz soak soak-short
+	fuzz soak soak-short conformance
 
 all: build
 
@@ -140,3 +147,9 @@ soak:
 
 soak-short:
 	SOAK_SECONDS=60 $(CARGO) bench --locked --bench soak
+
+# Mosquitto's test/broker suite as an oracle (tests/conformance/run.sh):
+# fetches the source package once into target/conformance, builds the
+# release binary unless CONFORMANCE_BROKER names another broker.
+conformance:
+	CARGO="$(CARGO)" CONFORMANCE_BROKER="$(CONFORMANCE_BROKER)" bash tests/conformance/run.sh
