@@ -53,6 +53,7 @@ command -v dpkg-source >/dev/null 2>&1 || missing+=(dpkg-dev)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 { command -v unshare && command -v setpriv; } >/dev/null 2>&1 || missing+=(util-linux)
+[ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || missing+=(debian-archive-keyring)
 if [ "${#missing[@]}" -gt 0 ]; then
     log "installing ${missing[*]}"
     apt_install() {
@@ -148,7 +149,7 @@ if [ "$BROKER_NAME" = midge ]; then
 else
     ln -s "$BROKER" "$WORK/tree/src/mosquitto"
 fi
-cp tests/conformance/runner.py tests/conformance/expected.txt "$WORK/"
+cp tests/conformance/runner.py tests/conformance/sitecustomize.py tests/conformance/expected.txt "$WORK/"
 chown -R "$RUN_USER:" "$WORK"
 
 # --- 5. The run, in namespaces ---------------------------------------------
