@@ -2,7 +2,8 @@
 #
 #   make run    build in release and start the broker on localhost:1883
 #   make test   install what is needed, then build and test everything:
-#               amd64 tests, the Rust 1.85 build, armv7 under qemu, both
+#               amd64 tests, Mosquitto's broker tests (conformance), the
+#               Rust 1.85 build, armv7 under qemu, both
 #               .deb packages, lintian and an install into a bookworm chroot
 #   make bench  midge against Mosquitto side by side (about 5 minutes;
 #               bench-quick: about 1); see docs/PERFORMANCE.md
@@ -66,7 +67,7 @@ QEMU_SKIP := a_thousand_clients an_announced_256_mb_packet_allocates_nothing_bef
 TOOLS := midge_passwd midge_cert midge_pub midge_sub midge_rr
 
 # The steps of `make test`, in order; tests/ci.sh times each one.
-CI_STEPS := test-deps setup test-amd64 msrv armv7 qemu-test deb deb-armhf lint deb-install-test
+CI_STEPS := test-deps setup test-amd64 conformance msrv armv7 qemu-test deb deb-armhf lint deb-install-test
 
 .PHONY: all build run test test-deps setup test-amd64 msrv armv7 qemu-test \
 	deb deb-armhf lint deb-install-test cross-armv7 clean-cross bench bench-quick \
