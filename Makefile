@@ -2,7 +2,8 @@
 #
 #   make run    build in release and start the broker on localhost:1883
 #   make test   install what is needed, then build and test everything:
-#               amd64 tests, the Rust 1.85 build, armv7 under qemu, both
+#               amd64 tests, Mosquitto's broker tests (conformance), the
+#               Rust 1.85 build, armv7 under qemu, both
 #               .deb packages, lintian and an install into a bookworm chroot
 #   make bench  midge against Mosquitto side by side (about 5 minutes;
 #               bench-quick: about 1); see docs/PERFORMANCE.md
@@ -11,6 +12,13 @@
 #   make soak   mixed load for SOAK_SECONDS (600), clients joining and
 #               leaving; reports memory, descriptors, threads and losses
 #               (soak-short: 60 seconds)
+#   make conformance
+#               Mosquitto's own broker tests (test/broker of Debian's
+#               mosquitto source package) against the release binary, one
+#               at a time in a loopback-only network namespace, checked
+#               against tests/conformance/expected.txt; with
+#               CONFORMANCE_BROKER=/usr/sbin/mosquitto, against Debian's
+#               mosquitto instead; see docs/CONFORMANCE.md
 #
 # Single steps (each installs what it needs first):
 #   make test-amd64         unit and integration tests, default toolchain
@@ -89,11 +97,11 @@ QEMU_SKIP := a_thousand_clients an_announced_256_mb_packet_allocates_nothing_bef
 TOOLS := midge_passwd midge_cert midge_pub midge_sub midge_rr
 
 # The steps of `make test`, in order; tests/ci.sh times each one.
-CI_STEPS := test-deps setup test-amd64 msrv armv7 qemu-test arm64 qemu-test-arm64 deb deb-armhf deb-arm64 lint deb-install-test
+CI_STEPS := test-deps setup test-amd64 conformance msrv armv7 qemu-test arm64 qemu-test-arm64 deb deb-armhf deb-arm64 lint deb-install-test
 
 .PHONY: all build run test test-deps setup test-amd64 msrv armv7 qemu-test \
 	arm64 qemu-test-arm64 deb deb-armhf deb-arm64 lint deb-install-test cross-armv7 clean-cross bench bench-quick \
-	fuzz soak soak-short
+	fuzz soak soak-short conformance
 
 all: build
 
@@ -189,3 +197,9 @@ soak:
 
 soak-short:
 	SOAK_SECONDS=60 $(CARGO) bench --locked --bench soak
+
+# Mosquitto's test/broker suite as an oracle (tests/conformance/run.sh):
+# fetches the source package once into target/conformance, builds the
+# release binary unless CONFORMANCE_BROKER names another broker.
+conformance:
+	CARGO="$(CARGO)" CONFORMANCE_BROKER="$(CONFORMANCE_BROKER)" bash tests/conformance/run.sh
