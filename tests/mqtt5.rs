@@ -420,3 +420,27 @@ fn receive_maximum_2_with_its_own_messages_does_not_stall() {
         }
     }
 }
+
+/// A Subscription Identifier in a client's PUBLISH, which MQTT forbids
+/// [MQTT-3.3.4-6], is dropped, as Mosquitto 2.0 does: subscribers only
+/// ever get their own identifiers.
+#[test]
+fn a_publisher_s_subscription_identifier_is_not_relayed() {
+    let b = Broker::start("");
+    let (mut plain, _) = open(&b, "plain", &connect5("plain", 60, &[]));
+    plain.send(&subscribe5(1, &[], &[("sid", 0)]));
+    plain.read_packet();
+    let (mut own, _) = open(&b, "own", &connect5("own", 60, &[]));
+    own.send(&subscribe5(1, &[0x0B, 9], &[("sid", 0)]));
+    own.read_packet();
+    let (mut p, _) = open(&b, "steer", &connect5("steer", 60, &[]));
+    p.send(&publish5(0, 0, "sid", &[0x0B, 77], b"x"));
+    let mut want = field(b"sid");
+    want.push(0);
+    want.extend_from_slice(b"x");
+    assert_eq!(plain.read_packet().body, want, "no identifier");
+    let mut want = field(b"sid");
+    want.extend(props(&[0x0B, 9]));
+    want.extend_from_slice(b"x");
+    assert_eq!(own.read_packet().body, want, "only its own identifier");
+}

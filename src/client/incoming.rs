@@ -187,6 +187,12 @@ impl Connected<'_> {
             ));
         }
         self.resolve_alias(&mut p)?;
+        // A client may not send a Subscription Identifier [MQTT-3.3.4-6]:
+        // dropped, as Mosquitto 2.0 does, so that a subscriber only ever
+        // gets its own identifiers (docs/MQTT5.md).
+        if let Some(pp) = p.props.as_mut().filter(|pp| !pp.sub_ids.is_empty()) {
+            Arc::make_mut(pp).sub_ids.clear();
+        }
         let limit = self.shared.config.message_size_limit as usize;
         // Oversized messages are dropped, but their QoS flow completes (Mosquitto).
         let mut refusal = None;
