@@ -53,7 +53,12 @@ impl Connected<'_> {
             };
             if woken {
                 match self.outbox.close_requested() {
-                    Some(CloseReason::TakenOver) => return Ok(End::TakenOver),
+                    Some(CloseReason::TakenOver) => {
+                        // What the client sent before the new connection
+                        // came (a PUBLISH, then its close) still counts.
+                        self.handle_what_arrived()?;
+                        return Ok(End::TakenOver);
+                    }
                     Some(CloseReason::Shutdown) => {
                         self.pump();
                         let _ = self.c.flush();
@@ -116,6 +121,19 @@ impl Connected<'_> {
 
     /// Tells an MQTT 5 client why the broker closes its connection
     /// [MQTT-3.14]; 3.x has no way to say it.
+    /// Reads what the socket holds now, without waiting, and handles the
+    /// whole packets buffered.
+    fn handle_what_arrived(&mut self) -> Result<(), End> {
+        // A read error or a close: what was buffered is handled all the same.
+        let _ = self.c.fill();
+        while let Ok(Some(p)) = self.c.next_packet() {
+            if self.handle(p)?.is_some() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// How a packet that does not decode ends the session. As Mosquitto,
     /// an MQTT 5 client is told why (DISCONNECT with the reason) only for
     /// a PUBLISH, SUBSCRIBE or UNSUBSCRIBE, or a packet of no known type;
