@@ -126,20 +126,24 @@ impl Router {
         // since (Mosquitto checks each queued message the same way).
         if let Some(acl) = &s.acl {
             let readable = |p: &Publish| acl.allows(&p.topic, acl::READ);
-            let queued = state.pending.len();
-            let mut numbered = 0;
-            state.pending.retain(|p| {
-                let keep = readable(p);
-                numbered += usize::from(!keep && p.qos != QoS::AtMostOnce);
-                keep
+            let now = Instant::now();
+            let mut dropped = 0;
+            state.pending.retain_mut(|p| {
+                if readable(p) {
+                    return true;
+                }
+                dropped += 1;
+                if p.qos == QoS::AtMostOnce {
+                    return false;
+                }
+                // Left in its place, expired: the client thread drops it
+                // there, and it uses up its packet id in queue order, as
+                // Mosquitto numbered it when it queued it.
+                let props = p.props.get_or_insert_with(Default::default);
+                Arc::make_mut(props).expires_at = Some(now);
+                true
             });
-            // Mosquitto numbered these when it queued them: the ids that
-            // follow are the ones it would send.
-            for _ in 0..numbered {
-                state.inflight.take_id();
-            }
-            let dropped =
-                queued - state.pending.len() + state.inflight.retain_unacknowledged(readable);
+            dropped += state.inflight.retain_unacknowledged(readable);
             if dropped > 0 {
                 self.stats.messages_dropped += dropped as u64;
                 info!(
