@@ -235,6 +235,8 @@ fn malformed_properties_close_only_that_connection() {
     bad.extend(field(b"k"));
     bad.extend(field(&[0xC3, 0x28]));
     refused_with(&b, "not-utf8", &publish5(0, 0, "t", &bad, b""), 0x81);
+    // A wildcard in a PUBLISH's topic: Protocol Error, as Mosquitto says.
+    refused_with(&b, "wildcard", &publish5(0, 0, "#/t", &[], b""), 0x82);
 }
 
 #[test]

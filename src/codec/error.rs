@@ -81,7 +81,11 @@ impl DecodeError {
         use super::reason;
         match self {
             DecodeError::PacketTooLarge { .. } => reason::PACKET_TOO_LARGE,
-            DecodeError::DuplicateProperty(_) | DecodeError::ZeroPacketId => reason::PROTOCOL_ERROR,
+            // Mosquitto: a PUBLISH's empty or wildcard topic is a protocol
+            // error (its test 13-malformed-publish-v5).
+            DecodeError::DuplicateProperty(_)
+            | DecodeError::ZeroPacketId
+            | DecodeError::BadTopic => reason::PROTOCOL_ERROR,
             _ => reason::MALFORMED_PACKET,
         }
     }
