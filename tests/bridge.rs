@@ -975,3 +975,26 @@ fn the_acl_does_not_apply_to_a_bridge() {
         down.wait_line("board/down d1", WAIT);
     }
 }
+
+/// A remote broker that sends PINGREQ gets PINGRESP, as Mosquitto's bridge
+/// answers (its tests 06-bridge-br2b-remapping and -late-connection-retain
+/// ping the bridge); before, the bridge took it for a protocol error and
+/// dropped the connection.
+#[test]
+fn a_ping_from_the_remote_gets_its_answer() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let _local = Broker::start(&bridge(
+        "pong",
+        &format!("127.0.0.1:{port}"),
+        &["p/# out 0"],
+    ));
+    let mut remote = accept_bridge(&l);
+    assert_eq!(remote.read_packet_within(WAIT).kind(), 1, "CONNECT");
+    remote.send(&[0x20, 0x02, 0x00, 0x00]);
+    remote.send(&[0xC0, 0x00]);
+    read_until_kind(&mut remote, 13, WAIT);
+    // Still the same connection: it answers a second time.
+    remote.send(&[0xC0, 0x00]);
+    read_until_kind(&mut remote, 13, WAIT);
+}

@@ -533,6 +533,11 @@ impl BridgeThread {
                 self.fill_window(r)?;
             }
             Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {}
+            // A remote broker has no reason to ping, but Mosquitto's bridge
+            // answers one, and so does midge's.
+            Packet::PingReq => {
+                r.send(&Packet::PingResp)?;
+            }
             other => {
                 return Err(Lost::Protocol(crate::codec::DecodeError::BadFlags(
                     other.kind(),
