@@ -255,7 +255,10 @@ fn kill_9_at_random_moments_loses_no_acknowledged_message() {
                     all.extend(got.into_iter().map(|p| (qos, p)));
                 });
             }
-            std::thread::sleep(Duration::from_millis(u64::from(20 + rng.below(150))));
+            // Scaled: under qemu the publishers take longer to get going.
+            std::thread::sleep(scaled(Duration::from_millis(u64::from(
+                20 + rng.below(150),
+            ))));
             if rng.below(4) == 0 {
                 // Sometimes a compaction is under way when the kill comes.
                 b.signal(libc::SIGUSR1);
