@@ -83,11 +83,21 @@ pub enum Sent {
     TooLarge(usize),
 }
 
-/// MQTT 5: a persistent remote session (cleansession false) must ask for
-/// a session expiry, or it ends with the connection; Mosquitto's bridges
-/// ask for "never".
+/// The Receive Maximum an MQTT 5 bridge announces to the remote broker,
+/// as Mosquitto's bridges do (its default `max_inflight_messages`).
+const BRIDGE_RECEIVE_MAXIMUM: u16 = 20;
+
+/// MQTT 5: the bridge's Receive Maximum; a persistent remote session
+/// (cleansession false) must also ask for a session expiry, or it ends
+/// with the connection, so midge's bridges ask for "never".
 fn connect_properties(b: &Bridge) -> Properties {
     let mut p = Properties::default();
+    if level(b.protocol) == Level::V5 {
+        p.push(
+            codec::props::id::RECEIVE_MAXIMUM,
+            codec::props::Value::Two(BRIDGE_RECEIVE_MAXIMUM),
+        );
+    }
     link::add_session_expiry(&mut p, level(b.protocol), b.clean_session, None);
     p
 }
@@ -210,5 +220,43 @@ impl Remote {
     /// `Deadline` at `deadline`.
     pub fn next(&mut self, extra: Option<RawFd>, deadline: Option<Instant>) -> Result<Next, Lost> {
         self.link.next(extra, deadline)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::props::{Value, id};
+    use crate::config::Config;
+    use std::path::Path;
+
+    fn bridge(extra: &str) -> Bridge {
+        let text = format!("connection b\naddress 127.0.0.1:1883\ntopic # out\n{extra}");
+        let config = Config::parse(&text, Path::new("test.conf")).expect("config parses");
+        config.bridges.into_iter().next().expect("one bridge")
+    }
+
+    #[test]
+    fn an_mqtt5_bridge_announces_receive_maximum_20_and_keeps_its_session() {
+        let c = connect_packet(&bridge("bridge_protocol_version mqttv50\n"));
+        assert_eq!(c.level, Level::V5);
+        assert_eq!(c.props.get(id::RECEIVE_MAXIMUM), Some(&Value::Two(20)));
+        assert_eq!(
+            c.props.get(id::SESSION_EXPIRY),
+            Some(&Value::Four(u32::MAX))
+        );
+
+        let clean = connect_packet(&bridge(
+            "bridge_protocol_version mqttv50\ncleansession true\n",
+        ));
+        assert_eq!(clean.props.get(id::RECEIVE_MAXIMUM), Some(&Value::Two(20)));
+        assert_eq!(clean.props.get(id::SESSION_EXPIRY), None);
+    }
+
+    #[test]
+    fn an_mqtt311_bridge_sends_no_properties() {
+        let c = connect_packet(&bridge(""));
+        assert_eq!(c.level, Level::V311);
+        assert_eq!(c.props.get(id::RECEIVE_MAXIMUM), None);
     }
 }
