@@ -11,10 +11,11 @@
 
 mod common;
 
+use std::io::Write;
 use std::net::Shutdown;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::packets::{Connect, connect, publish};
+use common::packets::{Connect, connect, pingreq, publish};
 use common::*;
 
 /// Resident memory of the broker in KiB.
@@ -438,4 +439,43 @@ fn names_from_the_network_cannot_forge_or_flood_log_lines() {
     assert!(line.len() < 1_100, "{} bytes", line.len());
     assert!(line.contains("bytes more)"), "{line}");
     round_trip(&b, "after hostile names");
+}
+
+#[test]
+fn a_pingreq_flood_from_a_client_that_never_reads_is_left_unread() {
+    let b = Broker::start("");
+    round_trip(&b, "warm-up");
+    let before = rss(&b);
+    let mut flooder = b.client("flooder");
+    // 64 MiB of PINGREQ in 64 KiB writes, never reading a PINGRESP. The
+    // broker stops reading once its answers fill the output bound; then
+    // the write times out.
+    let chunk = pingreq().repeat(32 * 1024);
+    flooder
+        .stream
+        .set_write_timeout(Some(Duration::from_secs(3)))
+        .expect("write timeout");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut sent = 0usize;
+    let mut peak = before;
+    while sent < 64 << 20 && Instant::now() < deadline {
+        match flooder.stream.write(&chunk) {
+            Ok(n) => sent += n,
+            Err(_) => break,
+        }
+        peak = peak.max(rss(&b));
+    }
+    std::thread::sleep(QUIET);
+    peak = peak.max(rss(&b));
+    eprintln!(
+        "PINGREQ flood: {} KiB accepted, RSS before {before} KiB, peak {peak} KiB",
+        sent / 1024
+    );
+    // The write high-water mark, a read burst, and slack for the allocator.
+    assert!(
+        peak < before + 4 * 1024,
+        "a PINGREQ flood grew RSS from {before} to {peak} KiB"
+    );
+    round_trip(&b, "during-a-pingreq-flood");
+    flooder.drop_connection();
 }

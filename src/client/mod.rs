@@ -51,6 +51,11 @@ pub use slot::{ListenerState, Slot};
 /// that does not read holds its backlog in the bounded outbox, not here.
 const WRITE_HIGH_WATER: usize = 64 * 1024;
 
+/// Control packets from the router (SUBACK, UNSUBACK, MQTT 5 acks) that
+/// may wait unsent behind a full in-flight window before the client's
+/// packets are left unread.
+const MAX_PENDING_CONTROLS: usize = 1024;
+
 /// The least stack of a TLS client's thread.
 const TLS_STACK: usize = 256 * 1024;
 
@@ -374,6 +379,8 @@ struct Connected<'a> {
     /// sent yet: with those awaiting PUBREL, the client's use of the
     /// broker's receive maximum.
     acks_due: usize,
+    /// The control packets in `pending`.
+    controls_pending: usize,
     /// A persistent session's changes go to the journal (when it is on).
     persistent: bool,
 }
@@ -414,6 +421,7 @@ impl<'a> Connected<'a> {
             session_expiry: a.limits.session_expiry,
             aliases: Vec::new(),
             acks_due: 0,
+            controls_pending: 0,
             persistent: a.limits.session_expiry != 0,
         });
         s.outbox.add_queued(queued, queued_bytes);
