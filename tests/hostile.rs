@@ -15,7 +15,7 @@ use std::io::Write;
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
-use common::packets::{Connect, connect, pingreq, publish};
+use common::packets::{Connect, connect, pingreq, publish, subscribe};
 use common::*;
 
 /// Resident memory of the broker in KiB.
@@ -478,4 +478,52 @@ fn a_pingreq_flood_from_a_client_that_never_reads_is_left_unread() {
     );
     round_trip(&b, "during-a-pingreq-flood");
     flooder.drop_connection();
+}
+
+/// A topic of `levels` levels.
+fn deep_topic(levels: usize) -> String {
+    vec!["d"; levels].join("/")
+}
+
+#[test]
+fn a_publish_deeper_than_201_levels_closes_the_connection() {
+    let b = Broker::start("");
+    let mut sub = b.client("deep-sub");
+    sub.subscribe(1, &[("#", 0)]);
+    // 201 levels (200 separators) is as deep as Mosquitto goes.
+    let mut publ = b.client("deep-pub");
+    let ok = deep_topic(201);
+    publ.publish(&ok, b"deep enough", 0, false, 0);
+    sub.expect_publish_eq(&ok, b"deep enough", 0, false);
+    let mut deep = b.client("deeper-pub");
+    deep.send_lossy(&publish(&deep_topic(202), b"x", 0, true, false, 0));
+    deep.expect_closed();
+    b.wait_for_log(
+        "Client deeper-pub disconnected due to protocol error",
+        TIMEOUT,
+    );
+    // Neither delivered nor retained.
+    sub.expect_nothing(QUIET);
+    let mut late = b.client("deep-late");
+    late.subscribe(1, &[("#", 0)]);
+    late.expect_nothing(QUIET);
+    round_trip(&b, "after-deep-publish");
+}
+
+#[test]
+fn a_subscribe_filter_deeper_than_201_levels_is_refused_and_the_others_granted() {
+    let b = Broker::start("");
+    let mut c = b.client("deep-filters");
+    let deep = format!("{}/#", deep_topic(201));
+    c.send(&subscribe(7, &[("ok/1", 1), (&deep, 1), ("ok/2", 0)]));
+    c.expect_suback(7, &[1, 0x80, 0]);
+    b.wait_for_log(
+        "Client deep-filters subscribed to 1 filter(s) deeper than",
+        TIMEOUT,
+    );
+    // The granted ones work.
+    let mut publ = b.client("deep-filters-pub");
+    publ.publish("ok/2", b"granted", 0, false, 0);
+    c.expect_publish_eq("ok/2", b"granted", 0, false);
+    round_trip(&b, "after-deep-filter");
 }

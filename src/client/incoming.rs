@@ -52,6 +52,7 @@ impl Connected<'_> {
                 self.ack(Reply::PubComp(Ack::ok(a.pkid)), self.persistent)?;
             }
             Packet::Subscribe(mut subscribe) => {
+                self.refuse_deep_filters(&mut subscribe);
                 let max_qos = QoS::from_u8(self.listener.max_qos).unwrap_or(QoS::ExactlyOnce);
                 for f in &mut subscribe.filters {
                     f.qos = f.qos.min(max_qos);
@@ -93,6 +94,32 @@ impl Connected<'_> {
             }
         }
         Ok(None)
+    }
+
+    /// Takes the filters deeper than Mosquitto allows out of a SUBSCRIBE
+    /// (logged); their places get a failure code in the SUBACK, the other
+    /// filters are granted ([`Connected::control`]).
+    fn refuse_deep_filters(&mut self, subscribe: &mut Subscribe) {
+        if !subscribe.filters.iter().any(|f| topic::too_deep(&f.filter)) {
+            return;
+        }
+        let mut refused = Vec::new();
+        let mut i = 0;
+        subscribe.filters.retain(|f| {
+            let deep = topic::too_deep(&f.filter);
+            if deep {
+                refused.push(i);
+            }
+            i += 1;
+            !deep
+        });
+        info!(
+            "Client {} subscribed to {} filter(s) deeper than {} levels: refused.",
+            self.client_id,
+            refused.len(),
+            topic::MAX_SEPARATORS + 1
+        );
+        self.refused_filters.push((subscribe.pkid, refused));
     }
 
     /// DISCONNECT from the client. MQTT 5 may change the session expiry
@@ -157,6 +184,13 @@ impl Connected<'_> {
             ));
         }
         self.resolve_alias(&mut p)?;
+        // Mosquitto closes the connection too; nothing reaches the trees.
+        if topic::too_deep(&p.topic) {
+            return Err(End::Protocol(
+                format!("topic deeper than {} levels", topic::MAX_SEPARATORS + 1),
+                reason::TOPIC_NAME_INVALID,
+            ));
+        }
         let limit = self.shared.config.message_size_limit as usize;
         // Oversized messages are dropped, but their QoS flow completes (Mosquitto).
         let mut refusal = None;

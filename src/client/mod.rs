@@ -32,7 +32,9 @@ use log::{debug, info, warn};
 
 use crate::auth::Auth;
 use crate::codec::props::id;
-use crate::codec::{Ack, Disconnect, Level, Packet, Publish, QoS, reason};
+use crate::codec::{
+    Ack, Disconnect, Level, Packet, Publish, QoS, SUBACK_FAILURE, SubAck, Subscribe, reason,
+};
 use crate::config::{Config, Listener};
 use crate::outbox::{CloseReason, Outbox, Outgoing, QueueLimits};
 use crate::persist::format::{Record, Step, message_check};
@@ -40,6 +42,7 @@ use crate::persist::journal::Journal;
 use crate::router::{ConnId, DisconnectKind, Event, Metrics, Reply};
 use crate::session::inflight::{Inflight, Resend, SessionState};
 use crate::sys::{self, POLLERR, POLLIN, POLLOUT, PollFd};
+use crate::topic;
 use crate::transport::{HandshakeError, Stream};
 use crate::websockets;
 use conn::{Conn, ReadError};
@@ -379,6 +382,9 @@ struct Connected<'a> {
     /// sent yet: with those awaiting PUBREL, the client's use of the
     /// broker's receive maximum.
     acks_due: usize,
+    /// SUBSCRIBEs whose filters at these places were refused, by packet
+    /// id, until their SUBACK comes back from the router.
+    refused_filters: Vec<(u16, Vec<usize>)>,
     /// The control packets in `pending`.
     controls_pending: usize,
     /// A persistent session's changes go to the journal (when it is on).
@@ -422,6 +428,7 @@ impl<'a> Connected<'a> {
             aliases: Vec::new(),
             acks_due: 0,
             controls_pending: 0,
+            refused_filters: Vec::new(),
             persistent: a.limits.session_expiry != 0,
         });
         s.outbox.add_queued(queued, queued_bytes);
