@@ -131,6 +131,11 @@ impl Conn {
         Ok(Some(p))
     }
 
+    /// Bytes read and not yet decoded.
+    pub fn undecoded(&self) -> usize {
+        self.rbuf.len() - self.rpos
+    }
+
     /// Whether undecoded bytes are buffered (a packet is partly received).
     pub fn has_partial(&self) -> bool {
         self.rpos < self.rbuf.len()

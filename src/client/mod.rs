@@ -24,7 +24,7 @@ use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
@@ -72,6 +72,9 @@ pub struct ClientShared {
     next_conn: AtomicU64,
     /// With `persistence_journal`: where durable changes go.
     pub journal: Option<Arc<Journal>>,
+    /// Bytes buffered by connections that have not completed CONNECT,
+    /// counted against `max_connect_buffer` ([`connect::Reserved`]).
+    connecting_bytes: AtomicUsize,
 }
 
 impl ClientShared {
@@ -88,6 +91,7 @@ impl ClientShared {
             auth: RwLock::new(auth),
             next_conn: AtomicU64::new(1),
             journal: None,
+            connecting_bytes: AtomicUsize::new(0),
         }
     }
 
@@ -212,9 +216,10 @@ fn open(
             return None;
         }
     };
-    // The TLS handshake has the time a client has for its CONNECT.
+    // The TLS and WebSocket handshakes and the CONNECT share one deadline.
     let timeout = Duration::from_secs(u64::from(shared.config.connect_timeout));
-    match c.sock.handshake(Instant::now() + timeout) {
+    let deadline = Instant::now() + timeout;
+    match c.sock.handshake(deadline) {
         Ok(()) => {}
         // A plain HTTP request on a WebSockets listener, answered.
         Err(HandshakeError::Http) => return None,
@@ -234,7 +239,7 @@ fn open(
         }
         _ => None,
     };
-    let handshake = connect::handshake(&mut c, shared, listener, id, identity);
+    let handshake = connect::handshake(&mut c, shared, listener, (id, deadline), identity);
     shared.report(&mut c);
     match handshake {
         Ok(a) => Some((c, a)),
@@ -268,6 +273,12 @@ fn open(
                         refusal_text(code)
                     )
                 }
+                Refused::Buffer => warn!(
+                    "Client <unknown> from {peer} disconnected: its CONNECT would take more \
+                     than the {} bytes that connections not yet connected may buffer \
+                     (max_connect_buffer).",
+                    shared.config.max_connect_buffer
+                ),
                 Refused::RouterGone => debug!("Connection from {peer} dropped during shutdown."),
             }
             None
