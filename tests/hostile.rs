@@ -567,3 +567,36 @@ fn half_sent_connects_announcing_200_mb_are_held_within_the_connect_buffer() {
     round_trip(&b, "during-half-sent-connects");
     drop(crowd);
 }
+
+#[test]
+fn two_thousand_connections_without_connect_hold_few_threads_and_let_a_client_in() {
+    let b = Broker::start("");
+    round_trip(&b, "warm-up");
+    let (rss_before, threads_before) = (rss(&b), threads(&b));
+    let mut crowd = Vec::new();
+    let (mut peak_rss, mut peak_threads) = (rss_before, threads_before);
+    for i in 0..2000 {
+        crowd.push(b.raw().named(&format!("silent-{i}")));
+        if i % 100 == 99 {
+            peak_rss = peak_rss.max(rss(&b));
+            peak_threads = peak_threads.max(threads(&b));
+        }
+    }
+    round_trip(&b, "behind-2000-silent");
+    peak_rss = peak_rss.max(rss(&b));
+    peak_threads = peak_threads.max(threads(&b));
+    eprintln!(
+        "2,000 silent connections: RSS {rss_before} -> peak {peak_rss} KiB, \
+         threads {threads_before} -> peak {peak_threads}"
+    );
+    // midge: max_connecting (256) threads at most, a few closing beside.
+    assert!(
+        peak_threads < threads_before + 300,
+        "2,000 silent connections took {peak_threads} threads"
+    );
+    assert!(
+        peak_rss < rss_before + 16 * 1024,
+        "2,000 silent connections grew RSS from {rss_before} to {peak_rss} KiB"
+    );
+    drop(crowd);
+}

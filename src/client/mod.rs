@@ -14,6 +14,7 @@
 
 pub mod conn;
 pub mod connect;
+pub mod connecting;
 mod incoming;
 mod output;
 mod session_loop;
@@ -75,6 +76,8 @@ pub struct ClientShared {
     /// Bytes buffered by connections that have not completed CONNECT,
     /// counted against `max_connect_buffer` ([`connect::Reserved`]).
     connecting_bytes: AtomicUsize,
+    /// The connections before CONNECT, their threads capped.
+    pub connecting: connecting::Connecting,
 }
 
 impl ClientShared {
@@ -84,6 +87,7 @@ impl ClientShared {
         metrics: Arc<Metrics>,
         auth: Arc<Auth>,
     ) -> ClientShared {
+        let connecting = connecting::Connecting::new(config.max_connecting);
         ClientShared {
             config,
             router,
@@ -92,6 +96,7 @@ impl ClientShared {
             next_conn: AtomicU64::new(1),
             journal: None,
             connecting_bytes: AtomicUsize::new(0),
+            connecting,
         }
     }
 
@@ -153,11 +158,18 @@ pub fn spawn(
         // MQTT; only the pages touched cost memory.
         stack = stack.max(TLS_STACK);
     }
-    std::thread::Builder::new()
+    shared.connecting.enter(id, peer, &sock);
+    let started = std::thread::Builder::new()
         .name(format!("client-{id}"))
         .stack_size(stack)
-        .spawn(move || run(sock, peer, &slot, id, &shared))?;
-    Ok(())
+        .spawn({
+            let shared = shared.clone();
+            move || run(sock, peer, &slot, id, &shared)
+        });
+    if started.is_err() {
+        shared.connecting.leave(id);
+    }
+    started.map(drop)
 }
 
 /// The one place where a connection's errors end.
@@ -168,7 +180,9 @@ pub fn spawn(
 /// stack pages it alone used are given back ([`sys::trim_stack`]), so an
 /// idle client keeps only what its session needs.
 fn run(sock: TcpStream, peer: SocketAddr, slot: &Slot, id: ConnId, shared: &ClientShared) {
-    if let Some((c, accepted)) = open(sock, peer, slot, id, shared) {
+    let opened = open(sock, peer, slot, id, shared);
+    shared.connecting.leave(id);
+    if let Some((c, accepted)) = opened {
         Metrics::add(&shared.metrics.connections, 1);
         sys::trim_stack();
         serve(c, accepted, id, shared, &slot.listener().conf);
