@@ -164,7 +164,8 @@ pub fn accept_loop(
                 }
                 match b.socket.accept() {
                     Ok((sock, peer)) => {
-                        let Some(slot) = b.listener.enter() else {
+                        let slot = b.listener.enter().filter(|_| shared.admit());
+                        let Some(slot) = slot else {
                             // Mosquitto's words; the socket closes on drop.
                             info!(
                                 "Client connection from {} denied: max_connections exceeded.",

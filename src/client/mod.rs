@@ -19,6 +19,7 @@ mod incoming;
 mod output;
 mod session_loop;
 mod slot;
+pub mod tasks;
 
 use std::collections::VecDeque;
 use std::io;
@@ -78,6 +79,10 @@ pub struct ClientShared {
     connecting_bytes: AtomicUsize,
     /// The connections before CONNECT, their threads capped.
     pub connecting: connecting::Connecting,
+    /// Connections open, each with its thread, and how many may be: below
+    /// the service's task limit ([`tasks`]).
+    open: AtomicUsize,
+    max_open: usize,
 }
 
 impl ClientShared {
@@ -88,6 +93,11 @@ impl ClientShared {
         auth: Arc<Auth>,
     ) -> ClientShared {
         let connecting = connecting::Connecting::new(config.max_connecting);
+        let limit = tasks::task_limit();
+        let max_open = tasks::connection_cap(limit);
+        if let (Some(limit), Some(max)) = (limit, max_open) {
+            info!("Task limit {limit}: at most {max} connections at once.");
+        }
         ClientShared {
             config,
             router,
@@ -97,7 +107,24 @@ impl ClientShared {
             journal: None,
             connecting_bytes: AtomicUsize::new(0),
             connecting,
+            open: AtomicUsize::new(0),
+            max_open: max_open.unwrap_or(usize::MAX),
         }
+    }
+
+    /// Takes a place for a new connection and its thread, unless the cap
+    /// below the task limit is reached.
+    pub fn admit(&self) -> bool {
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_open).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// A connection taken by [`ClientShared::admit`] ended.
+    fn release(&self) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// A connection id for a thread that attaches to the router without a
@@ -168,6 +195,7 @@ pub fn spawn(
         });
     if started.is_err() {
         shared.connecting.leave(id);
+        shared.release();
     }
     started.map(drop)
 }
@@ -187,6 +215,7 @@ fn run(sock: TcpStream, peer: SocketAddr, slot: &Slot, id: ConnId, shared: &Clie
         sys::trim_stack();
         serve(c, accepted, id, shared, &slot.listener().conf);
     }
+    shared.release();
 }
 
 /// Sets the connection up until its CONNECT is accepted; None when it
