@@ -382,13 +382,21 @@ fn refusal_text(code: u8) -> &'static str {
     }
 }
 
-/// Waits until the socket is readable or `timeout` passes.
+/// Waits until the socket is readable or `timeout` passes. While output
+/// is at its bound (WebSocket pongs the client does not read), nothing
+/// more is read: it waits until the socket takes some of that output.
 fn wait_readable(c: &mut Conn, timeout: Duration) -> io::Result<bool> {
-    if c.buffered() {
+    let full = c.pending_write() >= WRITE_HIGH_WATER;
+    if c.buffered() && !full {
         return Ok(true);
     }
-    let mut fds = [PollFd::new(c.sock.as_raw_fd(), POLLIN)];
-    Ok(sys::poll(&mut fds, Some(timeout))? > 0)
+    let events = if full { POLLOUT } else { POLLIN };
+    let mut fds = [PollFd::new(c.sock.as_raw_fd(), events)];
+    let ready = sys::poll(&mut fds, Some(timeout))? > 0;
+    if ready && full {
+        c.flush()?;
+    }
+    Ok(ready)
 }
 
 /// Why the session loop ended.

@@ -197,7 +197,9 @@ impl Outbox {
         }
     }
 
-    /// Queues a control packet; these are never dropped.
+    /// Queues a control packet; these are never dropped. They are bounded
+    /// all the same: while they wait unsent, the client thread leaves its
+    /// client's packets unread (`client::output`, `output_full`).
     pub fn push(&self, item: Outgoing) {
         let was_empty = {
             let mut q = self.queue.lock();
