@@ -8,9 +8,11 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
+use std::time::Duration;
 
 use log::{info, warn};
 
+use crate::client::connecting::Room;
 use crate::client::{self, ClientShared, ListenerState};
 use crate::config::{Domain, Listener};
 use crate::sys::{self, POLLIN, PollFd, Signals};
@@ -132,8 +134,17 @@ pub fn accept_loop(
     for b in sockets {
         b.socket.set_nonblocking(true)?;
     }
+    // Set while the threads for connections before CONNECT are all taken:
+    // new ones wait in the backlog, the listeners are not polled.
+    let mut paused: Option<Duration> = None;
     loop {
-        sys::poll(&mut fds, None)?;
+        let events = if paused.is_some() { 0 } else { POLLIN };
+        for f in fds.iter_mut().take(sockets.len()) {
+            f.set_events(events);
+        }
+        // Until the oldest may be closed, or a connection completes.
+        let timeout = paused.map(|d| d.min(Duration::from_millis(10)));
+        sys::poll(&mut fds, timeout)?;
         while let Some(sig) = signals.next() {
             match sig {
                 sys::SIGINT | sys::SIGTERM => return Ok(Stop::Terminate),
@@ -141,14 +152,20 @@ pub fn accept_loop(
                 _ => {}
             }
         }
+        let was_paused = paused.take();
         for (i, b) in sockets.iter().enumerate() {
-            if fds[i].revents() & POLLIN == 0 {
+            if was_paused.is_none() && fds[i].revents() & POLLIN == 0 {
                 continue;
             }
             loop {
+                if let Room::Wait(d) = shared.connecting.make_room() {
+                    paused = Some(d);
+                    break;
+                }
                 match b.socket.accept() {
                     Ok((sock, peer)) => {
-                        let Some(slot) = b.listener.enter() else {
+                        let slot = b.listener.enter().filter(|_| shared.admit());
+                        let Some(slot) = slot else {
                             // Mosquitto's words; the socket closes on drop.
                             info!(
                                 "Client connection from {} denied: max_connections exceeded.",
@@ -169,7 +186,7 @@ pub fn accept_loop(
                             b.listener.port
                         );
                         // Do not spin while the condition lasts.
-                        std::thread::sleep(std::time::Duration::from_millis(50));
+                        std::thread::sleep(Duration::from_millis(50));
                         break;
                     }
                 }

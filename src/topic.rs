@@ -6,6 +6,23 @@
 //! `+` stands alone in its level, `#` stands alone in the last level
 //! [MQTT-4.7.1-2, -3].
 
+/// Topics and filters with more `/` separators than this (201 levels) are
+/// refused, as Mosquitto refuses them (its `TOPIC_HIERARCHY_LIMIT`): each
+/// level costs a node in the subscription trie and the retained tree.
+pub const MAX_SEPARATORS: usize = 200;
+
+/// Whether a topic or filter is deeper than Mosquitto allows
+/// ([`MAX_SEPARATORS`]).
+///
+/// ```
+/// use midge::topic::too_deep;
+/// assert!(!too_deep(&["a"; 201].join("/")));
+/// assert!(too_deep(&["a"; 202].join("/")));
+/// ```
+pub fn too_deep(t: &str) -> bool {
+    t.bytes().filter(|&b| b == b'/').count() > MAX_SEPARATORS
+}
+
 /// Whether `t` may be the topic of a PUBLISH or a will.
 pub fn valid_name(t: &str) -> bool {
     !t.is_empty() && !t.contains(['+', '#'])

@@ -120,6 +120,16 @@ impl Stream {
         }
     }
 
+    /// Bytes of output waiting inside the stream: WebSocket frames, or 1
+    /// while TLS records wait.
+    pub fn backlog(&self) -> usize {
+        match self {
+            Stream::Plain(_) => 0,
+            Stream::Tls(t) => usize::from(t.tls.wants_write()),
+            Stream::Ws(w) => w.backlog(),
+        }
+    }
+
     /// Writes output that waits, as far as the socket takes it.
     pub fn push(&mut self) -> io::Result<()> {
         match self {

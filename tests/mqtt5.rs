@@ -240,6 +240,25 @@ fn malformed_properties_close_only_that_connection() {
 }
 
 #[test]
+fn topics_deeper_than_201_levels_close_the_connection_as_in_mosquitto() {
+    let b = Broker::start("");
+    // 202 levels: a PUBLISH is a Protocol Error, a SUBSCRIBE Malformed, as
+    // Mosquitto answers them (its 02-subscribe-long-topic, 03-publish-long-topic).
+    let deep = vec!["d"; 202].join("/");
+    refused_with(&b, "deep-pub", &publish5(0, 0, &deep, &[], b""), 0x82);
+    refused_with(
+        &b,
+        "deep-sub",
+        &subscribe5(1, &[], &[("ok", 0), (&deep, 0)]),
+        0x81,
+    );
+    // 201 levels are granted.
+    let (mut c, _) = open(&b, "deep-ok", &connect5("deep-ok", 60, &[]));
+    c.send(&subscribe5(2, &[], &[(&vec!["d"; 201].join("/"), 0)]));
+    c.expect_bytes(&[0x90, 4, 0, 2, 0, 0], "SUBACK granting 201 levels");
+}
+
+#[test]
 fn topic_alias_and_receive_maximum_refusals() {
     let b = Broker::start("max_topic_alias 2\nmax_inflight_messages 3\n");
     // Above the topic alias maximum, and an alias never set up.

@@ -227,3 +227,89 @@ fn a_paced_publisher_keeps_its_connection_past_its_keepalive() {
         "the paced publisher was disconnected for its keepalive"
     );
 }
+
+/// QoS 1 messages on `pace/0` acknowledged within `run`, keeping `WINDOW`
+/// unacknowledged.
+fn acked_within(c: &mut RawClient, run: Duration) -> usize {
+    let deadline = std::time::Instant::now() + run;
+    let (mut sent, mut acked) = (0usize, 0usize);
+    while std::time::Instant::now() < deadline {
+        let mut burst = Vec::new();
+        while sent - acked < WINDOW {
+            let pkid = (sent % 60000 + 1) as u16;
+            burst.extend(publish(
+                "pace/0",
+                format!("0 {sent}").as_bytes(),
+                1,
+                false,
+                false,
+                pkid,
+            ));
+            sent += 1;
+        }
+        if !burst.is_empty() {
+            c.send(&burst);
+        }
+        match c.try_read(Duration::from_millis(50)) {
+            ReadOutcome::Packet(p) if p.kind() == PUBACK => acked += 1,
+            ReadOutcome::Packet(p) => panic!("{}: unexpected {}", c.name, p.describe()),
+            ReadOutcome::Timeout => {}
+            ReadOutcome::Closed => panic!("{}: closed", c.name),
+        }
+    }
+    acked
+}
+
+/// A QoS 1 subscriber that acknowledges one message every 100 ms: its
+/// queue stays above its high-water mark while it keeps draining.
+fn trickle_reader(
+    b: &Broker,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> JoinHandle<()> {
+    let mut c = b.client("trickle");
+    c.subscribe(1, &[("pace/#", 1)]);
+    std::thread::spawn(move || {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            if let ReadOutcome::Packet(p) = c.try_read(Duration::from_millis(100)) {
+                if let Some(id) = p.publish().pkid {
+                    std::thread::sleep(Duration::from_millis(100));
+                    c.send_lossy(&puback(id));
+                }
+            }
+        }
+        c.drop_connection();
+    })
+}
+
+#[test]
+fn a_subscriber_that_drains_slowly_leaves_its_publisher_at_least_half_its_rate() {
+    let b = Broker::start(CONF);
+    let run = Duration::from_secs(2);
+    let fast = reader(&b, "fast-reader", Duration::ZERO, 1, 1_000_000);
+    warm_up(&b);
+    let mut c = b.client("pub-0");
+    let alone = acked_within(&mut c, run);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let trickle = trickle_reader(&b, stop.clone());
+    // The trickling reader gets going and proves itself a reader.
+    warm_up(&b);
+    let beside = acked_within(&mut c, run);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    trickle.join().expect("trickle reader");
+    eprintln!(
+        "publisher: {alone} messages in {run:?} with one fast reader, {beside} with a \
+         trickling reader beside"
+    );
+    // The floor is half; a fifth leaves room for a loaded machine.
+    assert!(
+        beside * 5 >= alone,
+        "a trickling subscriber held its publisher to {beside} messages (alone {alone})"
+    );
+    let dropped = sys_value(&b, "$SYS/broker/publish/messages/dropped");
+    eprintln!("dropped for the trickling reader: {dropped}");
+    assert!(
+        dropped > 0,
+        "the trickling reader's excess is dropped and counted"
+    );
+    drop(fast);
+}

@@ -695,3 +695,46 @@ fn websockets_origin_limits_which_pages_may_connect() {
     let c = WsClient::handshake(ws, with_origin("http://evil.example").as_bytes());
     assert!(c.response.starts_with("HTTP/1.1 101 "), "{}", c.response);
 }
+
+/// 32 MiB of pings from `c`, never reading a pong, in 64 KiB writes until
+/// the broker stops taking them. Returns the highest RSS seen (KiB).
+fn ping_flood(b: &Broker, c: &mut WsClient) -> u64 {
+    let chunk = ws::frame(true, 0x9, b"").repeat(64 * 1024 / 6);
+    c.stream
+        .set_write_timeout(Some(Duration::from_secs(3)))
+        .expect("write timeout");
+    let mut peak = proc_status(b.pid(), "VmRSS");
+    let mut sent = 0;
+    while sent < 32 << 20 {
+        match c.stream.write(&chunk) {
+            Ok(n) => sent += n,
+            Err(_) => break,
+        }
+        peak = peak.max(proc_status(b.pid(), "VmRSS"));
+    }
+    eprintln!("ping flood: {} KiB taken", sent / 1024);
+    peak
+}
+
+#[test]
+fn a_ping_flood_from_a_client_that_never_reads_is_left_unread() {
+    let (b, ws_addr) = broker("", "");
+    // Before CONNECT and after it: pongs stop at the output bound.
+    for connected in [false, true] {
+        let before = proc_status(b.pid(), "VmRSS");
+        let mut c = if connected {
+            WsClient::connect(ws_addr, "pinger")
+        } else {
+            WsClient::open(ws_addr)
+        };
+        let peak = ping_flood(&b, &mut c);
+        eprintln!("connected {connected}: RSS before {before} KiB, peak {peak} KiB");
+        assert!(
+            peak < before + 4 * 1024,
+            "a ping flood grew RSS from {before} to {peak} KiB"
+        );
+        let mut other = b.client(&format!("other-{connected}"));
+        other.ping();
+        drop(c);
+    }
+}

@@ -139,6 +139,11 @@ impl Conn {
             .and_then(|b| PacketType::from_nibble(b >> 4))
     }
 
+    /// Bytes read and not yet decoded.
+    pub fn undecoded(&self) -> usize {
+        self.rbuf.len() - self.rpos
+    }
+
     /// Whether undecoded bytes are buffered (a packet is partly received).
     pub fn has_partial(&self) -> bool {
         self.rpos < self.rbuf.len()
@@ -166,9 +171,10 @@ impl Conn {
         std::mem::take(&mut self.counts)
     }
 
-    /// Bytes waiting to be written (1 more while TLS output waits in rustls).
+    /// Bytes waiting to be written: ours and the stream's (WebSocket frames,
+    /// or 1 more while TLS output waits in rustls).
     pub fn pending_write(&self) -> usize {
-        self.wbuf.len() - self.wpos + usize::from(self.sock.wants_write())
+        self.wbuf.len() - self.wpos + self.sock.backlog()
     }
 
     /// Whether received bytes wait to be read that poll(2) does not see.

@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
@@ -30,6 +31,9 @@ pub enum Refused {
         code: u8,
         client_id: String,
     },
+    /// Its CONNECT, still incomplete, would take more than what is left of
+    /// `max_connect_buffer`.
+    Buffer,
     /// The router is gone (shutting down).
     RouterGone,
     /// MQTT 5: the CONNACK would exceed the Maximum Packet Size the client
@@ -38,6 +42,52 @@ pub enum Refused {
         client_id: String,
         max: u32,
     },
+}
+
+/// Bytes a connection may buffer before its CONNECT is complete without
+/// counting against `max_connect_buffer`: a CONNECT is small, so a real
+/// client never waits for the crowd.
+const FREE_CONNECT_BYTES: usize = 4096;
+
+/// What one connection holds of the budget of bytes buffered before
+/// CONNECT (`max_connect_buffer`); given back when dropped.
+pub struct Reserved<'a> {
+    pool: &'a AtomicUsize,
+    limit: usize,
+    held: usize,
+}
+
+impl<'a> Reserved<'a> {
+    fn new(pool: &'a AtomicUsize, limit: usize) -> Reserved<'a> {
+        Reserved {
+            pool,
+            limit,
+            held: 0,
+        }
+    }
+
+    /// Holds what `buffered` bytes need; false when the budget has no room.
+    fn hold(&mut self, buffered: usize) -> bool {
+        let want = buffered.saturating_sub(FREE_CONNECT_BYTES);
+        if want > self.held {
+            let more = want - self.held;
+            let before = self.pool.fetch_add(more, Ordering::Relaxed);
+            if self.limit != 0 && before + more > self.limit {
+                self.pool.fetch_sub(more, Ordering::Relaxed);
+                return false;
+            }
+        } else {
+            self.pool.fetch_sub(self.held - want, Ordering::Relaxed);
+        }
+        self.held = want;
+        true
+    }
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        self.pool.fetch_sub(self.held, Ordering::Relaxed);
+    }
 }
 
 /// An accepted connection, ready for the session loop.
@@ -87,11 +137,10 @@ pub fn handshake(
     c: &mut Conn,
     shared: &ClientShared,
     listener: &Listener,
-    conn_id: ConnId,
+    (conn_id, deadline): (ConnId, Instant),
     tls_identity: Option<Result<String, NoIdentity>>,
 ) -> Result<Accepted, Refused> {
-    let timeout = Duration::from_secs(u64::from(shared.config.connect_timeout));
-    let deadline = Instant::now() + timeout;
+    let mut reserved = Reserved::new(&shared.connecting_bytes, shared.config.max_connect_buffer);
     let connect = loop {
         match c.next_packet() {
             Ok(Some(Packet::Connect(p))) => break p,
@@ -113,11 +162,15 @@ pub fn handshake(
         match wait_readable(c, deadline - now) {
             Ok(true) => {
                 c.fill().map_err(Refused::Read)?;
+                if !reserved.hold(c.undecoded()) {
+                    return Err(Refused::Buffer);
+                }
             }
             Ok(false) => return Err(Refused::Timeout),
             Err(e) => return Err(Refused::Read(ReadError::Io(e))),
         }
     };
+    drop(reserved);
     c.level = connect.level;
     let mut connect = connect;
     // The certificate names the user and has authenticated the client

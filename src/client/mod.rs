@@ -14,17 +14,19 @@
 
 pub mod conn;
 pub mod connect;
+pub mod connecting;
 mod incoming;
 mod output;
 mod session_loop;
 mod slot;
+pub mod tasks;
 
 use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
@@ -51,6 +53,11 @@ pub use slot::{ListenerState, Slot};
 /// that does not read holds its backlog in the bounded outbox, not here.
 const WRITE_HIGH_WATER: usize = 64 * 1024;
 
+/// Control packets from the router (SUBACK, UNSUBACK, MQTT 5 acks) that
+/// may wait unsent behind a full in-flight window before the client's
+/// packets are left unread.
+const MAX_PENDING_CONTROLS: usize = 1024;
+
 /// The least stack of a TLS client's thread.
 const TLS_STACK: usize = 256 * 1024;
 
@@ -64,6 +71,15 @@ pub struct ClientShared {
     next_conn: AtomicU64,
     /// With `persistence_journal`: where durable changes go.
     pub journal: Option<Arc<Journal>>,
+    /// Bytes buffered by connections that have not completed CONNECT,
+    /// counted against `max_connect_buffer` ([`connect::Reserved`]).
+    connecting_bytes: AtomicUsize,
+    /// The connections before CONNECT, their threads capped.
+    pub connecting: connecting::Connecting,
+    /// Connections open, each with its thread, and how many may be: below
+    /// the service's task limit ([`tasks`]).
+    open: AtomicUsize,
+    max_open: usize,
 }
 
 impl ClientShared {
@@ -73,6 +89,12 @@ impl ClientShared {
         metrics: Arc<Metrics>,
         auth: Arc<Auth>,
     ) -> ClientShared {
+        let connecting = connecting::Connecting::new(config.max_connecting);
+        let limit = tasks::task_limit();
+        let max_open = tasks::connection_cap(limit);
+        if let (Some(limit), Some(max)) = (limit, max_open) {
+            info!("Task limit {limit}: at most {max} connections at once.");
+        }
         ClientShared {
             config,
             router,
@@ -80,7 +102,26 @@ impl ClientShared {
             auth: RwLock::new(auth),
             next_conn: AtomicU64::new(1),
             journal: None,
+            connecting_bytes: AtomicUsize::new(0),
+            connecting,
+            open: AtomicUsize::new(0),
+            max_open: max_open.unwrap_or(usize::MAX),
         }
+    }
+
+    /// Takes a place for a new connection and its thread, unless the cap
+    /// below the task limit is reached.
+    pub fn admit(&self) -> bool {
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_open).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// A connection taken by [`ClientShared::admit`] ended.
+    fn release(&self) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// A connection id for a thread that attaches to the router without a
@@ -141,11 +182,19 @@ pub fn spawn(
         // MQTT; only the pages touched cost memory.
         stack = stack.max(TLS_STACK);
     }
-    std::thread::Builder::new()
+    shared.connecting.enter(id, peer, &sock);
+    let started = std::thread::Builder::new()
         .name(format!("client-{id}"))
         .stack_size(stack)
-        .spawn(move || run(sock, peer, &slot, id, &shared))?;
-    Ok(())
+        .spawn({
+            let shared = shared.clone();
+            move || run(sock, peer, &slot, id, &shared)
+        });
+    if started.is_err() {
+        shared.connecting.leave(id);
+        shared.release();
+    }
+    started.map(drop)
 }
 
 /// The one place where a connection's errors end.
@@ -156,11 +205,14 @@ pub fn spawn(
 /// stack pages it alone used are given back ([`sys::trim_stack`]), so an
 /// idle client keeps only what its session needs.
 fn run(sock: TcpStream, peer: SocketAddr, slot: &Slot, id: ConnId, shared: &ClientShared) {
-    if let Some((c, accepted)) = open(sock, peer, slot, id, shared) {
+    let opened = open(sock, peer, slot, id, shared);
+    shared.connecting.leave(id);
+    if let Some((c, accepted)) = opened {
         Metrics::add(&shared.metrics.connections, 1);
         sys::trim_stack();
         serve(c, accepted, id, shared, &slot.listener().conf);
     }
+    shared.release();
 }
 
 /// Sets the connection up until its CONNECT is accepted; None when it
@@ -204,9 +256,10 @@ fn open(
             return None;
         }
     };
-    // The TLS handshake has the time a client has for its CONNECT.
+    // The TLS and WebSocket handshakes and the CONNECT share one deadline.
     let timeout = Duration::from_secs(u64::from(shared.config.connect_timeout));
-    match c.sock.handshake(Instant::now() + timeout) {
+    let deadline = Instant::now() + timeout;
+    match c.sock.handshake(deadline) {
         Ok(()) => {}
         // A plain HTTP request on a WebSockets listener, answered.
         Err(HandshakeError::Http) => return None,
@@ -226,7 +279,7 @@ fn open(
         }
         _ => None,
     };
-    let handshake = connect::handshake(&mut c, shared, listener, id, identity);
+    let handshake = connect::handshake(&mut c, shared, listener, (id, deadline), identity);
     shared.report(&mut c);
     match handshake {
         Ok(a) => Some((c, a)),
@@ -260,6 +313,12 @@ fn open(
                         refusal_text(code)
                     )
                 }
+                Refused::Buffer => warn!(
+                    "Client <unknown> from {peer} disconnected: its CONNECT would take more \
+                     than the {} bytes that connections not yet connected may buffer \
+                     (max_connect_buffer).",
+                    shared.config.max_connect_buffer
+                ),
                 Refused::RouterGone => debug!("Connection from {peer} dropped during shutdown."),
                 Refused::ConnAckTooLarge { client_id, max } => info!(
                     "Client {client_id} from {peer} disconnected: its maximum packet size \
@@ -324,13 +383,21 @@ fn refusal_text(code: u8) -> &'static str {
     }
 }
 
-/// Waits until the socket is readable or `timeout` passes.
+/// Waits until the socket is readable or `timeout` passes. While output
+/// is at its bound (WebSocket pongs the client does not read), nothing
+/// more is read: it waits until the socket takes some of that output.
 fn wait_readable(c: &mut Conn, timeout: Duration) -> io::Result<bool> {
-    if c.buffered() {
+    let full = c.pending_write() >= WRITE_HIGH_WATER;
+    if c.buffered() && !full {
         return Ok(true);
     }
-    let mut fds = [PollFd::new(c.sock.as_raw_fd(), POLLIN)];
-    Ok(sys::poll(&mut fds, Some(timeout))? > 0)
+    let events = if full { POLLOUT } else { POLLIN };
+    let mut fds = [PollFd::new(c.sock.as_raw_fd(), events)];
+    let ready = sys::poll(&mut fds, Some(timeout))? > 0;
+    if ready && full {
+        c.flush()?;
+    }
+    Ok(ready)
 }
 
 /// Why the session loop ended.
@@ -382,6 +449,8 @@ struct Connected<'a> {
     /// sent yet: with those awaiting PUBREL, the client's use of the
     /// broker's receive maximum.
     acks_due: usize,
+    /// The control packets in `pending`.
+    controls_pending: usize,
     /// A persistent session's changes go to the journal (when it is on).
     persistent: bool,
 }
@@ -427,6 +496,7 @@ impl<'a> Connected<'a> {
             session_expiry: a.limits.session_expiry,
             aliases: Vec::new(),
             acks_due: 0,
+            controls_pending: 0,
             persistent: a.limits.session_expiry != 0,
         });
         s.outbox.add_queued(queued, queued_bytes);

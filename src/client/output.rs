@@ -22,7 +22,10 @@ impl Connected<'_> {
                     | Packet::PubRel(_)
                     | Packet::PubComp(_)),
                 ) => self.control(p),
-                other => self.pending.push_back(other),
+                other => {
+                    self.controls_pending += usize::from(is_control(&other));
+                    self.pending.push_back(other)
+                }
             }
         }
     }
@@ -96,12 +99,44 @@ impl Connected<'_> {
                     };
                     self.c.queue(&Packet::Publish(p));
                 }
-                Outgoing::Packet(p) => self.control(p),
+                Outgoing::Packet(p) => {
+                    self.controls_pending -= 1;
+                    self.control(p)
+                }
             }
         }
         if drained {
             self.outbox.drained(self.queue_limits());
         }
+        if self.controls_pending > 0 && self.c.pending_write() < WRITE_HIGH_WATER {
+            self.controls_ahead();
+        }
+    }
+
+    /// Behind a full in-flight window, control packets go ahead of the
+    /// messages that wait: a SUBACK or an MQTT 5 acknowledgement must not
+    /// wait for the client's PUBACKs, which are not read while they pile
+    /// up. (What follows a SUBACK, its retained messages, stays behind it.)
+    fn controls_ahead(&mut self) {
+        let mut rest = VecDeque::with_capacity(self.pending.len());
+        for item in std::mem::take(&mut self.pending) {
+            match item {
+                Outgoing::Packet(p) => {
+                    self.controls_pending -= 1;
+                    self.control(p);
+                }
+                other => rest.push_back(other),
+            }
+        }
+        self.pending = rest;
+    }
+
+    /// Whether the client's unsent output is at its bound: the write
+    /// buffer at its high-water mark, or control packets from the router
+    /// (SUBACK, UNSUBACK, MQTT 5 acks) waiting behind a full in-flight
+    /// window. Until it drains, the client's packets are not read.
+    pub(super) fn output_full(&self) -> bool {
+        self.c.pending_write() >= WRITE_HIGH_WATER || self.controls_pending >= MAX_PENDING_CONTROLS
     }
 
     /// Writes a control packet from the router (or one the journal
@@ -115,4 +150,8 @@ impl Connected<'_> {
         }
         self.c.queue(&p);
     }
+}
+
+fn is_control(item: &Outgoing) -> bool {
+    matches!(item, Outgoing::Packet(_))
 }

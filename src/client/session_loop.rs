@@ -41,6 +41,11 @@ impl Connected<'_> {
                 if let Some(left) = self.outbox.recheck_hold(self.queue_limits()) {
                     break Some(left);
                 }
+                // Output full: the client's packets wait until it reads
+                // what it was sent (its answers would pile up here).
+                if self.output_full() {
+                    break None;
+                }
                 match self.c.next_packet() {
                     Ok(Some(p)) => {
                         if let Some(end) = self.handle(p)? {
@@ -80,14 +85,16 @@ impl Connected<'_> {
             }
             self.shared.report(&mut self.c);
 
-            // Paced: the socket is left unread (TCP slows the client down)
-            // until a subscriber that drained wakes us, or the pace ends.
-            let mut events = if paced.is_some() { 0 } else { POLLIN };
+            // Paced, or its output full: the socket is left unread (TCP
+            // slows the client down) until a subscriber that drained wakes
+            // us, the pace ends, or the client reads.
+            let full = self.output_full();
+            let mut events = if paced.is_some() || full { 0 } else { POLLIN };
             if self.c.pending_write() > 0 {
                 events |= POLLOUT;
             }
             fds[0].set_events(events);
-            let buffered = paced.is_none() && self.c.buffered();
+            let buffered = paced.is_none() && !full && self.c.buffered();
             let timeout = match self.silence_limit {
                 _ if buffered => Some(Duration::ZERO),
                 // A pace follows a PUBLISH just read and is short: the

@@ -60,7 +60,7 @@ pub(super) fn decode(body: &[u8]) -> Result<Connect, DecodeError> {
             None
         };
         let topic = r.string("will topic")?;
-        if !topic::valid_name(topic) {
+        if !topic::valid_name(topic) || topic::too_deep(topic) {
             return Err(DecodeError::BadTopic);
         }
         let payload = r.binary("will message")?;

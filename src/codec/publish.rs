@@ -27,7 +27,8 @@ pub(super) fn decode(h: &FixedHeader, body: &[u8], v5: bool) -> Result<Publish, 
     };
     // An MQTT 5 topic may be empty when a topic alias stands for it.
     let aliased = props.as_ref().is_some_and(|p| p.topic_alias.is_some());
-    if !(topic::valid_name(name) || (aliased && name.is_empty())) {
+    // Deeper than Mosquitto's 201 levels: a protocol error, as there.
+    if !(topic::valid_name(name) || (aliased && name.is_empty())) || topic::too_deep(name) {
         return Err(DecodeError::BadTopic);
     }
     Ok(Publish {

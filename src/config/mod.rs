@@ -318,6 +318,12 @@ pub struct Config {
     /// Seconds a new connection has to send its CONNECT (and to finish
     /// its TLS and WebSocket handshakes).
     pub connect_timeout: u32,
+    /// Bytes that the connections which have not completed CONNECT may
+    /// hold buffered together, beyond a few KiB each; 0 for no limit.
+    pub max_connect_buffer: usize,
+    /// Threads for connections that have not completed CONNECT; past it
+    /// the oldest is closed once it has waited a moment. 0 for no cap.
+    pub max_connecting: usize,
     /// `websockets_headers_size`: the largest WebSocket request head.
     pub websockets_headers_size: usize,
     /// `websockets_log_level`: libwebsockets' bit mask of log levels.
@@ -359,6 +365,8 @@ impl Default for Config {
             persistence: Persistence::default(),
             client_stack_size: 64 * 1024,
             connect_timeout: 30,
+            max_connect_buffer: 16 * 1024 * 1024,
+            max_connecting: 256,
             websockets_headers_size: DEFAULT_HEADERS_SIZE,
             websockets_log_level: 0,
             warnings: Vec::new(),

@@ -463,6 +463,8 @@ impl Parser {
                 c.client_stack_size = l.num::<u32>(16 * 1024, 8 * 1024 * 1024)? as usize
             }
             "connect_timeout" => c.connect_timeout = l.num(1, 3600)?,
+            "max_connecting" => c.max_connecting = l.num::<u32>(0, 1_000_000)? as usize,
+            "max_connect_buffer" => c.max_connect_buffer = l.num::<u32>(0, u32::MAX)? as usize,
 
             other => {
                 return Err(l.err(match options::refusal(other) {

@@ -109,6 +109,13 @@ pub struct Outbox {
     /// held). Set by the router, cleared by this client's thread; changed
     /// under the lock, read without it.
     paced_until: AtomicU64,
+    /// As a publisher: not to be held back before then ([`now_ms`]; the
+    /// pacing floor, [`pacing::FREE_RUN`]). Written by its client thread,
+    /// read by the router.
+    free_until: AtomicU64,
+    /// As a publisher: holds in a row that ran their full length (its
+    /// client thread's alone).
+    full_holds: AtomicU64,
 }
 
 impl Outbox {
@@ -125,6 +132,8 @@ impl Outbox {
             drains: AtomicU64::new(0),
             pacing: AtomicBool::new(false),
             paced_until: AtomicU64::new(0),
+            free_until: AtomicU64::new(0),
+            full_holds: AtomicU64::new(0),
         })
     }
 
@@ -188,7 +197,9 @@ impl Outbox {
         }
     }
 
-    /// Queues a control packet; these are never dropped.
+    /// Queues a control packet; these are never dropped. They are bounded
+    /// all the same: while they wait unsent, the client thread leaves its
+    /// client's packets unread (`client::output`, `output_full`).
     pub fn push(&self, item: Outgoing) {
         let was_empty = {
             let mut q = self.queue.lock();

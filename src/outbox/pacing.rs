@@ -17,6 +17,15 @@
 //!   [`PACE_BYTES`] queued bytes at most);
 //! - [`LOW_WATER_DIVISOR`]: publishers go on at half the high-water mark;
 //! - [`PACE_MAX`]: the longest a publisher is held back at a time;
+//! - [`FULL_HOLDS`] and [`FREE_RUN`]: after that many holds in a row that
+//!   each lasted [`PACE_MAX`] (a queue that drains, but too slowly to
+//!   reach its low-water mark), the publisher runs unheld for as long:
+//!   the pacing floor. Whatever its subscribers do, a publisher is held at
+//!   most half the time, so it keeps at least half its normal rate; what
+//!   the slow queue cannot take meanwhile is dropped and counted
+//!   (`$SYS/broker/publish/messages/dropped`), as Mosquitto drops it. A
+//!   reader merely slower than its publishers for a moment reaches its
+//!   low-water mark within a hold or two and loses nothing;
 //! - [`DRAINING_MS`]: a subscriber that has not drained for longer counts
 //!   as stalled and holds back no one;
 //! - [`PROVEN_DRAINS`]: drains before a subscriber's queue may go beyond
@@ -38,6 +47,15 @@ pub const DRAINING_MS: u64 = 100;
 /// The longest a publisher is held back at a time. A subscriber that stalls
 /// right after it was seen draining delays its publishers once, by this.
 pub const PACE_MAX: Duration = Duration::from_millis(200);
+
+/// Holds in a row that ran their full [`PACE_MAX`] before the publisher
+/// runs free ([`FREE_RUN`]).
+pub const FULL_HOLDS: u64 = 3;
+
+/// After [`FULL_HOLDS`] holds that each ran their full [`PACE_MAX`], the
+/// publisher is not held again for as long: the pacing floor (half its
+/// rate at least).
+pub const FREE_RUN: Duration = Duration::from_millis(PACE_MAX.as_millis() as u64 * FULL_HOLDS);
 
 /// Queued payload bytes beyond which a draining subscriber paces its
 /// publishers even when the configured limits are higher (or unlimited). A
@@ -199,7 +217,7 @@ impl Outbox {
     /// queue holding it drains to its low-water mark or stalls, or
     /// [`PACE_MAX`] passes.
     pub fn hold(self: &Arc<Outbox>, publisher: &Arc<Outbox>, limits: QueueLimits) {
-        if !publisher.paces {
+        if !publisher.paces || publisher.free_until.load(Ordering::Relaxed) > now_ms() {
             return;
         }
         {
@@ -279,6 +297,20 @@ impl Outbox {
             });
             if q.holders.is_empty() {
                 self.paced_until.store(0, Ordering::Relaxed);
+                // Held the whole PACE_MAX, or let go sooner.
+                let full = if left == 0 {
+                    self.full_holds.load(Ordering::Relaxed) + 1
+                } else {
+                    0
+                };
+                if full >= FULL_HOLDS {
+                    // The floor's free run.
+                    let until = now + FREE_RUN.as_millis() as u64;
+                    self.free_until.store(until, Ordering::Relaxed);
+                    self.full_holds.store(0, Ordering::Relaxed);
+                } else {
+                    self.full_holds.store(full, Ordering::Relaxed);
+                }
                 None
             } else {
                 Some(Duration::from_millis(left))

@@ -165,6 +165,9 @@ impl fmt::Display for Damage {
 pub struct Decoded {
     pub records: Vec<Record>,
     pub damage: Option<Damage>,
+    /// Intact records left out: their topic or filter is deeper than the
+    /// broker accepts ([`topic::too_deep`]), so they are not rebuilt.
+    pub too_deep: usize,
 }
 
 /// Builds a file: the header, then records, then [`Encoder::finish`].
@@ -483,7 +486,8 @@ fn decode_records(bytes: &[u8], mut pos: usize, with_end: bool, version: u16, d:
         if kind == END && with_end {
             let mut r = Reader(body);
             let count = r.u64();
-            if count != Some(d.records.len() as u64) || !r.0.is_empty() {
+            let read = d.records.len() + d.too_deep;
+            if count != Some(read as u64) || !r.0.is_empty() {
                 d.damage = damage(pos, "end record does not match the records before it");
             } else if pos + 9 + len != bytes.len() {
                 d.damage = damage(pos + 9 + len, "bytes after the end record");
@@ -491,6 +495,7 @@ fn decode_records(bytes: &[u8], mut pos: usize, with_end: bool, version: u16, d:
             return;
         }
         match decode_body(kind, body, version) {
+            Some(r) if too_deep(&r) => d.too_deep += 1,
             Some(r) => d.records.push(r),
             None => {
                 d.damage = damage(pos, "record that does not parse");
@@ -499,6 +504,21 @@ fn decode_records(bytes: &[u8], mut pos: usize, with_end: bool, version: u16, d:
         }
         pos += 9 + len;
     }
+}
+
+/// Whether a record holds a topic or filter deeper than the broker accepts
+/// (a file from an older midge); an unsubscription takes nothing away.
+fn too_deep(r: &Record) -> bool {
+    let t = match r {
+        Record::Retained { publish, .. } | Record::Queued { publish, .. } => &publish.topic,
+        Record::Outgoing {
+            state: OutState::Sent(p),
+            ..
+        } => &p.topic,
+        Record::Subscription { filter, .. } => filter.as_str(),
+        _ => return false,
+    };
+    topic::too_deep(t)
 }
 
 /// A cursor over a record body; every read is checked.

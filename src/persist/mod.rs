@@ -337,6 +337,7 @@ pub fn load_model(path: &Path) -> Result<Loaded, String> {
         Ok(bytes) => {
             info!("Restoring in-memory database from {}.", path.display());
             let decoded = format::decode(&bytes);
+            too_deep(path, decoded.too_deep);
             let kept = decoded.records.len();
             for r in decoded.records {
                 loaded.model.apply(r);
@@ -369,6 +370,7 @@ pub fn load_model(path: &Path) -> Result<Loaded, String> {
         let bytes = std::fs::read(&jpath)
             .map_err(|e| format!("unable to read journal {}: {e}", jpath.display()))?;
         let (_, decoded) = format::decode_journal(&bytes);
+        too_deep(&jpath, decoded.too_deep);
         let kept = decoded.records.len();
         info!(
             "Replaying {kept} journal record(s) from {}.",
@@ -383,6 +385,18 @@ pub fn load_model(path: &Path) -> Result<Loaded, String> {
     }
     summary(&loaded.model);
     Ok(loaded)
+}
+
+/// Logs the records of `path` left out for a topic or filter too deep.
+fn too_deep(path: &Path, n: usize) {
+    if n > 0 {
+        warn!(
+            "Warning: {n} record(s) of {} hold a topic or filter deeper than {} levels: \
+             not restored.",
+            path.display(),
+            crate::topic::MAX_SEPARATORS + 1
+        );
+    }
 }
 
 /// Without the journal: when start-up found journals (the journal was on

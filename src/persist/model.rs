@@ -5,7 +5,7 @@
 //! model's, which holds connected clients' queued and in-flight messages
 //! too (the router only knows them once the client thread hands them back).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::format::{Encoder, Record, SavedSource, Step, message_check};
 use super::{Restored, SavedSession, encode_session};
@@ -20,9 +20,21 @@ struct Kept {
     scope: u32,
     /// The session expiry interval (u32::MAX: never).
     expiry: u32,
-    /// In subscription order; a filter appears once.
-    subs: Vec<(String, SubOpts)>,
+    /// By filter, with the order of its first subscription: restoring one
+    /// record is a lookup, not a search through every filter.
+    subs: HashMap<String, (u64, SubOpts)>,
+    /// The order the next new filter gets.
+    next_sub: u64,
     state: SessionState,
+}
+
+impl Kept {
+    /// The subscriptions in the order they were first made.
+    fn ordered_subs(&self) -> Vec<(&String, &SubOpts)> {
+        let mut subs: Vec<_> = self.subs.iter().map(|(f, (n, o))| (*n, f, o)).collect();
+        subs.sort_unstable_by_key(|(n, _, _)| *n);
+        subs.into_iter().map(|(_, f, o)| (f, o)).collect()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -99,22 +111,30 @@ impl Model {
                 step,
             } => (client_id, Change::Step(pkid, step)),
         };
-        let Some(Kept { subs, state, .. }) = self.sessions.get_mut(&client_id) else {
+        let Some(Kept {
+            subs,
+            next_sub,
+            state,
+            ..
+        }) = self.sessions.get_mut(&client_id)
+        else {
             self.orphans += 1;
             return;
         };
         let SessionState { inflight, pending } = state;
         match change {
-            Change::Sub(filter, qos) => match subs.iter_mut().find(|(f, _)| *f == filter) {
+            Change::Sub(filter, qos) => match subs.get_mut(&filter) {
                 Some(entry) => entry.1 = qos,
-                None => subs.push((filter, qos)),
+                None => {
+                    subs.insert(filter, (*next_sub, qos));
+                    *next_sub += 1;
+                }
             },
-            Change::Unsub(filter) => subs.retain(|(f, _)| *f != filter),
-            Change::Queued(p) => pending.push_back(p),
-            Change::Out(state) => {
-                let last_id = inflight.last_id();
-                push_out(inflight, state, last_id);
+            Change::Unsub(filter) => {
+                subs.remove(&filter);
             }
+            Change::Queued(p) => pending.push_back(p),
+            Change::Out(state) => inflight.push_restored(state),
             Change::In(pkid) => {
                 inflight.receive_qos2(pkid);
             }
@@ -124,17 +144,11 @@ impl Model {
                 let at = pending
                     .iter()
                     .position(|p| p.qos != QoS::AtMostOnce && message_check(p) == check);
-                match at.and_then(|i| pending.remove(i)) {
-                    Some(mut p) => {
-                        p.pkid = pkid;
-                        push_out(inflight, OutState::Sent(p), pkid);
-                    }
-                    None => {
-                        let out = inflight.outgoing().cloned().collect();
-                        let incoming = inflight.incoming_qos2().to_vec();
-                        *inflight = Inflight::restore(out, incoming, pkid);
-                    }
+                if let Some(mut p) = at.and_then(|i| pending.remove(i)) {
+                    p.pkid = pkid;
+                    inflight.push_restored(OutState::Sent(p));
                 }
+                inflight.set_last_id(pkid);
             }
             Change::Step(pkid, step) => {
                 match step {
@@ -168,7 +182,7 @@ impl Model {
             });
         }
         for (id, s) in &self.sessions {
-            let subs = s.subs.iter().map(|(f, o)| (f, o));
+            let subs = s.ordered_subs().into_iter();
             encode_session(
                 &mut e,
                 id,
@@ -193,7 +207,11 @@ impl Model {
                     username: s.username.clone(),
                     scope: s.scope,
                     expiry: s.expiry,
-                    subs: s.subs.clone(),
+                    subs: s
+                        .ordered_subs()
+                        .into_iter()
+                        .map(|(f, o)| (f.clone(), *o))
+                        .collect(),
                     state: SessionState {
                         inflight: s.state.inflight.clone(),
                         pending: s.state.pending.clone(),
@@ -223,13 +241,6 @@ enum Change {
 }
 
 /// Appends an outgoing entry, keeping the incoming ids.
-fn push_out(inflight: &mut Inflight, state: OutState, last_id: u16) {
-    let mut out: Vec<OutState> = inflight.outgoing().cloned().collect();
-    out.push(state);
-    let incoming = inflight.incoming_qos2().to_vec();
-    *inflight = Inflight::restore(out, incoming, last_id);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,5 +361,47 @@ mod tests {
         assert_eq!(m.session_count(), 0);
         m.apply(step(1, Step::Acked));
         assert_eq!(m.orphans, 1, "a record after the end names no session");
+    }
+
+    /// One session with 300,000 filters, then 300,000 in-flight messages:
+    /// each record is a lookup, so this is quick (it took minutes when
+    /// every record searched all those before it).
+    #[test]
+    fn restoring_300_000_subscriptions_and_in_flight_messages_is_linear() {
+        let mut m = Model::default();
+        m.apply(Record::Session {
+            client_id: "s".into(),
+            username: None,
+            scope: 0,
+            last_id: 0,
+            expiry: u32::MAX,
+        });
+        let sub = |filter: String, qos| Record::Subscription {
+            client_id: "s".into(),
+            filter,
+            opts: SubOpts::qos(qos),
+        };
+        for i in 0..300_000 {
+            m.apply(sub(format!("f/{i}"), QoS::AtLeastOnce));
+        }
+        // A second subscription to a filter changes it in place.
+        m.apply(sub("f/0".into(), QoS::ExactlyOnce));
+        for i in 0..60_000u16 {
+            let mut p = msg("t", QoS::AtLeastOnce);
+            p.pkid = i + 1;
+            m.apply(Record::Outgoing {
+                client_id: "s".into(),
+                state: OutState::Sent(p),
+            });
+        }
+        let r = m.to_restored();
+        let s = &r.sessions[0];
+        assert_eq!(s.subs.len(), 300_000);
+        assert_eq!(
+            s.subs[0],
+            ("f/0".to_string(), SubOpts::qos(QoS::ExactlyOnce))
+        );
+        assert_eq!(s.subs[299_999].0, "f/299999");
+        assert_eq!(s.state.inflight.len(), 60_000);
     }
 }

@@ -6,7 +6,7 @@
 //! the next connection of a persistent session, so unacknowledged messages are
 //! sent again with DUP set [MQTT-4.4.0-1].
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 
 use crate::codec::{PacketType, Publish, QoS};
 
@@ -40,6 +40,9 @@ pub struct Inflight {
     in_repeated: Vec<u16>,
     /// Payload bytes of the messages in `out` still awaiting PUBACK or PUBREC.
     bytes: usize,
+    /// The packet ids in `out`: a free one is found without a scan of
+    /// `out` per id tried, however large the window.
+    ids: HashSet<u16>,
 }
 
 /// What a session keeps between connections: in-flight state plus the
@@ -80,6 +83,7 @@ impl Inflight {
         let id = self.take_id();
         p.pkid = id;
         self.bytes += p.payload.len();
+        self.ids.insert(id);
         self.out.push_back(OutState::Sent(p.clone()));
         p
     }
@@ -95,12 +99,33 @@ impl Inflight {
             if id == 0 {
                 id = 1;
             }
-            if !self.out.iter().any(|s| s.pkid() == id) {
+            if !self.ids.contains(&id) {
                 break;
             }
         }
         self.last_id = id;
         id
+    }
+
+    /// Appends a saved entry (persistence), after those before it.
+    pub fn push_restored(&mut self, s: OutState) {
+        if let OutState::Sent(p) = &s {
+            self.bytes += p.payload.len();
+        }
+        self.ids.insert(s.pkid());
+        self.out.push_back(s);
+    }
+
+    /// The last packet id handed out, as saved (persistence).
+    pub fn set_last_id(&mut self, id: u16) {
+        self.last_id = id;
+    }
+
+    /// Takes the entry at `i` out.
+    fn remove(&mut self, i: usize) -> Option<OutState> {
+        let s = self.out.remove(i)?;
+        self.ids.remove(&s.pkid());
+        Some(s)
     }
 
     fn position(&self, pkid: u16) -> Option<usize> {
@@ -111,7 +136,7 @@ impl Inflight {
     pub fn puback(&mut self, pkid: u16) -> bool {
         match self.position(pkid) {
             Some(i) if matches!(&self.out[i], OutState::Sent(p) if p.qos == QoS::AtLeastOnce) => {
-                if let Some(OutState::Sent(p)) = self.out.remove(i) {
+                if let Some(OutState::Sent(p)) = self.remove(i) {
                     self.bytes -= p.payload.len();
                 }
                 true
@@ -152,7 +177,7 @@ impl Inflight {
     pub fn refused(&mut self, pkid: u16) -> bool {
         match self.position(pkid) {
             Some(i) => {
-                if let Some(OutState::Sent(p)) = self.out.remove(i) {
+                if let Some(OutState::Sent(p)) = self.remove(i) {
                     self.bytes -= p.payload.len();
                 }
                 true
@@ -165,7 +190,7 @@ impl Inflight {
     pub fn pubcomp(&mut self, pkid: u16) -> bool {
         match self.position(pkid) {
             Some(i) if matches!(self.out[i], OutState::Released(_)) => {
-                self.out.remove(i);
+                self.remove(i);
                 true
             }
             _ => false,
@@ -229,6 +254,7 @@ impl Inflight {
             })
             .sum();
         Inflight {
+            ids: out.iter().map(OutState::pkid).collect(),
             out: out.into(),
             last_id,
             in_qos2,
@@ -242,9 +268,11 @@ impl Inflight {
     pub fn retain_unacknowledged(&mut self, mut keep: impl FnMut(&Publish) -> bool) -> usize {
         let before = self.out.len();
         let mut bytes = self.bytes;
+        let ids = &mut self.ids;
         self.out.retain(|s| match s {
             OutState::Sent(p) if !keep(p) => {
                 bytes -= p.payload.len();
+                ids.remove(&p.pkid);
                 false
             }
             _ => true,
@@ -344,5 +372,19 @@ mod tests {
         assert!(!f.receive_qos2(7));
         f.release_qos2(7);
         assert!(f.receive_qos2(7));
+    }
+
+    /// 65,535 messages in flight (a receive maximum of 65,535 with
+    /// max_inflight_messages 0): each new id is found at once.
+    #[test]
+    fn a_full_id_space_in_flight_is_not_quadratic() {
+        let mut f = Inflight::default();
+        for _ in 0..65_535 {
+            f.start(msg(QoS::AtLeastOnce));
+        }
+        assert_eq!(f.len(), 65_535);
+        assert!(f.puback(300));
+        let p = f.start(msg(QoS::AtLeastOnce));
+        assert_eq!(p.pkid, 300, "the only free id");
     }
 }

@@ -46,6 +46,11 @@ const WRITE_FRAME: usize = 16 * 1024;
 /// File bytes read and sent at a time for `http_dir`.
 const FILE_CHUNK: usize = 16 * 1024;
 
+/// Output (pongs mostly) beyond which no more frames are read until the
+/// client takes it: a ping flood from a client that does not read stops
+/// here. The same as the client thread's write high-water mark.
+pub const OUT_HIGH_WATER: usize = 64 * 1024;
+
 /// A WebSockets listener's settings, as one connection needs them.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -119,6 +124,12 @@ impl WsStream {
     /// Whether frames wait to be written.
     pub fn wants_write(&self) -> bool {
         self.opos < self.out.len() || self.inner.wants_write()
+    }
+
+    /// Bytes of frames waiting to be written (1 for output waiting below,
+    /// in TLS).
+    pub fn backlog(&self) -> usize {
+        self.out.len() - self.opos + usize::from(self.inner.wants_write())
     }
 
     /// Whether received bytes wait that poll(2) cannot see.
@@ -340,6 +351,9 @@ impl Read for WsStream {
         loop {
             if self.closed || buf.is_empty() {
                 return Ok(0);
+            }
+            if self.backlog() >= OUT_HIGH_WATER {
+                return Err(io::ErrorKind::WouldBlock.into());
             }
             let n = self.read_raw(buf)?;
             if n == 0 {

@@ -96,6 +96,33 @@ fn round_trip() {
 }
 
 #[test]
+fn records_with_topics_too_deep_are_left_out_and_the_file_is_not_damaged() {
+    let deep = vec!["d"; 202].join("/");
+    let mut records = sample();
+    records.insert(
+        1,
+        Record::Retained {
+            publish: publish(&deep, b"deep", QoS::AtMostOnce, 0),
+            source: None,
+        },
+    );
+    records.push(Record::Subscription {
+        client_id: "s1".into(),
+        filter: format!("{deep}/#"),
+        opts: SubOpts::qos(QoS::AtMostOnce),
+    });
+    records.push(Record::Queued {
+        client_id: "s1".into(),
+        publish: publish(&deep, b"deep", QoS::AtLeastOnce, 0),
+    });
+    let (bytes, _) = encode(&records);
+    let d = decode(&bytes);
+    assert_eq!(d.damage, None);
+    assert_eq!(d.too_deep, 3);
+    assert_eq!(d.records, sample());
+}
+
+#[test]
 fn crc32_known_value() {
     assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
 }
