@@ -3,7 +3,8 @@
 //! the router; and what the journal records of them.
 
 use super::*;
-use crate::codec::PacketType;
+use crate::codec::{PacketType, Subscribe};
+use crate::topic;
 
 impl Connected<'_> {
     /// Handles one packet from the client. Ok(Some) ends the session.
@@ -52,6 +53,7 @@ impl Connected<'_> {
                 self.ack(Reply::PubComp(Ack::ok(a.pkid)), self.persistent)?;
             }
             Packet::Subscribe(mut subscribe) => {
+                self.refuse_deep_filters(&mut subscribe);
                 let max_qos = QoS::from_u8(self.listener.max_qos).unwrap_or(QoS::ExactlyOnce);
                 for f in &mut subscribe.filters {
                     f.qos = f.qos.min(max_qos);
@@ -94,6 +96,32 @@ impl Connected<'_> {
             }
         }
         Ok(None)
+    }
+
+    /// Takes the filters deeper than Mosquitto allows out of a SUBSCRIBE
+    /// (logged); their places get a failure code in the SUBACK, the other
+    /// filters are granted ([`Connected::control`]).
+    fn refuse_deep_filters(&mut self, subscribe: &mut Subscribe) {
+        if !subscribe.filters.iter().any(|f| topic::too_deep(&f.filter)) {
+            return;
+        }
+        let mut refused = Vec::new();
+        let mut i = 0;
+        subscribe.filters.retain(|f| {
+            let deep = topic::too_deep(&f.filter);
+            if deep {
+                refused.push(i);
+            }
+            i += 1;
+            !deep
+        });
+        info!(
+            "Client {} subscribed to {} filter(s) deeper than {} levels: refused.",
+            self.client_id,
+            refused.len(),
+            topic::MAX_SEPARATORS + 1
+        );
+        self.refused_filters.push((subscribe.pkid, refused));
     }
 
     /// An acknowledgement that completed nothing: for an unknown packet id

@@ -449,6 +449,9 @@ struct Connected<'a> {
     /// sent yet: with those awaiting PUBREL, the client's use of the
     /// broker's receive maximum.
     acks_due: usize,
+    /// SUBSCRIBEs whose filters at these places were refused, by packet
+    /// id, until their SUBACK comes back from the router.
+    refused_filters: Vec<(u16, Vec<usize>)>,
     /// The control packets in `pending`.
     controls_pending: usize,
     /// A persistent session's changes go to the journal (when it is on).
@@ -497,6 +500,7 @@ impl<'a> Connected<'a> {
             aliases: Vec::new(),
             acks_due: 0,
             controls_pending: 0,
+            refused_filters: Vec::new(),
             persistent: a.limits.session_expiry != 0,
         });
         s.outbox.add_queued(queued, queued_bytes);

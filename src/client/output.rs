@@ -3,6 +3,7 @@
 //! assigned; control packets in order.
 
 use super::*;
+use crate::codec::{SUBACK_FAILURE, SubAck};
 
 impl Connected<'_> {
     /// Takes what the router queued. Acknowledgements (the router's MQTT 5
@@ -131,6 +132,26 @@ impl Connected<'_> {
         self.pending = rest;
     }
 
+    /// Puts the failure codes of the filters taken out of a SUBSCRIBE
+    /// ([`Connected::refuse_deep_filters`]) into its SUBACK, in place.
+    fn add_refused_codes(&mut self, s: &mut SubAck) {
+        let Some(at) = self
+            .refused_filters
+            .iter()
+            .position(|(pkid, _)| *pkid == s.pkid)
+        else {
+            return;
+        };
+        let (_, refused) = self.refused_filters.remove(at);
+        let code = match self.level {
+            Level::V5 => reason::TOPIC_FILTER_INVALID,
+            _ => SUBACK_FAILURE,
+        };
+        for i in refused {
+            s.codes.insert(i.min(s.codes.len()), code);
+        }
+    }
+
     /// Whether the client's unsent output is at its bound: the write
     /// buffer at its high-water mark, or control packets from the router
     /// (SUBACK, UNSUBACK, MQTT 5 acks) waiting behind a full in-flight
@@ -141,7 +162,10 @@ impl Connected<'_> {
 
     /// Writes a control packet from the router (or one the journal
     /// released) after the acknowledgement bookkeeping it closes.
-    pub(super) fn control(&mut self, p: Packet) {
+    pub(super) fn control(&mut self, mut p: Packet) {
+        if let Packet::SubAck(s) = &mut p {
+            self.add_refused_codes(s);
+        }
         match &p {
             Packet::PubAck(_) => self.acks_due = self.acks_due.saturating_sub(1),
             // An error PUBREC ends the flow: no PUBREL follows.

@@ -7,10 +7,9 @@ use super::{
     Unsubscribe, header, topic,
 };
 
-/// A filter deeper than Mosquitto's 201 levels is malformed, as there.
 fn filter<'a>(r: &mut Reader<'a>) -> Result<&'a str, DecodeError> {
     let f = r.string("topic filter")?;
-    if topic::valid_filter(f) && !topic::too_deep(f) {
+    if topic::valid_filter(f) {
         Ok(f)
     } else {
         Err(DecodeError::BadFilter)
