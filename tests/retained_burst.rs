@@ -262,6 +262,11 @@ fn a_persistent_session_resumes_its_stream() {
     s.subscribe(1, &[("homeassistant/#", 1)]);
     let first = receive(&mut s, 100, false);
     s.drop_connection();
+    // Meanwhile, for topics the stream has not reached: a retained update
+    // (sent once, the new one) and a plain message (after the stored one).
+    let mut p = b.client("live");
+    p.publish(&topic(2999), b"new2999", 1, true, 1);
+    p.publish(&topic(2500), b"live2500", 1, false, 2);
     let mut s = RawClient::connect_with(b.addr(), &hub, true);
     let mut seen: HashSet<String> = first.iter().map(|m| m.topic.clone()).collect();
     let mut rest = Vec::new();
@@ -285,6 +290,16 @@ fn a_persistent_session_resumes_its_stream() {
         return;
     }
     assert_eq!(seen.len(), n, "every topic, across the reconnection");
+    let payloads = |t: &str| -> Vec<String> {
+        rest.iter()
+            .filter(|m| m.topic == t)
+            .map(|m| m.payload_str())
+            .collect()
+    };
+    assert_eq!(payloads(&topic(2999)), ["new2999"], "once, the new one");
+    let t2500 = payloads(&topic(2500));
+    assert_eq!(t2500.len(), 2, "{t2500:?}");
+    assert!(t2500[0].contains("entity 2500") && t2500[1] == "live2500");
     // Redelivered ones (DUP) aside, the rest continues in order.
     let fresh: Vec<&str> = rest
         .iter()

@@ -184,11 +184,11 @@ impl Router {
         // A stream of this session that has not reached the topic yet
         // (stream.rs): the live message keeps its place after the stored one.
         let stored_now = p.retain && self.config.retain_available;
-        let overtaken =
-            s.live.is_some() && !s.streams.is_empty() && self.overtake(sid, p, stored_now);
+        let overtaken = !s.streams.is_empty() && self.overtake(sid, p, stored_now);
         let Some(s) = session_mut(&mut self.sessions, sid) else {
             return;
         };
+        let topic = overtaken.then(|| p.topic.clone());
         let mut p = p.clone();
         p.retain = retain || overtaken;
         p.qos = if self.config.upgrade_outgoing_qos {
@@ -247,6 +247,12 @@ impl Router {
             }
             None => false,
         };
+        if let (Some(topic), false) = (topic, delivered) {
+            // Dropped: the stream sends the stored one (this one) after all.
+            for st in s.streams.iter_mut() {
+                st.unskip(&topic);
+            }
+        }
         if delivered {
             self.stats.messages_sent += 1;
             self.stats.bytes_sent += len as u64;

@@ -74,6 +74,11 @@ impl Stream {
             && !self.skip.contains(topic)
     }
 
+    /// A live copy that skipped `topic` was dropped after all.
+    pub(super) fn unskip(&mut self, topic: &str) {
+        self.skip.remove(topic);
+    }
+
     /// The copy of a stored message this stream sends.
     fn copy(&self, m: &Publish, v5: bool) -> Publish {
         let mut copy = m.clone();
@@ -228,20 +233,20 @@ impl Router {
         true
     }
 
-    /// Before a live message `p` is queued for session `sid`: the streams
-    /// of the session that have not reached its topic yet skip it, and
-    /// the stored message goes first when `p` did not replace it. Returns
-    /// whether `p` takes the place of a streamed copy (so carries retain).
+    /// Before a live message `p` is queued for session `sid` (connected or
+    /// not): the streams of the session that have not reached its topic
+    /// yet skip it, and the stored message goes first when `p` did not
+    /// replace it. Returns whether `p` takes the place of a streamed copy
+    /// (so carries retain; if it is dropped, the caller unskips it).
     pub(super) fn overtake(&mut self, sid: SessionId, p: &Publish, stored_now: bool) -> bool {
         let Some(s) = session_mut(&mut self.sessions, sid) else {
             return false;
         };
-        let Some(live) = &s.live else { return false };
         if !s.streams.iter().any(|st| st.ahead(&p.topic)) {
             return false;
         }
-        let outbox = live.outbox.clone();
-        let v5 = live.level == Level::V5;
+        let outbox = s.live.as_ref().map(|l| l.outbox.clone());
+        let v5 = s.level == Level::V5;
         let mut first = None;
         for st in s.streams.iter_mut() {
             if !st.ahead(&p.topic) {
@@ -259,14 +264,23 @@ impl Router {
                     .map(|stored| st.copy(&stored.publish, v5));
             }
         }
-        if let Some(old) = first {
-            self.stats.messages_sent += 1;
-            match &self.journal {
-                Some(j) => {
-                    s.stream_ticket = j.after_durable(&outbox, vec![Outgoing::Publish(old)]);
-                }
-                None => {
-                    outbox.push_publish(old, QueueLimits::default());
+        let Some(old) = first else {
+            return stored_now;
+        };
+        self.stats.messages_sent += 1;
+        match (&outbox, &self.journal) {
+            (Some(o), Some(j)) => {
+                s.stream_ticket = j.after_durable(o, vec![Outgoing::Publish(old)]);
+            }
+            (Some(o), None) => {
+                o.push_publish(old, QueueLimits::default());
+            }
+            // Offline: first in its queue, where the live one follows
+            // (a QoS 0 one only with queue_qos0_messages, as live ones).
+            (None, _) => {
+                if old.qos != QoS::AtMostOnce || self.config.queue_qos0_messages {
+                    s.offline_bytes += old.payload.len();
+                    s.offline.pending.push_back(old);
                 }
             }
         }
