@@ -476,36 +476,9 @@ fn http_dir_serves_files_and_nothing_outside() {
 
 // --- a real browser ----------------------------------------------------------
 
-/// The `mqtt` npm package the browser test bundles.
-const MQTT_JS: &str = "mqtt@5.16.0";
-
-/// dist/mqtt.min.js of [`MQTT_JS`], installed with npm into a cache under
-/// target/ on first use.
+/// dist/mqtt.min.js of the `mqtt` npm package ([`tools::mqtt_js`]).
 fn mqtt_min_js() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let cache = root.join("target/npm").join(MQTT_JS.replace('@', "-"));
-    let js = cache.join("node_modules/mqtt/dist/mqtt.min.js");
-    if !js.exists() {
-        let mut cmd = Command::new("npm");
-        cmd.args([
-            "install",
-            "--no-save",
-            "--no-audit",
-            "--no-fund",
-            "--ignore-scripts",
-        ])
-        .arg("--prefix")
-        .arg(&cache)
-        .arg(MQTT_JS);
-        let f = tools::run(cmd, "npm install", Duration::from_secs(300));
-        assert!(
-            f.status.success() && js.exists(),
-            "npm install {MQTT_JS} failed (run `make test`, tests/setup.sh installs npm):\n{}\n{}",
-            f.stdout,
-            f.stderr
-        );
-    }
-    js
+    tools::mqtt_js().join("mqtt/dist/mqtt.min.js")
 }
 
 /// Headless Chromium on `url`, with its DevTools on an ephemeral port.

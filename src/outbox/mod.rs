@@ -243,6 +243,11 @@ impl Outbox {
         self.queued.load(Ordering::Relaxed)
     }
 
+    /// The payload bytes of those messages.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes.load(Ordering::Relaxed)
+    }
+
     pub fn wake_fd(&self) -> &WakeFd {
         &self.wake
     }

@@ -184,17 +184,26 @@ impl Journal {
 
     /// Pushes `items` into `outbox` once every record appended so far is
     /// on disk (at once when it already is), in the order of the calls.
-    pub fn after_durable(&self, outbox: &Arc<Outbox>, items: Vec<Outgoing>) {
+    /// Returns their ticket, for [`Journal::released`].
+    pub fn after_durable(&self, outbox: &Arc<Outbox>, items: Vec<Outgoing>) -> u64 {
         let mut q = self.inner.lock();
         let ticket = q.appended;
         if q.waiting.is_empty() && q.durable >= ticket {
             // Under the lock, so that nothing released later overtakes it.
             items.into_iter().for_each(|i| hand_over(outbox, i));
-            return;
+            return ticket;
         }
         for i in items {
             q.waiting.push_back((ticket, outbox.clone(), i));
         }
+        ticket
+    }
+
+    /// Whether what [`Journal::after_durable`] took with `ticket` has been
+    /// pushed.
+    pub fn released(&self, ticket: u64) -> bool {
+        let q = self.inner.lock();
+        q.durable >= ticket && q.waiting.front().is_none_or(|(t, _, _)| *t > ticket)
     }
 
     /// Folds the journal into a new snapshot (SIGUSR1, autosave).
@@ -231,7 +240,9 @@ impl Drop for Journal {
 
 fn hand_over(outbox: &Outbox, item: Outgoing) {
     match item {
-        // A retained copy after a SUBACK: counted like any queued message.
+        // Streamed retained copies after a SUBACK (router/stream.rs),
+        // outside max_queued_messages: a stream hands over a bounded
+        // batch at a time, the next once this one is pushed.
         Outgoing::Publish(p) => {
             outbox.push_publish(p, QueueLimits::default());
         }

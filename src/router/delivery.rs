@@ -212,8 +212,16 @@ impl Router {
         {
             return;
         }
+        // A stream of this session that has not reached the topic yet
+        // (stream.rs): the live message keeps its place after the stored one.
+        let stored_now = p.retain && self.config.retain_available;
+        let overtaken = !s.streams.is_empty() && self.overtake(sid, p, stored_now);
+        let Some(s) = session_mut(&mut self.sessions, sid) else {
+            return;
+        };
+        let topic = overtaken.then(|| p.topic.clone());
         let mut p = p.clone();
-        p.retain = retain;
+        p.retain = retain || overtaken;
         p.qos = if self.config.upgrade_outgoing_qos {
             opts.qos
         } else {
@@ -240,7 +248,19 @@ impl Router {
                 if journaled && live.outbox.has_room(len, limits) {
                     persist::journal_queued(&self.journal, &s.client_id, &p);
                 }
-                live.outbox.push_publish(p, limits)
+                // Behind a streamed batch still waiting for the journal.
+                let behind = match &self.journal {
+                    Some(j) if s.stream_ticket > 0 && !j.released(s.stream_ticket) => Some(j),
+                    _ => None,
+                };
+                match behind {
+                    Some(j) if live.outbox.has_room(len, limits) => {
+                        s.stream_ticket = j.after_durable(&live.outbox, vec![Outgoing::Publish(p)]);
+                        true
+                    }
+                    Some(_) => false,
+                    None => live.outbox.push_publish(p, limits),
+                }
             }
             // Offline persistent session: QoS 1/2 are queued, QoS 0 only
             // with queue_qos0_messages.
@@ -258,6 +278,12 @@ impl Router {
             }
             None => false,
         };
+        if let (Some(topic), false) = (topic, delivered) {
+            // Dropped: the stream sends the stored one (this one) after all.
+            for st in s.streams.iter_mut() {
+                st.unskip(&topic);
+            }
+        }
         if delivered {
             self.stats.messages_sent += 1;
             self.stats.bytes_sent += len as u64;

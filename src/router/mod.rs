@@ -20,6 +20,7 @@ mod persist;
 pub mod retain;
 mod sessions;
 mod shared;
+mod stream;
 mod subscriptions;
 mod timers;
 pub mod trie;
@@ -126,6 +127,12 @@ struct Session {
     /// retain-as-published (Mosquitto's bridge subscriptions), so a message
     /// is not sent back where it came from and keeps its retain flag.
     bridge: bool,
+    /// Retained messages still to send for its new subscriptions, filter
+    /// by filter ([`stream`]).
+    streams: VecDeque<stream::Stream>,
+    /// With the journal: the ticket of the last streamed batch, which what
+    /// follows it waits for.
+    stream_ticket: u64,
 }
 
 /// What ACL rules depend on.
@@ -186,6 +193,11 @@ pub struct Router {
     journal: Option<Arc<Journal>>,
     /// Shutting down: no new connection is attached.
     stopping: bool,
+    /// The sessions that may have streams ([`stream`]).
+    streaming: Vec<SessionId>,
+    /// When to look at them next; since when none moved.
+    stream_poll: Option<Instant>,
+    stream_since: Instant,
 }
 
 impl Router {
@@ -211,6 +223,9 @@ impl Router {
             autosave: None,
             journal: None,
             stopping: false,
+            streaming: Vec::new(),
+            stream_poll: None,
+            stream_since: Instant::now(),
         }
     }
 
@@ -223,10 +238,15 @@ impl Router {
         }
         'run: loop {
             let timer = self.timers.peek().map(|Reverse(t)| t.0);
-            let wake = [next_tick, self.autosave_deadline(), timer]
-                .into_iter()
-                .flatten()
-                .min();
+            let wake = [
+                next_tick,
+                self.autosave_deadline(),
+                timer,
+                self.stream_deadline(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let first = match wake {
                 Some(t) => match rx.recv_deadline(t) {
                     Ok(ev) => Some(ev),
@@ -263,6 +283,7 @@ impl Router {
             }
             self.autosave_if_due();
             self.fire_timers();
+            self.stream_if_due();
         }
         self.shutdown();
         self.save_at_shutdown(&rx);

@@ -52,6 +52,8 @@ impl Router {
             delayed_will: None,
             generation: 0,
             bridge: false,
+            streams: VecDeque::new(),
+            stream_ticket: 0,
         };
         let sid = match self.free.pop() {
             Some(sid) => {
@@ -110,6 +112,7 @@ impl Router {
         } else {
             // A clean start discards any old state [MQTT-3.1.2-6].
             s.offline = SessionState::default();
+            s.streams.clear();
             s.subs.drain().collect()
         };
         s.offline_bytes = 0;
@@ -157,6 +160,14 @@ impl Router {
             will,
             level,
         });
+        // A resumed session's streams go on where they were.
+        if !s.streams.is_empty() {
+            s.stream_ticket = 0;
+            if !self.streaming.contains(&sid) {
+                self.streaming.push(sid);
+            }
+            self.stream_poll = Some(Instant::now());
+        }
         for (filter, opts) in old_subs {
             self.unindex(&filter, sid, opts);
         }

@@ -52,7 +52,6 @@ impl Router {
         let Some(live) = &s.live else { return };
         let outbox = live.outbox.clone();
         let v5 = live.level == Level::V5;
-        let subject = s.acl.clone();
         let persistent = !s.clean;
         let mut codes = Vec::with_capacity(sub.filters.len());
         // Per filter: whether retained messages follow (retain handling).
@@ -86,46 +85,31 @@ impl Router {
         for (filter, opts, old) in added {
             self.index(&filter, sid, opts, old);
         }
-        let mut out = vec![Outgoing::Packet(Packet::SubAck(SubAck {
+        let out = vec![Outgoing::Packet(Packet::SubAck(SubAck {
             pkid: sub.pkid,
             codes,
         }))];
         if persistent {
             self.changed();
         }
-        // Retained messages follow the SUBACK, with retain set [MQTT-3.3.1-8].
-        let limits = self.queue_limits();
-        let auth = self.auth.clone();
-        let now = Instant::now();
+        // Retained messages follow the SUBACK, with retain set
+        // [MQTT-3.3.1-8], streamed from the store (stream.rs). A filter
+        // named twice replaces its first subscription: it streams once.
+        self.hand_over(&outbox, out, persistent, self.queue_limits());
+        let mut streams: Vec<stream::Stream> = Vec::new();
         for (f, send) in sub.filters.iter().zip(send_retained) {
-            if !send {
-                continue;
+            streams.retain(|st| !st.is_for(&f.filter));
+            if send {
+                streams.push(stream::Stream::new(
+                    &f.filter,
+                    f.qos,
+                    v5.then_some(sub.sub_id).flatten(),
+                ));
             }
-            self.retained.for_each_match(&f.filter, |stored| {
-                let m = &stored.publish;
-                if m.expired(now)
-                    || subject
-                        .as_ref()
-                        .is_some_and(|a| !a.allows(&m.topic, acl::READ))
-                {
-                    return;
-                }
-                // check_retain_source: its publisher must still be allowed.
-                if let Some(src) = stored.source.as_deref() {
-                    if !source_may_write(&auth, src, &m.topic) {
-                        return;
-                    }
-                }
-                let mut copy = m.clone();
-                copy.qos = copy.qos.min(f.qos);
-                copy.retain = true;
-                if let (true, Some(id)) = (v5, sub.sub_id) {
-                    with_sub_id(&mut copy, id);
-                }
-                out.push(Outgoing::Publish(copy));
-            });
         }
-        self.hand_over(&outbox, out, persistent, limits);
+        if !streams.is_empty() {
+            self.start_streams(sid, streams);
+        }
     }
 
     pub(super) fn unsubscribe(&mut self, conn: ConnId, unsub: Unsubscribe) {
@@ -144,6 +128,7 @@ impl Router {
         for f in &unsub.filters {
             info!(target: logging::UNSUBSCRIBE, "{} {}", s.client_id, f);
             let old = s.subs.remove(f);
+            Self::stop_stream(s, f);
             if let Some(opts) = old {
                 removed.push((f.clone(), opts));
                 if persistent {

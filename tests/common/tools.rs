@@ -300,3 +300,38 @@ pub fn wait_until_subscribed_as(b: &Broker, sub: &Proc, probe_topic: &str, conne
         );
     }
 }
+
+/// The `mqtt` npm package (MQTT.js) the browser and Node tests use.
+pub const MQTT_JS: &str = "mqtt@5.16.0";
+
+/// The node_modules directory holding [`MQTT_JS`], installed with npm into
+/// a cache under target/ on first use (once at a time: tests run in
+/// parallel).
+pub fn mqtt_js() -> PathBuf {
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _once = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cache = root.join("target/npm").join(MQTT_JS.replace('@', "-"));
+    let modules = cache.join("node_modules");
+    if !modules.join("mqtt/dist/mqtt.min.js").exists() {
+        let mut cmd = Command::new("npm");
+        cmd.args([
+            "install",
+            "--no-save",
+            "--no-audit",
+            "--no-fund",
+            "--ignore-scripts",
+        ])
+        .arg("--prefix")
+        .arg(&cache)
+        .arg(MQTT_JS);
+        let f = run(cmd, "npm install", Duration::from_secs(300));
+        assert!(
+            f.status.success() && modules.join("mqtt/dist/mqtt.min.js").exists(),
+            "npm install {MQTT_JS} failed (run `make test`, tests/setup.sh installs npm):\n{}\n{}",
+            f.stdout,
+            f.stderr
+        );
+    }
+    modules
+}

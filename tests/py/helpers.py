@@ -123,6 +123,15 @@ class Client:
             return
         fail("%s: unexpected message %s" % (self.name, msg_line(m)))
 
+    def rest(self, quiet=1.0):
+        """The messages that arrive until none has for `quiet` seconds."""
+        got = []
+        while True:
+            try:
+                got.append(self.messages.get(timeout=quiet))
+            except queue.Empty:
+                return got
+
     def disconnect(self):
         self.c.disconnect()
         self.disconnected.wait(TIMEOUT)

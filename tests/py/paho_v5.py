@@ -177,13 +177,7 @@ class V5(Client):
         return got
 
     def rest(self, quiet=QUIET):
-        """The messages that arrive until none has for `quiet` seconds."""
-        got = []
-        while True:
-            try:
-                got.append(self.messages.get(timeout=quiet))
-            except queue.Empty:
-                return got
+        return Client.rest(self, quiet)
 
     def report(self, msgs):
         for m in msgs:
