@@ -186,7 +186,8 @@ fn run() -> Result<ExitCode, String> {
         let (path, loaded) = persist::load_start(&persist::file_path(&config.persistence))?;
         router.restore(loaded.model.to_restored());
         if config.persistence.journal {
-            let j = Journal::spawn(path, loaded.model, loaded.last_generation)
+            let commit = Duration::from_millis(config.persistence.journal_commit_ms.into());
+            let j = Journal::spawn(path, loaded.model, loaded.last_generation, commit)
                 .map_err(|e| format!("unable to start the journal thread: {e}"))?;
             router.journal_with(j.clone(), &config.persistence);
             journal = Some(j);

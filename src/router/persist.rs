@@ -19,7 +19,7 @@ use log::{debug, info, warn};
 
 use super::retain::Source;
 use super::{ConnId, Event, Identity, Reply, Router};
-use crate::codec::Publish;
+use crate::codec::{Publish, QoS};
 use crate::config::Persistence;
 use crate::outbox::{Outbox, Outgoing, QueueLimits};
 use crate::persist::format::{Encoder, Record, SavedSource};
@@ -315,16 +315,23 @@ pub(super) fn journal_end(j: &Option<Arc<Journal>>, client_id: &str) {
     });
 }
 
-/// A retained message set (or cleared, with an empty payload).
+/// A retained message set (or cleared, with an empty payload). At QoS 0 it
+/// promises nothing: the snapshot gets it, the journal does not.
 pub(super) fn journal_retained(j: &Option<Arc<Journal>>, p: &Publish, source: Option<&Source>) {
-    journal(j, || Record::Retained {
+    let Some(j) = j else { return };
+    let r = Record::Retained {
         publish: p.clone(),
         source: source.map(|s| SavedSource {
             client_id: s.client_id.clone(),
             username: s.username.clone(),
             scope: s.scope as u32,
         }),
-    });
+    };
+    if p.qos == QoS::AtMostOnce {
+        j.note(r);
+    } else {
+        j.append(r);
+    }
 }
 
 /// A QoS 1/2 message queued for a persistent session.
