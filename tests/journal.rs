@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use common::packets::{Connect, PUBLISH, PUBREL, connect, publish, pubrel};
 use common::persist::{
-    self, check_restored, files, half_received_qos2, persistent, retained_topics,
+    self, check_restored, files, half_received_qos2, one_in_flight_one_queued, persistent,
+    retained_topics,
 };
 use common::*;
 
@@ -61,12 +62,7 @@ fn kill_9_keeps_every_acknowledged_change() {
 fn a_connected_clients_in_flight_and_queued_messages_survive_a_snapshot_and_kill_9() {
     let dir = TempDir::new("journal");
     let mut b = Broker::start(&conf(&dir, "max_inflight_messages 1\n"));
-    let mut s = persistent(&b, "online", false);
-    s.subscribe(1, &[("o/#", 1)]);
-    let mut p = b.client("pub");
-    p.publish("o/1", b"in flight", 1, false, 1);
-    p.publish("o/2", b"queued", 1, false, 2);
-    let first = s.expect_publish_eq("o/1", b"in flight", 1, false);
+    let (_s, mut p, first) = one_in_flight_one_queued(&b);
     // A snapshot while the client is connected, never acknowledging.
     let from = b.log_len();
     b.signal(libc::SIGUSR1);

@@ -90,6 +90,40 @@ fn a_connected_client_is_saved_with_its_state_on_sigterm() {
     s.ack(&m);
 }
 
+/// An autosave holds a connected persistent client's in-flight and queued
+/// messages too (its client thread sends a copy), as Mosquitto's does:
+/// kill -9 after it loses only what came later.
+#[test]
+fn an_autosave_holds_a_connected_clients_queued_and_in_flight_messages() {
+    let dir = TempDir::new("persist");
+    let text = conf(&dir, "autosave_interval 1\nmax_inflight_messages 1\n");
+    let mut b = Broker::start(&text);
+    let (_s, mut p, first) = one_in_flight_one_queued(&b);
+    // Connected, never acknowledging: an autosave (every second while a
+    // persistent client is connected) begun after this point holds both;
+    // the second save from here on has surely begun after it.
+    for _ in 0..2 {
+        let from = b.log_len();
+        b.wait_for_log_from(from, "Saved in-memory database", TIMEOUT);
+    }
+    p.publish("o/3", b"after the save", 1, false, 3);
+    b.stop(libc::SIGKILL);
+
+    let b = Broker::start(&conf(
+        &dir,
+        "max_inflight_messages 1
+",
+    ));
+    let mut s = persistent(&b, "online", true);
+    let m = s.expect_publish_eq("o/1", b"in flight", 1, false);
+    assert!(m.dup, "a redelivery carries DUP: {m:?}");
+    assert_eq!(m.pkid, first.pkid, "same packet id after the restart");
+    s.ack(&m);
+    let m = s.expect_publish_eq("o/2", b"queued", 1, false);
+    s.ack(&m);
+    s.expect_nothing(QUIET);
+}
+
 #[test]
 fn sigusr1_saves_and_kill_9_keeps_what_was_saved() {
     let dir = TempDir::new("persist");
