@@ -100,7 +100,7 @@ TOOLS := midge_passwd midge_cert midge_pub midge_sub midge_rr
 CI_STEPS := test-deps setup test-amd64 conformance msrv armv7 qemu-test arm64 qemu-test-arm64 deb deb-armhf deb-arm64 lint deb-install-test
 
 .PHONY: all build run test test-deps setup test-amd64 msrv armv7 qemu-test \
-	arm64 qemu-test-arm64 deb deb-armhf deb-arm64 lint deb-install-test cross-armv7 clean-cross bench bench-quick \
+	arm64 qemu-test-arm64 deb deb-armhf deb-arm64 lint deb-install-test cross-armv7 clean-cross bench bench-quick bench-wear \
 	fuzz soak soak-short conformance
 
 all: build
@@ -178,10 +178,16 @@ clean-cross:
 bench:
 	$(CARGO) bench --locked --bench compare
 	$(CARGO) bench --locked --bench acl
+	$(CARGO) bench --locked --bench wear
 
 bench-quick:
 	$(CARGO) bench --locked --bench compare -- --quick
 	$(CARGO) bench --locked --bench acl
+	$(CARGO) bench --locked --bench wear -- --quick
+
+# Only the persistence wear scenario (about 4 minutes; full: about 20).
+bench-wear:
+	$(CARGO) bench --locked --bench wear -- --quick
 
 # Coverage-guided fuzzing (fuzz/, its own workspace): cargo-fuzz on the
 # stable toolchain with RUSTC_BOOTSTRAP=1. Crashes land in fuzz/seeds,

@@ -5,7 +5,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
 /// An eventfd used to wake a thread blocked in [`poll`].
@@ -218,6 +218,26 @@ fn bind(sock: &impl AsRawFd, addr: std::net::SocketAddr) -> io::Result<()> {
     Ok(())
 }
 
+/// Set by [`defer_listen`]: [`bind_listen`] binds only.
+static DEFER_LISTEN: AtomicBool = AtomicBool::new(false);
+
+/// From now on [`bind_listen`] only binds (a port in use is still found at
+/// once), and the broker calls [`listen`] once it is ready to serve: until
+/// then a connection is refused, so a health check that tests the port does
+/// not report the broker up while it is still loading its state.
+pub fn defer_listen() {
+    DEFER_LISTEN.store(true, Ordering::Relaxed);
+}
+
+/// listen(2): the bound socket starts accepting connections.
+pub fn listen(sock: &impl AsRawFd, backlog: i32) -> io::Result<()> {
+    // SAFETY: listen(2) on our own descriptor.
+    if unsafe { libc::listen(sock.as_raw_fd(), backlog) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// bind(2) and listen(2) on a socket created by the caller, so options such
 /// as IPV6_V6ONLY can be set before binding (std cannot).
 pub fn bind_listen(
@@ -226,11 +246,20 @@ pub fn bind_listen(
     backlog: i32,
 ) -> io::Result<()> {
     bind(sock, addr)?;
-    // SAFETY: listen(2) on our own descriptor.
-    if unsafe { libc::listen(sock.as_raw_fd(), backlog) } < 0 {
-        return Err(io::Error::last_os_error());
+    if DEFER_LISTEN.load(Ordering::Relaxed) {
+        return Ok(());
     }
-    Ok(())
+    listen(sock, backlog)
+}
+
+/// Hands the heap memory freed so far back to the kernel (glibc keeps it
+/// otherwise): after a restore, whose decoding freed as much as it kept.
+pub fn trim_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free heap pages.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// A TCP connection to `remote` from the local address `local` (the client

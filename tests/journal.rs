@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use common::packets::{Connect, PUBLISH, PUBREL, connect, publish, pubrel};
 use common::persist::{
-    self, check_restored, files, half_received_qos2, persistent, retained_topics,
+    self, check_restored, files, half_received_qos2, one_in_flight_one_queued, persistent,
+    retained_topics,
 };
 use common::*;
 
@@ -61,12 +62,7 @@ fn kill_9_keeps_every_acknowledged_change() {
 fn a_connected_clients_in_flight_and_queued_messages_survive_a_snapshot_and_kill_9() {
     let dir = TempDir::new("journal");
     let mut b = Broker::start(&conf(&dir, "max_inflight_messages 1\n"));
-    let mut s = persistent(&b, "online", false);
-    s.subscribe(1, &[("o/#", 1)]);
-    let mut p = b.client("pub");
-    p.publish("o/1", b"in flight", 1, false, 1);
-    p.publish("o/2", b"queued", 1, false, 2);
-    let first = s.expect_publish_eq("o/1", b"in flight", 1, false);
+    let (_s, mut p, first) = one_in_flight_one_queued(&b);
     // A snapshot while the client is connected, never acknowledging.
     let from = b.log_len();
     b.signal(libc::SIGUSR1);
@@ -231,7 +227,11 @@ fn kill_9_at_random_moments_loses_no_acknowledged_message() {
     eprintln!("crash test seed {seed}");
     let mut rng = Rng(seed);
     let dir = TempDir::new("journal-crash");
-    let cfg = conf(&dir, "max_queued_messages 0\n");
+    // A short commit interval: many commits between the kills.
+    let cfg = conf(
+        &dir,
+        "max_queued_messages 0\npersistence_journal_commit_interval 5\n",
+    );
     {
         let b = Broker::start(&cfg);
         let mut s = persistent(&b, "sink", false);
@@ -375,4 +375,57 @@ fn a_full_disk_is_logged_once_and_the_broker_keeps_serving() {
     late.publish("big/late", b"small", 1, false, 1);
     late.ping();
     assert_eq!(reader.expect_publish().topic, "big/late");
+}
+
+/// The numbers of the `Journal: N record(s), M fsync(s), ...` line the
+/// broker logs when it stops.
+fn journal_counts(b: &Broker) -> (u64, u64) {
+    let logs = b.logs();
+    let line = logs
+        .iter()
+        .find_map(|l| l.split("Journal: ").nth(1))
+        .unwrap_or_else(|| panic!("no Journal: line in\n{}", logs.join("\n")));
+    let mut n = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|w| !w.is_empty())
+        .map(|w| w.parse::<u64>().expect("a number"));
+    (n.next().expect("records"), n.next().expect("fsyncs"))
+}
+
+/// Evenly paced QoS 1 messages within one commit interval share one
+/// fsync, and every acknowledged one survives kill -9; QoS 0 retained
+/// messages are not journaled, yet a snapshot holds them.
+#[test]
+fn a_commit_interval_gathers_paced_messages_and_qos_0_costs_the_journal_nothing() {
+    let dir = TempDir::new("journal-commit");
+    let extra = "persistence_journal_commit_interval 5000\n";
+    let mut b = Broker::start(&conf(&dir, extra));
+    let mut p = b.client("pub");
+    for i in 1..=20u16 {
+        p.send(&publish(&format!("c/{i}"), b"kept", 1, true, false, i));
+        p.send(&publish(&format!("z/{i}"), b"qos0", 0, true, false, 0));
+        // Paced, as a sensor publishes.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for i in 1..=20u16 {
+        p.expect_puback(i);
+    }
+    b.stop(libc::SIGTERM);
+    let (records, fsyncs) = journal_counts(&b);
+    assert_eq!(records, 20, "only the QoS 1 retained messages are records");
+    // A compaction at start and at stop (3 fsyncs each), and the commit:
+    // the 20 records came within one interval (one commit; two if the
+    // interval began during the first ones).
+    assert!(fsyncs <= 6 + 2, "{fsyncs} fsyncs for 20 paced records");
+
+    // The snapshot at the stop holds the QoS 0 ones too.
+    let mut b = Broker::start(&conf(&dir, extra));
+    let topics = retained_topics(&b);
+    assert_eq!(topics.len(), 40, "{topics:?}");
+    // Acknowledged means durable with the interval as without it.
+    let mut p = b.client("pub");
+    p.publish("c/after", b"acknowledged", 1, true, 1);
+    b.stop(libc::SIGKILL);
+    let b = Broker::start(&conf(&dir, extra));
+    assert!(retained_topics(&b).contains(&"c/after".to_string()));
 }

@@ -90,6 +90,40 @@ fn a_connected_client_is_saved_with_its_state_on_sigterm() {
     s.ack(&m);
 }
 
+/// An autosave holds a connected persistent client's in-flight and queued
+/// messages too (its client thread sends a copy), as Mosquitto's does:
+/// kill -9 after it loses only what came later.
+#[test]
+fn an_autosave_holds_a_connected_clients_queued_and_in_flight_messages() {
+    let dir = TempDir::new("persist");
+    let text = conf(&dir, "autosave_interval 1\nmax_inflight_messages 1\n");
+    let mut b = Broker::start(&text);
+    let (_s, mut p, first) = one_in_flight_one_queued(&b);
+    // Connected, never acknowledging: an autosave (every second while a
+    // persistent client is connected) begun after this point holds both;
+    // the second save from here on has surely begun after it.
+    for _ in 0..2 {
+        let from = b.log_len();
+        b.wait_for_log_from(from, "Saved in-memory database", TIMEOUT);
+    }
+    p.publish("o/3", b"after the save", 1, false, 3);
+    b.stop(libc::SIGKILL);
+
+    let b = Broker::start(&conf(
+        &dir,
+        "max_inflight_messages 1
+",
+    ));
+    let mut s = persistent(&b, "online", true);
+    let m = s.expect_publish_eq("o/1", b"in flight", 1, false);
+    assert!(m.dup, "a redelivery carries DUP: {m:?}");
+    assert_eq!(m.pkid, first.pkid, "same packet id after the restart");
+    s.ack(&m);
+    let m = s.expect_publish_eq("o/2", b"queued", 1, false);
+    s.ack(&m);
+    s.expect_nothing(QUIET);
+}
+
 #[test]
 fn sigusr1_saves_and_kill_9_keeps_what_was_saved() {
     let dir = TempDir::new("persist");
@@ -384,4 +418,116 @@ fn a_session_whose_scope_is_gone_receives_nothing() {
     publisher.publish("public/2", b"now", 1, false, 4);
     alice.expect_publish_eq("public/2", b"now", 1, false);
     alice.expect_nothing(QUIET);
+}
+
+/// The listener accepts only once the saved state is loaded: while the
+/// persistence file cannot be read to its end (a FIFO nobody writes yet),
+/// the port is bound and refuses connections; once the state is there,
+/// the first client finds it.
+#[test]
+fn the_port_accepts_connections_only_once_the_state_is_loaded() {
+    use std::net::TcpStream;
+    use std::os::unix::ffi::OsStrExt;
+    let dir = TempDir::new("persist-ready");
+    let port = free_port();
+    let text = conf(&dir, &format!("listener {port} 127.0.0.1\n"));
+    let mut b = Broker::start(&text);
+    b.client("pub").publish("ready/1", b"loaded", 1, true, 1);
+    b.stop(libc::SIGTERM);
+    let saved = fs::read(db(&dir)).expect("read the file");
+    fs::remove_file(db(&dir)).expect("remove");
+    let fifo = std::ffi::CString::new(db(&dir).as_os_str().as_bytes()).expect("path");
+    // SAFETY: mkfifo(3) with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o666) }, 0, "mkfifo");
+
+    let path = db(&dir);
+    let feeder = std::thread::spawn(move || {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        // Each time the broker opens the file to read it, it waits for us:
+        // the port must refuse then. Done once the port accepts.
+        let mut refused_while_loading = true;
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        while std::time::Instant::now() < deadline {
+            let open = fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&path);
+            match open {
+                Ok(mut f) => {
+                    refused_while_loading &= TcpStream::connect(("127.0.0.1", port)).is_err();
+                    f.write_all(&saved).expect("write the FIFO");
+                }
+                // ENXIO: no reader yet.
+                Err(_) => {
+                    if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                        return refused_while_loading;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            }
+        }
+        panic!("the broker neither read the FIFO nor accepted");
+    });
+    let b = Broker::start(&text);
+    assert!(
+        feeder.join().expect("feeder"),
+        "a connection got in before the state was loaded"
+    );
+    assert_eq!(retained_topics(&b), vec!["ready/1".to_string()]);
+}
+
+/// Builds 20,000 retained messages and 100 persistent sessions with 10
+/// subscriptions each, then returns the broker's resident memory (KiB).
+fn build_state(b: &Broker) -> u64 {
+    let mut p = b.client("pub");
+    for chunk in 0..20u16 {
+        let mut burst = Vec::new();
+        for i in 0..1000u32 {
+            let topic = format!("home/{chunk}/device{i}/state");
+            burst.extend(common::packets::publish(
+                &topic,
+                &[b'v'; 64],
+                0,
+                true,
+                false,
+                0,
+            ));
+        }
+        p.send(&burst);
+        // A QoS 1 message after them: the router has handled the burst.
+        p.publish("barrier", b"", 1, false, chunk + 1);
+    }
+    for s in 0..100 {
+        let mut c = persistent(b, &format!("session{s}"), false);
+        let filters: Vec<String> = (0..10).map(|f| format!("home/{f}/+/cmd{s}")).collect();
+        let subs: Vec<(&str, u8)> = filters.iter().map(|f| (f.as_str(), 1)).collect();
+        c.subscribe(1, &subs);
+        c.disconnect();
+    }
+    b.client("probe").disconnect();
+    proc_status(b.pid(), "VmRSS")
+}
+
+/// After a restart the restored state costs no more than 1.2x what it
+/// cost built by clients (the decoded file and its records are freed).
+#[test]
+fn a_restored_state_costs_about_what_it_cost_live() {
+    for (what, extra) in [("snapshot", ""), ("journal", "persistence_journal true\n")] {
+        let dir = TempDir::new("persist-rss");
+        let text = conf(&dir, &format!("autosave_interval 0\n{extra}"));
+        let mut b = Broker::start(&text);
+        let live = build_state(&b);
+        b.stop(libc::SIGTERM);
+        let b = Broker::start(&text);
+        let mut c = b.client("probe");
+        c.subscribe(1, &[("home/19/device999/state", 0)]);
+        c.expect_publish_eq("home/19/device999/state", &[b'v'; 64], 0, true);
+        let restored = proc_status(b.pid(), "VmRSS");
+        eprintln!("{what}: {live} KiB built live, {restored} KiB restored");
+        assert!(
+            restored * 10 <= live * 12,
+            "{what}: {restored} KiB after the restore, {live} KiB built live"
+        );
+    }
 }

@@ -19,6 +19,8 @@ use midge::{VERSION, listener, logging, notify, sys};
 /// The router's recursion over topic levels needs room for very deep topics
 /// (a topic may have up to 65,535 levels); only touched pages cost memory.
 const ROUTER_STACK: usize = 32 * 1024 * 1024;
+/// listen(2) backlog, as the listener module binds with.
+const LISTEN_BACKLOG: i32 = 1024;
 
 fn usage() -> String {
     format!(
@@ -141,6 +143,9 @@ fn run() -> Result<ExitCode, String> {
         Err(e) => warn!("Warning: unable to raise the open file limit: {e}."),
     }
 
+    // Bound now (a port in use stops the start here, and a port below 1024
+    // needs root), listening only once the state is loaded.
+    sys::defer_listen();
     let mut sockets = Vec::new();
     for (l, t) in config.listeners.iter().zip(&tls) {
         match listener::bind(l, t.clone()) {
@@ -188,16 +193,25 @@ fn run() -> Result<ExitCode, String> {
         let (path, loaded) = persist::load_start(&persist::file_path(&config.persistence))?;
         router.restore(loaded.model.to_restored());
         if config.persistence.journal {
-            let j = Journal::spawn(path, loaded.model, loaded.last_generation)
+            let commit = Duration::from_millis(config.persistence.journal_commit_ms.into());
+            let j = Journal::spawn(path, loaded.model, loaded.last_generation, commit)
                 .map_err(|e| format!("unable to start the journal thread: {e}"))?;
             router.journal_with(j.clone(), &config.persistence);
             journal = Some(j);
         } else {
             persist::fold_journals(&path, &loaded)?;
+            // The router holds the state now.
+            drop(loaded);
             let writer = Writer::spawn(path)
                 .map_err(|e| format!("unable to start the persistence thread: {e}"))?;
             router.persist_with(writer, &config.persistence);
         }
+    }
+    sys::trim_heap();
+    // Only now do connections get in: the first client finds its session.
+    for b in &sockets {
+        sys::listen(&b.socket, LISTEN_BACKLOG)
+            .map_err(|e| format!("unable to listen on {:?}: {e}", b.socket.local_addr()))?;
     }
     let router_thread = std::thread::Builder::new()
         .name("router".into())

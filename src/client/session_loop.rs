@@ -72,6 +72,9 @@ impl Connected<'_> {
                     None => {}
                 }
                 self.take_outbox();
+                if self.outbox.take_copy_request() {
+                    self.send_copy();
+                }
             }
             // pump() stops at the write high-water mark: while the socket
             // takes everything, keep going, or nothing would wake us for
@@ -177,6 +180,27 @@ impl Connected<'_> {
         if matches!(why, End::Protocol(..)) {
             linger(self.c.sock.tcp());
         }
+    }
+
+    /// A snapshot is being taken: the router gets a copy of what
+    /// [`Self::into_state`] would hand back, and the connection goes on.
+    fn send_copy(&self) {
+        let pending = self
+            .pending
+            .iter()
+            .filter_map(|item| match item {
+                Outgoing::Publish(p) => Some(p.clone()),
+                Outgoing::Packet(_) => None,
+            })
+            .collect();
+        let state = SessionState {
+            inflight: self.inflight.clone(),
+            pending,
+        };
+        let _ = self.shared.router.send(Event::SessionCopy {
+            conn: self.conn_id,
+            state: Box::new(state),
+        });
     }
 
     /// The state a persistent session keeps: in-flight messages and what was

@@ -242,6 +242,9 @@ impl Default for Logging {
     }
 }
 
+/// The default of `persistence_journal_commit_interval` (docs/CONFIG.md).
+pub const DEFAULT_JOURNAL_COMMIT_MS: u32 = 200;
+
 /// Persistence options, acted on by `crate::persist` (docs/PERSISTENCE.md).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Persistence {
@@ -253,6 +256,9 @@ pub struct Persistence {
     /// `persistence_journal` (midge's own): every acknowledged change is
     /// fsynced to a journal before its acknowledgement goes out.
     pub journal: bool,
+    /// `persistence_journal_commit_interval` (midge's own), milliseconds:
+    /// how long the journal gathers records before one fsync.
+    pub journal_commit_ms: u32,
 }
 
 impl Default for Persistence {
@@ -264,6 +270,7 @@ impl Default for Persistence {
             autosave_interval: 1800,
             autosave_on_changes: false,
             journal: false,
+            journal_commit_ms: DEFAULT_JOURNAL_COMMIT_MS,
         }
     }
 }

@@ -459,6 +459,9 @@ impl Parser {
 
             // --- midge's own --------------------------------------------------
             "persistence_journal" => c.persistence.journal = l.bool()?,
+            "persistence_journal_commit_interval" => {
+                c.persistence.journal_commit_ms = l.num(0, 10_000)?
+            }
             "client_stack_size" => {
                 c.client_stack_size = l.num::<u32>(16 * 1024, 8 * 1024 * 1024)? as usize
             }

@@ -93,6 +93,9 @@ pub struct Outbox {
     /// A close request, out of band so that it overtakes messages waiting
     /// behind a full in-flight window: 0 none, else a [`CloseReason`] + 1.
     close: AtomicU8,
+    /// Set by the router for a snapshot: the client thread sends it a copy
+    /// of its queued and in-flight messages.
+    copy: AtomicBool,
     wake: WakeFd,
     /// Whether this is a client thread's outbox, which takes part in pacing
     /// both ways; a bridge's does not.
@@ -126,6 +129,7 @@ impl Outbox {
             queued: AtomicUsize::new(0),
             queued_bytes: AtomicUsize::new(0),
             close: AtomicU8::new(0),
+            copy: AtomicBool::new(false),
             wake: WakeFd::new()?,
             paces: false,
             drained_at: AtomicU64::new(now_ms()),
@@ -195,6 +199,17 @@ impl Outbox {
             2 => Some(CloseReason::Shutdown),
             _ => None,
         }
+    }
+
+    /// Asks the client thread for a copy of its session state (a snapshot).
+    pub fn request_copy(&self) {
+        self.copy.store(true, Ordering::Release);
+        self.wake.wake();
+    }
+
+    /// Whether a copy was asked for since the last call.
+    pub fn take_copy_request(&self) -> bool {
+        self.copy.swap(false, Ordering::AcqRel)
     }
 
     /// Queues a control packet; these are never dropped. They are bounded

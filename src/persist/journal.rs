@@ -9,12 +9,20 @@
 //!   SUBACK and what follows it) is handed to [`Journal::after_durable`]
 //!   with the outbox of its client. It carries a ticket: the number of
 //!   records appended so far.
-//! - The `journal` thread takes every queued record at once, writes them,
-//!   fsyncs once (group commit: whatever arrived during one fsync goes in
-//!   the next), and then pushes each waiting acknowledgement whose ticket is
-//!   covered into its outbox, whose wake fd wakes the client thread. No
-//!   thread but this one waits for the disk, and a client thread keeps
-//!   reading while its acknowledgement waits.
+//! - The `journal` thread takes every queued record, encodes it, and
+//!   gathers more for up to the commit interval
+//!   (`persistence_journal_commit_interval`, counted from the first record
+//!   of the batch) or until [`FULL`] bytes are gathered, then writes them
+//!   with one `write` and fsyncs once (group commit: on a flash card every
+//!   fsync rewrites at least the partly written last page, so the interval
+//!   bounds that wear per hour whatever the message rate). It then pushes
+//!   each waiting acknowledgement whose ticket is covered into its outbox,
+//!   whose wake fd wakes the client thread. No thread but this one waits for
+//!   the disk, and a client thread keeps reading while its acknowledgement
+//!   waits.
+//! - A change that promises nothing (a QoS 0 retained message) is
+//!   [`Journal::note`]d: applied to the saved state, so the next snapshot
+//!   holds it, but never written to the journal nor waited for.
 //! - The thread also applies each record to a [`Model`] of the saved state.
 //!   A compaction (SIGUSR1, autosave, shutdown, a journal grown past
 //!   [`COMPACT_AT`]) writes the model as a snapshot: first a new, empty
@@ -47,6 +55,11 @@ use crate::outbox::{Outbox, Outgoing, QueueLimits};
 /// A journal this long (bytes) is folded into a new snapshot, unless the
 /// snapshot itself is larger: then at twice the snapshot's size.
 pub const COMPACT_AT: u64 = 4 * 1024 * 1024;
+
+/// A batch this large (bytes) is written at once, before the commit
+/// interval ends: four pages, so the partly written page each fsync
+/// rewrites adds at most a quarter.
+pub const FULL: usize = 16 * 1024;
 
 /// How long a failing disk is left alone before the next attempt.
 const RETRY: Duration = Duration::from_secs(5);
@@ -109,7 +122,8 @@ pub struct Status {
 
 #[derive(Default)]
 struct Queue {
-    records: Vec<Record>,
+    /// Each with true when it goes to disk, false when only into the model.
+    records: Vec<(Record, bool)>,
     /// Records appended since start: the ticket of the latest.
     appended: u64,
     /// Records written (or given up on, when the disk fails).
@@ -142,7 +156,13 @@ impl Journal {
     /// Starts the journal thread for the snapshot `file`, with the state
     /// start-up restored. The thread first compacts: a new snapshot of
     /// `model` and an empty journal after `last_generation`.
-    pub fn spawn(file: PathBuf, model: Model, last_generation: u64) -> io::Result<Arc<Journal>> {
+    /// `commit` is how long a batch may gather records before its fsync.
+    pub fn spawn(
+        file: PathBuf,
+        model: Model,
+        last_generation: u64,
+        commit: Duration,
+    ) -> io::Result<Arc<Journal>> {
         let inner = Arc::new(Inner {
             queue: Mutex::new(Queue::default()),
             cv: Condvar::new(),
@@ -157,6 +177,7 @@ impl Journal {
             snapshot_len: 0,
             failing: false,
             retry_at: None,
+            commit,
         };
         let i = inner.clone();
         let thread = std::thread::Builder::new()
@@ -175,8 +196,19 @@ impl Journal {
     /// Queues a record; returns at once.
     pub fn append(&self, r: Record) {
         let mut q = self.inner.lock();
-        q.records.push(r);
+        q.records.push((r, true));
         q.appended += 1;
+        if q.records.len() == 1 {
+            self.inner.cv.notify_one();
+        }
+    }
+
+    /// Queues a change that promises nothing (a QoS 0 retained message):
+    /// the saved state takes it, in order with the records, so the next
+    /// snapshot holds it; the journal does not, and nothing waits for it.
+    pub fn note(&self, r: Record) {
+        let mut q = self.inner.lock();
+        q.records.push((r, false));
         if q.records.len() == 1 {
             self.inner.cv.notify_one();
         }
@@ -265,19 +297,33 @@ struct Writer {
     /// True from a failure until a compaction works: one episode, one line.
     failing: bool,
     retry_at: Option<Instant>,
+    /// How long a batch may gather records before it is written.
+    commit: Duration,
 }
 
 impl Writer {
     fn run(&mut self, inner: &Inner) {
-        let mut buf = Vec::with_capacity(64 * 1024);
+        let mut buf = Vec::with_capacity(2 * FULL);
+        // When the gathered batch began.
+        let mut since: Option<Instant> = None;
         loop {
+            // `ticket`: every record appended so far is in the batch.
             let (records, ticket, compact, stop) = {
                 let mut q = inner.lock();
-                while q.records.is_empty() && !q.compact && !q.stop {
-                    let wait = self
-                        .retry_at
-                        .map(|t| t.saturating_duration_since(Instant::now()));
-                    match wait {
+                loop {
+                    let due = since.map(|t| t + self.commit);
+                    if !q.records.is_empty() || q.compact || q.stop {
+                        break;
+                    }
+                    if due.is_some_and(|d| Instant::now() >= d) {
+                        break;
+                    }
+                    let retry = self.retry_at;
+                    let wake = match (due, retry) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    match wake.map(|t| t.saturating_duration_since(Instant::now())) {
                         Some(d) if d.is_zero() => break,
                         Some(d) => {
                             q = inner
@@ -293,20 +339,33 @@ impl Writer {
                 let compact = std::mem::take(&mut q.compact);
                 (records, q.appended, compact, q.stop)
             };
-            if !records.is_empty() {
-                buf.clear();
-                inner
-                    .status
-                    .records
-                    .fetch_add(records.len() as u64, Ordering::Relaxed);
-                for r in records {
+            let mut written = 0u64;
+            for (r, durable) in records {
+                if durable {
                     format::encode_record(&r, &mut buf);
-                    self.model.apply(r);
+                    written += 1;
                 }
-                self.write(&buf, &inner.status);
+                self.model.apply(r);
             }
-            let grown = self.len > COMPACT_AT.max(2 * self.snapshot_len);
+            inner.status.records.fetch_add(written, Ordering::Relaxed);
+            if !buf.is_empty() && since.is_none() {
+                since = Some(Instant::now());
+            }
+            let due = since.is_some_and(|t| Instant::now() >= t + self.commit);
             let retry = self.retry_at.is_some_and(|t| Instant::now() >= t);
+            if !(compact || stop || retry || due || buf.len() >= FULL) {
+                if buf.is_empty() {
+                    // Only notes: nothing waits for them.
+                    self.release(inner, ticket);
+                }
+                continue;
+            }
+            if !buf.is_empty() {
+                self.write(&buf, &inner.status);
+                buf.clear();
+            }
+            since = None;
+            let grown = self.len > COMPACT_AT.max(2 * self.snapshot_len);
             if compact || grown || retry {
                 self.compact(&inner.status);
             }

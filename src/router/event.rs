@@ -124,6 +124,12 @@ pub enum Event {
     Auth(Arc<Auth>),
     /// SIGUSR1: save the in-memory state now (with persistence on).
     Save,
+    /// A connected session's queued and in-flight messages, copied by its
+    /// client thread when the router asked for a snapshot.
+    SessionCopy {
+        conn: ConnId,
+        state: Box<SessionState>,
+    },
     /// Stop: close every connection and return.
     Shutdown,
 }

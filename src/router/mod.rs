@@ -305,6 +305,7 @@ impl Router {
             } => self.disconnect(conn, kind, *state, session_expiry),
             Event::Ack { conn, ack } => self.ack(conn, ack),
             Event::Save => self.save(),
+            Event::SessionCopy { conn, state } => self.session_copy(conn, *state),
             Event::Shutdown => return false,
         }
         true

@@ -7,10 +7,12 @@
 //! persistent session with its subscriptions. An offline session also has
 //! its queued messages and its in-flight state in both directions. A
 //! connected session's in-flight and queued messages live in its client
-//! thread, so a snapshot taken while it is connected holds only the session
-//! and its subscriptions; on a clean shutdown every client thread hands its
-//! state back first, so the final snapshot has everything.
+//! thread: for an autosave or SIGUSR1 each such thread sends a copy
+//! ([`Event::SessionCopy`]) and the snapshot is written once all came (at
+//! most [`DRAIN`] later); on a clean shutdown every client thread hands its
+//! state back first. Either way the snapshot has everything.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,8 +20,9 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use log::{debug, info, warn};
 
 use super::retain::Source;
+use super::trie::SessionId;
 use super::{ConnId, Event, Identity, Reply, Router};
-use crate::codec::Publish;
+use crate::codec::{Publish, QoS};
 use crate::config::Persistence;
 use crate::outbox::{Outbox, Outgoing, QueueLimits};
 use crate::persist::format::{Encoder, Record, SavedSource};
@@ -27,6 +30,7 @@ use crate::persist::journal::Journal;
 use crate::persist::writer::Writer;
 use crate::persist::{Restored, encode_session};
 use crate::session::SubOpts;
+use crate::session::inflight::SessionState;
 
 /// How long a shutdown waits for client threads to hand back their
 /// in-flight state before the final snapshot.
@@ -44,6 +48,18 @@ pub(super) struct Autosave {
     changes: u64,
     /// When the next timed save is due (timed mode only).
     next: Option<Instant>,
+    /// A snapshot waiting for connected sessions' copies of their state.
+    copying: Option<Copying>,
+}
+
+/// Snapshot mode: the copies connected sessions' client threads sent for
+/// the snapshot being taken.
+struct Copying {
+    states: HashMap<SessionId, SessionState>,
+    /// Sessions asked and not yet answered.
+    waiting: usize,
+    /// Written with what came by then.
+    deadline: Instant,
 }
 
 impl Router {
@@ -68,6 +84,7 @@ impl Router {
             changes: 0,
             next: timed
                 .then(|| Instant::now() + Duration::from_secs(u64::from(p.autosave_interval))),
+            copying: None,
         });
     }
 
@@ -131,20 +148,36 @@ impl Router {
 
     /// When the run loop must wake for a timed save.
     pub(super) fn autosave_deadline(&self) -> Option<Instant> {
-        self.autosave.as_ref().and_then(|a| a.next)
+        let a = self.autosave.as_ref()?;
+        let copy = a.copying.as_ref().map(|c| c.deadline);
+        [a.next, copy].into_iter().flatten().min()
     }
 
     /// Saves if the interval has passed (with changes) or enough changes
     /// were counted.
     pub(super) fn autosave_if_due(&mut self) {
         let Some(a) = &mut self.autosave else { return };
+        if a.copying
+            .as_ref()
+            .is_some_and(|c| Instant::now() >= c.deadline)
+        {
+            self.write_snapshot();
+            return;
+        }
         let due = if a.on_changes {
             a.interval > 0 && a.changes >= u64::from(a.interval)
         } else {
             match a.next {
                 Some(t) if Instant::now() >= t => {
                     a.next = Some(Instant::now() + Duration::from_secs(u64::from(a.interval)));
+                    // A connected persistent session's queue and in-flight
+                    // window change without counting: saved each time.
                     a.changes > 0
+                        || self
+                            .sessions
+                            .iter()
+                            .flatten()
+                            .any(|s| !s.clean && s.live.is_some())
                 }
                 _ => false,
             }
@@ -164,14 +197,61 @@ impl Router {
             // The journal thread's model holds connected clients' messages
             // too: its snapshot is the complete one.
             j.compact();
-        } else {
-            let bytes = self.snapshot_bytes();
-            if let Some(w) = self.autosave.as_ref().and_then(|a| a.writer.as_ref()) {
-                w.save(bytes);
+        } else if self.autosave.as_ref().is_some_and(|a| a.copying.is_none()) {
+            // Connected sessions' queued and in-flight messages are in their
+            // client threads: each sends a copy, and the snapshot is written
+            // once all came (or after DRAIN with those that did).
+            let mut waiting = 0;
+            for s in self.sessions.iter().flatten().filter(|s| !s.clean) {
+                if let Some(live) = &s.live {
+                    live.outbox.request_copy();
+                    waiting += 1;
+                }
+            }
+            if let Some(a) = &mut self.autosave {
+                a.copying = Some(Copying {
+                    states: HashMap::new(),
+                    waiting,
+                    deadline: Instant::now() + DRAIN,
+                });
+            }
+            if waiting == 0 {
+                self.write_snapshot();
             }
         }
         if let Some(a) = &mut self.autosave {
             a.changes = 0;
+        }
+    }
+
+    /// [`Event::SessionCopy`]: one connected session's state for the
+    /// snapshot being taken; the last one writes it.
+    pub(super) fn session_copy(&mut self, conn: ConnId, state: SessionState) {
+        let Some(&sid) = self.by_conn.get(&conn) else {
+            return;
+        };
+        let Some(c) = self.autosave.as_mut().and_then(|a| a.copying.as_mut()) else {
+            return;
+        };
+        if c.states.insert(sid, state).is_none() {
+            c.waiting = c.waiting.saturating_sub(1);
+        }
+        if c.waiting == 0 {
+            self.write_snapshot();
+        }
+    }
+
+    /// Writes the snapshot with the copies that came.
+    fn write_snapshot(&mut self) {
+        let copies = self
+            .autosave
+            .as_mut()
+            .and_then(|a| a.copying.take())
+            .map(|c| c.states)
+            .unwrap_or_default();
+        let bytes = self.snapshot_bytes(&copies);
+        if let Some(w) = self.autosave.as_ref().and_then(|a| a.writer.as_ref()) {
+            w.save(bytes);
         }
     }
 
@@ -203,7 +283,8 @@ impl Router {
             j.finish();
             return;
         }
-        let bytes = self.snapshot_bytes();
+        // Every client thread handed its state back (or is not saved).
+        let bytes = self.snapshot_bytes(&HashMap::new());
         if let Some(w) = self.autosave.take().and_then(|a| a.writer) {
             w.save(bytes);
             w.finish();
@@ -250,7 +331,9 @@ impl Router {
         self.hand_over(&live.outbox.clone(), items, true, QueueLimits::default());
     }
 
-    fn snapshot_bytes(&self) -> Vec<u8> {
+    /// The snapshot; `copies` holds connected sessions' state (else only
+    /// their subscriptions are saved).
+    fn snapshot_bytes(&self, copies: &HashMap<SessionId, SessionState>) -> Vec<u8> {
         let mut e = Encoder::new();
         self.retained.for_each(|stored| {
             // Recomputed by the broker; Mosquitto does not keep them either.
@@ -266,14 +349,21 @@ impl Router {
                 }),
             });
         });
-        for s in self.sessions.iter().flatten().filter(|s| !s.clean) {
+        for (sid, s) in self.sessions.iter().enumerate() {
+            let Some(s) = s.as_ref().filter(|s| !s.clean) else {
+                continue;
+            };
+            let state = match &s.live {
+                None => Some(&s.offline),
+                Some(_) => copies.get(&(sid as SessionId)),
+            };
             encode_session(
                 &mut e,
                 &s.client_id,
                 (s.identity.username.as_deref(), s.identity.scope as u32),
                 s.expiry,
                 &s.subs,
-                s.live.is_none().then_some(&s.offline),
+                state,
             );
         }
         e.finish()
@@ -315,16 +405,23 @@ pub(super) fn journal_end(j: &Option<Arc<Journal>>, client_id: &str) {
     });
 }
 
-/// A retained message set (or cleared, with an empty payload).
+/// A retained message set (or cleared, with an empty payload). At QoS 0 it
+/// promises nothing: the snapshot gets it, the journal does not.
 pub(super) fn journal_retained(j: &Option<Arc<Journal>>, p: &Publish, source: Option<&Source>) {
-    journal(j, || Record::Retained {
+    let Some(j) = j else { return };
+    let r = Record::Retained {
         publish: p.clone(),
         source: source.map(|s| SavedSource {
             client_id: s.client_id.clone(),
             username: s.username.clone(),
             scope: s.scope as u32,
         }),
-    });
+    };
+    if p.qos == QoS::AtMostOnce {
+        j.note(r);
+    } else {
+        j.append(r);
+    }
 }
 
 /// A QoS 1/2 message queued for a persistent session.
@@ -362,7 +459,7 @@ mod tests {
     use crate::config::Config;
     use crate::persist::SavedSession;
     use crate::persist::format::decode;
-    use crate::session::inflight::{Inflight, OutState, SessionState};
+    use crate::session::inflight::{Inflight, OutState};
 
     fn router() -> Router {
         let config = Config {
@@ -423,7 +520,7 @@ mod tests {
             }],
         });
         assert_eq!(r.session_count(), 1);
-        let bytes = r.snapshot_bytes();
+        let bytes = r.snapshot_bytes(&HashMap::new());
         let d = decode(&bytes);
         assert_eq!(d.damage, None);
         // Session, subscription, 2 outgoing, 1 incoming, 1 queued, 1 retained.
@@ -432,6 +529,6 @@ mod tests {
         assert_eq!(orphans, 0);
         let mut r2 = router();
         r2.restore(again);
-        assert_eq!(r2.snapshot_bytes(), bytes);
+        assert_eq!(r2.snapshot_bytes(&HashMap::new()), bytes);
     }
 }

@@ -44,6 +44,8 @@ pub struct Settings {
     /// service unit runs midge (root brokers drop privileges themselves,
     /// and the user lookup maps the NSS libraries).
     pub unprivileged: bool,
+    /// midge's `persistence_journal_commit_interval` (ms), when set.
+    pub journal_commit_ms: Option<u32>,
 }
 
 /// `persistence true` in the broker's folder; the journal is midge's own
@@ -62,6 +64,7 @@ impl Default for Settings {
             max_inflight: 20,
             persistence: Persistence::Off,
             unprivileged: false,
+            journal_commit_ms: None,
         }
     }
 }
@@ -87,6 +90,9 @@ pub fn config_text(port: u16, s: Settings, kind: Kind, dir: &Path) -> String {
     }
     if s.persistence == Persistence::Journal && kind == Kind::Midge {
         text.push_str("persistence_journal true\n");
+        if let Some(ms) = s.journal_commit_ms {
+            text.push_str(&format!("persistence_journal_commit_interval {ms}\n"));
+        }
     }
     if s.persistence != Persistence::Off && kind == Kind::Midge {
         text.push_str(&format!("log_dest file {}/{LOG}\n", dir.display()));
@@ -402,6 +408,21 @@ impl Broker {
     pub fn restart(mut self, kind: Kind, midge: &Path, settings: Settings) -> io::Result<Broker> {
         // SAFETY: kill(2) on our own child.
         unsafe { libc::kill(self.proc.pid() as i32, libc::SIGTERM) };
+        self.proc.child().wait()?;
+        Broker::start_in(kind, midge, settings, self.dir, self.port)
+    }
+
+    /// Kills the broker with SIGKILL (nothing saved) and starts it again
+    /// on the same port with the same folder (the `wear` bench).
+    #[allow(dead_code)]
+    pub fn crash_restart(
+        mut self,
+        kind: Kind,
+        midge: &Path,
+        settings: Settings,
+    ) -> io::Result<Broker> {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.proc.pid() as i32, libc::SIGKILL) };
         self.proc.child().wait()?;
         Broker::start_in(kind, midge, settings, self.dir, self.port)
     }

@@ -697,15 +697,18 @@ fn durable(t: &mut Table, plan: &Plan, midge: &Path) -> io::Result<()> {
     let n = 20_000 / plan.scale;
     for (i, (mode, what)) in [
         (Persistence::Snapshot, "snapshot only"),
-        (Persistence::Journal, "midge journal on"),
+        (Persistence::Journal, "midge journal on (commit interval 0)"),
     ]
     .into_iter()
     .enumerate()
     {
         let scen = format!("QoS 1 32 B to offline persistent sub, {what}");
+        // The journal's speed with its fsyncs back to back; its wear, and
+        // the default interval's speed, are in the `wear` bench.
         let settings = Settings {
             max_queued: 0,
             persistence: mode,
+            journal_commit_ms: Some(0),
             ..Settings::default()
         };
         for rep in 0..plan.reps {

@@ -13,7 +13,7 @@ use super::broker::{Broker, Kind, LOG, Settings};
 use super::mqtt::{self, Framer};
 
 /// The persistent subscriber's client id.
-const SUBSCRIBER: &str = "durable-sub";
+pub const SUBSCRIBER: &str = "durable-sub";
 
 /// Messages the publisher has in flight at once.
 const WINDOW: usize = 20;
@@ -28,7 +28,7 @@ pub struct Durable {
 }
 
 /// `/proc/PID/io` `write_bytes`: bytes this process caused to reach storage.
-fn write_bytes(pid: u32) -> u64 {
+pub fn write_bytes(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/io"))
         .ok()
         .and_then(|t| {
@@ -109,7 +109,7 @@ pub fn run(
 /// The persistent subscriber comes back: counts the messages its session
 /// kept across the restart (acknowledging each), until `n` arrived or
 /// nothing came for a second.
-fn collect(b: &Broker, n: usize) -> io::Result<usize> {
+pub fn collect(b: &Broker, n: usize) -> io::Result<usize> {
     let mut out = Vec::new();
     mqtt::connect(&mut out, SUBSCRIBER, 0);
     out[9] = 0; // clean session 0: resume the session

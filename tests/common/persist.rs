@@ -6,7 +6,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::packets::{Connect, PUBLISH, publish, pubrel};
+use super::packets::{Connect, PUBLISH, Publish, publish, pubrel};
 use super::{Broker, QUIET, RawClient, TIMEOUT, TempDir};
 
 /// Writable by anyone: started as root, the broker runs as `nobody`.
@@ -52,6 +52,20 @@ pub fn retained_topics(b: &Broker) -> Vec<String> {
         .collect();
     topics.sort();
     topics
+}
+
+/// The persistent session "online" subscribed to `o/#` (with
+/// `max_inflight_messages 1`): `o/1` in flight and never acknowledged,
+/// `o/2` queued behind it. Returns the subscriber, the publisher and `o/1`
+/// as it came.
+pub fn one_in_flight_one_queued(b: &Broker) -> (RawClient, RawClient, Publish) {
+    let mut s = persistent(b, "online", false);
+    s.subscribe(1, &[("o/#", 1)]);
+    let mut p = b.client("pub");
+    p.publish("o/1", b"in flight", 1, false, 1);
+    p.publish("o/2", b"queued", 1, false, 2);
+    let first = s.expect_publish_eq("o/1", b"in flight", 1, false);
+    (s, p, first)
 }
 
 /// Leaves an inbound QoS 2 message whose PUBREL has not come (PUBREC
