@@ -118,17 +118,22 @@ in_root midge_passwd -c -b /etc/midge/passwd user1 secret || fail "midge_passwd"
 in_root chgrp midge /etc/midge/passwd && in_root chmod 0640 /etc/midge/passwd
 printf 'listener %s 127.0.0.1\nallow_anonymous false\npassword_file /etc/midge/passwd\n' \
     "$port" >"$ROOT/etc/midge/conf.d/local.conf"
-# (chroot itself, not a function, so that $! is the broker's pid after exec.)
-chroot --userspec="$uid:$gid" "$ROOT" /usr/sbin/midge -c /etc/midge/midge.conf \
-    >"$WORK/broker.log" 2>&1 &
-broker_pid=$!
-for _ in $(seq 100); do
-    grep -q "Opening ipv4 listen socket on port $port" "$WORK/broker.log" && break
-    kill -0 "$broker_pid" 2>/dev/null || { cat "$WORK/broker.log"; fail "the broker exited"; }
-    sleep 0.1
-done
-grep -q "Opening ipv4 listen socket on port $port" "$WORK/broker.log" ||
-    { cat "$WORK/broker.log"; fail "the broker did not listen on port $port"; }
+# Starts the installed broker as midge, its log in $1; sets broker_pid and
+# returns once it listens on $port with its state loaded.
+start_broker() {
+    # (chroot itself, not as_midge, so that $! is the broker's pid after exec.)
+    chroot --userspec="$uid:$gid" "$ROOT" /usr/sbin/midge -c /etc/midge/midge.conf \
+        >"$1" 2>&1 &
+    broker_pid=$!
+    for _ in $(seq 100); do
+        grep -q "Opening ipv4 listen socket on port $port" "$1" && grep -q " running" "$1" && return
+        kill -0 "$broker_pid" 2>/dev/null || { cat "$1"; fail "the broker exited"; }
+        sleep 0.1
+    done
+    cat "$1"
+    fail "the broker did not listen on port $port"
+}
+start_broker "$WORK/broker.log"
 [ "$(stat -c %u "/proc/$broker_pid")" = "$uid" ] || fail "the broker does not run as uid $uid"
 
 # A retained message, then a subscriber that must get it: Debian's client
@@ -146,6 +151,24 @@ log "broker pid $broker_pid (uid $uid) served a message on 127.0.0.1:$port"
 kill -TERM "$broker_pid"
 wait "$broker_pid" || fail "the broker did not exit cleanly on SIGTERM"
 broker_pid=""
+
+# --- persistence on, as Debian's mosquitto ships it ---------------------------
+
+for line in 'persistence true' 'persistence_location /var/lib/midge/' 'persistence_journal true'; do
+    grep -qxF "$line" "$ROOT/etc/midge/midge.conf" || fail "the installed config has no line '$line'"
+done
+[ -s "$ROOT/var/lib/midge/midge.db" ] || fail "no /var/lib/midge/midge.db after SIGTERM"
+[ "$(stat -c %u "$ROOT/var/lib/midge/midge.db")" = "$uid" ] || fail "midge.db is not owned by midge"
+# Restarted, it still has the retained message.
+start_broker "$WORK/broker2.log"
+in_root midge_sub -h 127.0.0.1 -p "$port" -u user1 -P secret -t install/test -C 1 -W 10 \
+    >"$WORK/sub2.out" || { cat "$WORK/broker2.log"; fail "after a restart, midge_sub got nothing"; }
+[ "$(cat "$WORK/sub2.out")" = "hello from the package" ] ||
+    fail "after a restart, midge_sub got '$(cat "$WORK/sub2.out")'"
+kill -TERM "$broker_pid"
+wait "$broker_pid" || fail "the restarted broker did not exit cleanly on SIGTERM"
+broker_pid=""
+log "persistence on in /var/lib/midge with the journal: the retained message survived a restart"
 
 # --- a local change survives a reinstall --------------------------------------
 

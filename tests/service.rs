@@ -112,9 +112,25 @@ fn example_conf() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/midge/midge.conf")
 }
 
+/// The example config copied into `dir` (with an empty conf.d beside it),
+/// its state directory, /var/lib/midge/, replaced by one in `dir`.
+fn example_conf_in(dir: &TempDir) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(example_conf()).expect("read the example config");
+    assert!(
+        text.contains("\npersistence_location /var/lib/midge/\n"),
+        "the example config keeps its state in /var/lib/midge/"
+    );
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).expect("mkdir state");
+    std::fs::create_dir(dir.path().join("conf.d")).expect("mkdir conf.d");
+    let text = text.replace("/var/lib/midge/", &format!("{}/", state.display()));
+    dir.write("midge.conf", &text)
+}
+
 #[test]
 fn example_config_passes_the_check() {
-    let path = example_conf();
+    let dir = TempDir::new("midge-example-check");
+    let path = example_conf_in(&dir);
     let (status, stdout, stderr) =
         run_midge_output(&["-t", "-c", path.to_str().expect("utf-8 path")]);
     assert!(status.success(), "midge -t failed: {stderr}");
@@ -152,6 +168,11 @@ fn example_config_lines_are_all_valid_when_uncommented() {
                 found.extend(rest.split_whitespace().next().map(str::to_string));
                 uncommented.push_str(rest);
             }
+            // An option the package sets.
+            None if line.starts_with(|c: char| c.is_ascii_lowercase()) => {
+                found.extend(line.split_whitespace().next().map(str::to_string));
+                uncommented.push_str(line);
+            }
             _ => uncommented.push_str(line),
         }
         uncommented.push('\n');
@@ -166,6 +187,9 @@ fn example_config_lines_are_all_valid_when_uncommented() {
     // include_dir is relative: conf.d beside the file).
     let dir = TempDir::new("midge-example");
     std::fs::create_dir(dir.path().join("conf.d")).expect("mkdir conf.d");
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).expect("mkdir state");
+    uncommented = uncommented.replace("/var/lib/midge/", &format!("{}/", state.display()));
     // The password and ACL files it names, empty, in the test's directory.
     for name in ["passwd", "acl"] {
         let file = dir.write(name, "");
@@ -189,9 +213,7 @@ fn example_config_reads_local_settings_from_conf_d() {
     // The package's layout: midge.conf unchanged, a listener added in
     // conf.d/local.conf as the README there says.
     let dir = TempDir::new("midge-conf-d");
-    let main = dir.path().join("midge.conf");
-    std::fs::copy(example_conf(), &main).expect("copy the example config");
-    std::fs::create_dir(dir.path().join("conf.d")).expect("mkdir conf.d");
+    let main = example_conf_in(&dir);
     dir.write(
         "conf.d/local.conf",
         "listener 0 127.0.0.1\nallow_anonymous true\n",
@@ -211,7 +233,8 @@ fn example_config_reads_local_settings_from_conf_d() {
 fn example_config_serves_loopback_clients() {
     // The package's config unchanged, on a free port instead of 1883 (-p
     // keeps the local-only mode): clients on this machine connect.
-    let path = example_conf();
+    let dir = TempDir::new("midge-example-serves");
+    let path = example_conf_in(&dir);
     let mut last = String::new();
     for _ in 0..5 {
         // Another process may take the free port first: retry with another.
