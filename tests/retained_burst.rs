@@ -300,8 +300,19 @@ fn a_persistent_session_resumes_its_stream() {
     let t2500 = payloads(&topic(2500));
     assert_eq!(t2500.len(), 2, "{t2500:?}");
     assert!(t2500[0].contains("entity 2500") && t2500[1] == "live2500");
-    // Redelivered ones (DUP) aside, the rest continues in order.
-    let fresh: Vec<&str> = rest
+    // Redelivered ones (DUP) aside, the rest continues in the store's
+    // order; the two topics published meanwhile went ahead of the stream
+    // (the stored 2500 at once before its live message, as docs/CONFIG.md
+    // says: MQTT orders messages per topic, not across topics).
+    let (t2999, t2500) = (topic(2999), topic(2500));
+    let others: Vec<&Publish> = rest
+        .iter()
+        .filter(|m| m.topic != t2999 && m.topic != t2500)
+        .collect();
+    let once: HashSet<&str> = others.iter().map(|m| m.topic.as_str()).collect();
+    assert_eq!(others.len(), n - first.len() - 2, "each other topic");
+    assert_eq!(once.len(), others.len(), "each other topic once");
+    let fresh: Vec<&str> = others
         .iter()
         .filter(|m| !m.dup)
         .map(|m| m.topic.as_str())
