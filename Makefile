@@ -100,7 +100,7 @@ TOOLS := midge_passwd midge_cert midge_pub midge_sub midge_rr
 CI_STEPS := test-deps setup test-amd64 conformance msrv armv7 qemu-test arm64 qemu-test-arm64 deb deb-armhf deb-arm64 lint deb-install-test
 
 .PHONY: all build run test test-deps setup test-amd64 msrv armv7 qemu-test \
-	arm64 qemu-test-arm64 deb deb-armhf deb-arm64 lint deb-install-test cross-armv7 clean-cross bench bench-quick bench-wear \
+	arm64 qemu-test-arm64 deb deb-armhf deb-arm64 lint deb-install-test cross-armv7 clean-cross bench bench-quick bench-wear bench-retained \
 	fuzz soak soak-short conformance
 
 all: build
@@ -179,15 +179,21 @@ bench:
 	$(CARGO) bench --locked --bench compare
 	$(CARGO) bench --locked --bench acl
 	$(CARGO) bench --locked --bench wear
+	$(CARGO) bench --locked --bench retained
 
 bench-quick:
 	$(CARGO) bench --locked --bench compare -- --quick
 	$(CARGO) bench --locked --bench acl
 	$(CARGO) bench --locked --bench wear -- --quick
+	$(CARGO) bench --locked --bench retained -- --quick
 
 # Only the persistence wear scenario (about 4 minutes; full: about 20).
 bench-wear:
 	$(CARGO) bench --locked --bench wear -- --quick
+
+# Only the retained burst (5,000 messages; full: 5,000 and 50,000).
+bench-retained:
+	$(CARGO) bench --locked --bench retained -- --quick
 
 # Coverage-guided fuzzing (fuzz/, its own workspace): cargo-fuzz on the
 # stable toolchain with RUSTC_BOOTSTRAP=1. Crashes land in fuzz/seeds,

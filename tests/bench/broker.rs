@@ -34,6 +34,20 @@ impl Kind {
     }
 }
 
+/// The `main` of a bench that takes `--quick` alone (`wear`, `retained`):
+/// runs `run(quick)` and reports its error.
+#[allow(dead_code)]
+pub fn main_quick(run: impl FnOnce(bool) -> io::Result<()>) -> std::process::ExitCode {
+    let quick = std::env::args().any(|a| a == "--quick");
+    match run(quick) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// The settings both brokers get, written in each one's config syntax.
 #[derive(Clone, Copy, Debug)]
 pub struct Settings {

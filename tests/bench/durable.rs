@@ -67,26 +67,9 @@ pub fn run(
     let pid = b.proc.pid();
     let bytes0 = write_bytes(pid);
     let t0 = Instant::now();
-    let (mut sent, mut acked) = (0usize, 0usize);
-    let mut buf = Vec::with_capacity(64 * 1024);
-    while acked < n {
-        buf.clear();
-        while sent < n && sent - acked < WINDOW {
-            let id = (sent % 65000 + 1) as u16;
-            mqtt::publish(&mut buf, "d/t", 1, false, id, &payload);
-            sent += 1;
-        }
-        p.write_all(&buf)?;
-        if fr.fill(&mut p)? == 0 {
-            return Err(io::Error::other("broker closed the connection"));
-        }
-        fr.drain(|first, _| {
-            if first & 0xf0 == mqtt::PUBACK {
-                acked += 1;
-            }
-            true
-        });
-    }
+    mqtt::publish_acked(&mut p, &mut fr, n, WINDOW, |out, _, id| {
+        mqtt::publish(out, "d/t", 1, false, id, &payload)
+    })?;
     let secs = t0.elapsed().as_secs_f64();
     let bytes = write_bytes(pid).saturating_sub(bytes0);
     drop(p);
@@ -114,31 +97,7 @@ pub fn collect(b: &Broker, n: usize) -> io::Result<usize> {
     mqtt::connect(&mut out, SUBSCRIBER, 0);
     out[9] = 0; // clean session 0: resume the session
     let mut s = std::net::TcpStream::connect(("127.0.0.1", b.port))?;
-    s.set_read_timeout(Some(Duration::from_secs(1)))?;
     s.write_all(&out)?;
     let mut fr = Framer::new(64 * 1024);
-    let mut got = 0;
-    let mut acks = Vec::new();
-    while got < n {
-        match fr.fill(&mut s) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if mqtt::is_timeout(&e) => break,
-            Err(e) => return Err(e),
-        }
-        acks.clear();
-        fr.drain(|first, body| {
-            if first & 0xf0 == mqtt::PUBLISH {
-                if let Some(m) = mqtt::parse_publish(first, body) {
-                    got += 1;
-                    if m.qos == 1 {
-                        mqtt::ack(&mut acks, mqtt::PUBACK, m.pkid);
-                    }
-                }
-            }
-            true
-        });
-        s.write_all(&acks)?;
-    }
-    Ok(got)
+    mqtt::take(&mut s, &mut fr, n, Duration::from_secs(1), |_, _| {})
 }

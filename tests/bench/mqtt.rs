@@ -227,3 +227,74 @@ pub fn client(
     expect(&mut s, &mut fr, &kinds)?;
     Ok((s, fr))
 }
+
+/// Publishes `n` QoS 1 messages with `window` of them in flight, each
+/// written by `put(out, i, packet id)`; returns when all are acknowledged.
+pub fn publish_acked(
+    s: &mut TcpStream,
+    fr: &mut Framer,
+    n: usize,
+    window: usize,
+    mut put: impl FnMut(&mut Vec<u8>, usize, u16),
+) -> io::Result<()> {
+    let (mut sent, mut acked) = (0usize, 0usize);
+    let mut buf = Vec::with_capacity(64 * 1024);
+    while acked < n {
+        buf.clear();
+        while sent < n && sent - acked < window {
+            put(&mut buf, sent, (sent % 65000 + 1) as u16);
+            sent += 1;
+        }
+        s.write_all(&buf)?;
+        if fr.fill(s)? == 0 {
+            return Err(io::Error::other("broker closed the connection"));
+        }
+        fr.drain(|first, _| {
+            if first & 0xf0 == PUBACK {
+                acked += 1;
+            }
+            true
+        });
+    }
+    Ok(())
+}
+
+/// Takes PUBLISHes, acknowledging those of QoS 1 and calling `f(first
+/// byte, message)` for each, until `n` arrived, the broker closed the
+/// connection or nothing came for `quiet`. Returns how many arrived.
+pub fn take(
+    s: &mut TcpStream,
+    fr: &mut Framer,
+    n: usize,
+    quiet: Duration,
+    mut f: impl FnMut(u8, &Msg),
+) -> io::Result<usize> {
+    s.set_read_timeout(Some(quiet))?;
+    let mut got = 0;
+    let mut acks = Vec::new();
+    loop {
+        acks.clear();
+        fr.drain(|first, body| {
+            if first & 0xf0 == PUBLISH {
+                if let Some(m) = parse_publish(first, body) {
+                    got += 1;
+                    if m.qos == 1 {
+                        ack(&mut acks, PUBACK, m.pkid);
+                    }
+                    f(first, &m);
+                }
+            }
+            true
+        });
+        s.write_all(&acks)?;
+        if got >= n {
+            return Ok(got);
+        }
+        match fr.fill(s) {
+            Ok(0) => return Ok(got),
+            Ok(_) => {}
+            Err(e) if is_timeout(&e) => return Ok(got),
+            Err(e) => return Err(e),
+        }
+    }
+}

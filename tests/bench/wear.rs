@@ -38,14 +38,7 @@ const PAYLOAD: usize = 100;
 const TOPICS: usize = 1000;
 
 fn main() -> ExitCode {
-    let quick = std::env::args().any(|a| a == "--quick");
-    match run(quick) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("bench: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    broker::main_quick(run)
 }
 
 /// One broker set-up of the table.
