@@ -190,6 +190,29 @@ fn upgrade_outgoing_qos() {
     sub.expect_publish_eq("up", b"low", 0, false);
 }
 
+#[test]
+fn upgrade_outgoing_qos_applies_to_retained_messages_too() {
+    // As Mosquitto (its 04-retain-upgrade-outgoing-qos): a retained QoS 0
+    // message goes to a new QoS 2 subscription at QoS 2.
+    let b = Broker::start("upgrade_outgoing_qos true\n");
+    let mut p = b.client("p");
+    p.publish("up/kept", b"low", 0, true, 0);
+    p.publish("up/kept1", b"one", 1, true, 1);
+    let mut sub = b.client("sub");
+    sub.subscribe(1, &[("up/#", 2)]);
+    let m = sub.expect_publish_eq("up/kept", b"low", 2, true);
+    sub.ack(&m);
+    let m = sub.expect_publish_eq("up/kept1", b"one", 2, true);
+    sub.ack(&m);
+    // Without the option each keeps its own QoS.
+    let b = Broker::start("");
+    let mut p = b.client("p");
+    p.publish("up/kept", b"low", 0, true, 0);
+    let mut sub = b.client("sub");
+    sub.subscribe(1, &[("up/#", 2)]);
+    sub.expect_publish_eq("up/kept", b"low", 0, true);
+}
+
 /// Subscribes `id` persistently to `q/#` at QoS 1, then disconnects.
 fn park(b: &Broker, id: &str) {
     let mut c = RawClient::connect_with(b.addr(), &Connect::new(id).clean(false), false);

@@ -44,6 +44,8 @@ const POLL_SLOW: Duration = Duration::from_millis(50);
 pub(super) struct Stream {
     filter: String,
     qos: QoS,
+    /// `upgrade_outgoing_qos`: copies go at the subscription's QoS.
+    upgrade: bool,
     sub_id: Option<u32>,
     /// The last topic sent; None before the first.
     after: Option<Arc<str>>,
@@ -52,10 +54,11 @@ pub(super) struct Stream {
 }
 
 impl Stream {
-    pub(super) fn new(filter: &str, qos: QoS, sub_id: Option<u32>) -> Stream {
+    pub(super) fn new(filter: &str, qos: QoS, upgrade: bool, sub_id: Option<u32>) -> Stream {
         Stream {
             filter: filter.to_string(),
             qos,
+            upgrade,
             sub_id,
             after: None,
             skip: HashSet::new(),
@@ -84,7 +87,11 @@ impl Stream {
         let mut copy = m.clone();
         copy.dup = false;
         copy.pkid = 0;
-        copy.qos = copy.qos.min(self.qos);
+        copy.qos = if self.upgrade {
+            self.qos
+        } else {
+            copy.qos.min(self.qos)
+        };
         copy.retain = true;
         if let (true, Some(id)) = (v5, self.sub_id) {
             with_sub_id(&mut copy, id);

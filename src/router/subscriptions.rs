@@ -103,6 +103,7 @@ impl Router {
                 streams.push(stream::Stream::new(
                     &f.filter,
                     f.qos,
+                    self.config.upgrade_outgoing_qos,
                     v5.then_some(sub.sub_id).flatten(),
                 ));
             }
