@@ -291,6 +291,38 @@ fn messages_wait_while_the_remote_is_down() {
     each_once(&sub, 6);
 }
 
+/// With `local_cleansession true` the bridge's local session ends with each
+/// connection, as Mosquitto's does: QoS 1 messages published while the
+/// remote is down are dropped, and those published after it is back flow.
+#[test]
+fn local_cleansession_true_drops_what_waits_for_the_remote() {
+    let (remote_at, mut remote) = ReaderRemote::new();
+    let conf = format!(
+        "{}local_cleansession true\n",
+        bridge(
+            "lc",
+            &format!("127.0.0.1:{}", remote_at.port),
+            &["up/# out 1"]
+        )
+    );
+    let local = Broker::start(&conf);
+    remote.wait_for_log("New bridge connected from", WAIT);
+    remote.stop(libc::SIGTERM);
+    local.wait_for_log("Client local.lc-remote closed its connection.", WAIT);
+    publish_numbered(&local, "1", 5);
+    let remote = remote_at.start();
+    remote.wait_for_log("New bridge connected from", restart_bound());
+    let sub = remote_at.reader();
+    tools::mosquitto_pub(local.port, &["-q", "1", "-t", "up/n", "-m", "m5"]);
+    sub.wait_line("up/n m5", WAIT);
+    let out = sub.output_text();
+    assert!(
+        !out.lines()
+            .any(|l| l.starts_with("up/n m") && l != "up/n m5"),
+        "messages from while the remote was down arrived: {out}"
+    );
+}
+
 /// `persistence true` on the board: QoS 1 messages queued for an `out`
 /// topic while the remote is down survive a restart of the local broker
 /// (SIGTERM), and all arrive once the remote is up.

@@ -140,6 +140,9 @@ fn run(mut link: BridgeThread, tls: Option<Arc<ClientConfig>>) {
         info!("Connecting bridge (step 2) {} ({host}:{port})", link.b.name);
         let end = link.connected(remote, index);
         link.notify_local(false);
+        if link.b.local_clean_session {
+            link.forget_outgoing();
+        }
         match end {
             End::Shutdown => break,
             End::Idle => {}
@@ -237,15 +240,32 @@ impl BridgeThread {
         self.state.pending.len() + self.state.inflight.len()
     }
 
+    /// With `local_cleansession true` the local session ends with each
+    /// connection, as Mosquitto's does: the messages waiting for the remote
+    /// are dropped when it goes away (PUBRELs due stay).
+    fn forget_outgoing(&mut self) {
+        let bytes = self.state.pending.iter().map(|p| p.payload.len()).sum();
+        self.outbox.dequeued(self.state.pending.len(), bytes);
+        let dropped =
+            self.state.pending.len() + self.state.inflight.retain_unacknowledged(|_| false);
+        self.state.pending.clear();
+        if dropped > 0 {
+            info!(
+                "Bridge {} dropped {dropped} message(s) for the remote: its local session is clean.",
+                self.b.local_clientid
+            );
+        }
+    }
+
     /// Moves what the router queued into `pending`; QoS 0 is dropped while
-    /// the remote is away.
+    /// the remote is away, and everything with `local_cleansession true`.
     fn take_outbox(&mut self, online: bool) -> Vec<Publish> {
         let mut items = VecDeque::new();
         self.outbox.take(&mut items);
         let mut now = Vec::new();
         for item in items {
             let Outgoing::Publish(p) = item else { continue };
-            if p.qos == QoS::AtMostOnce {
+            if p.qos == QoS::AtMostOnce || (!online && self.b.local_clean_session) {
                 self.outbox.dequeued(1, p.payload.len());
                 if online {
                     now.push(p);
