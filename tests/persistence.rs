@@ -444,30 +444,33 @@ fn the_port_accepts_connections_only_once_the_state_is_loaded() {
     let feeder = std::thread::spawn(move || {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        // Each time the broker opens the file to read it, it waits for us:
-        // the port must refuse then. Done once the port accepts.
-        let mut refused_while_loading = true;
+        // The broker opens the file to read it and waits for us: the port
+        // must refuse then. We write the file once, then wait for the port.
         let deadline = std::time::Instant::now() + TIMEOUT;
-        while std::time::Instant::now() < deadline {
+        let mut f = loop {
             let open = fs::OpenOptions::new()
                 .write(true)
                 .custom_flags(libc::O_NONBLOCK)
                 .open(&path);
             match open {
-                Ok(mut f) => {
-                    refused_while_loading &= TcpStream::connect(("127.0.0.1", port)).is_err();
-                    f.write_all(&saved).expect("write the FIFO");
-                }
+                Ok(f) => break f,
                 // ENXIO: no reader yet.
-                Err(_) => {
-                    if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                        return refused_while_loading;
-                    }
+                Err(_) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(std::time::Duration::from_millis(5));
                 }
+                Err(e) => panic!("the broker never opened the FIFO: {e}"),
             }
+        };
+        let refused_while_loading = TcpStream::connect(("127.0.0.1", port)).is_err();
+        f.write_all(&saved).expect("write the FIFO");
+        drop(f);
+        while std::time::Instant::now() < deadline {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return refused_while_loading;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        panic!("the broker neither read the FIFO nor accepted");
+        panic!("the broker read the FIFO but never accepted");
     });
     let b = Broker::start(&text);
     assert!(

@@ -206,7 +206,11 @@ pub fn load_start(path: &Path) -> Result<(PathBuf, Loaded), String> {
         }
         // Mosquitto's file is gone: midge's own state is all there is.
         None if own_saved.is_some() => Ok((own.clone(), load_model(&own)?)),
-        _ => Ok((path.to_path_buf(), load_model(path)?)),
+        Some(bytes) => Ok((path.to_path_buf(), load_model_read(path, Ok(bytes))?)),
+        None => Ok((
+            path.to_path_buf(),
+            load_model_read(path, Err(io::ErrorKind::NotFound.into()))?,
+        )),
     }
 }
 
@@ -332,8 +336,14 @@ pub struct Loaded {
 /// empty would overwrite it at the next save. A damaged file gives back its
 /// intact records, is logged and moved aside.
 pub fn load_model(path: &Path) -> Result<Loaded, String> {
+    load_model_read(path, std::fs::read(path))
+}
+
+/// [`load_model`] with the snapshot already read (or its read error), so
+/// the file is read once at start-up.
+fn load_model_read(path: &Path, read: io::Result<Vec<u8>>) -> Result<Loaded, String> {
     let mut loaded = Loaded::default();
-    match std::fs::read(path) {
+    match read {
         Ok(bytes) => {
             info!("Restoring in-memory database from {}.", path.display());
             let decoded = format::decode(&bytes);
