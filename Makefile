@@ -32,7 +32,9 @@
 #                           target/deb/midge_<version>_<arch>.deb
 #   make lint               lintian on the three packages
 #   make deb-install-test   install, run and purge the amd64 package in a
-#                           throwaway bookworm chroot (under target/)
+#                           throwaway bookworm chroot (under target/), then
+#                           switch from Debian's mosquitto to it and back
+#                           as docs/MIGRATING.md says
 #   make cross-armv7        the armv7 build with cross-rs and Docker
 #
 # The targets that install (setup, test-deps, and those that use them) need

@@ -4,10 +4,14 @@
 # gets: the system user, the state directory, the unit and its enablement,
 # the conffiles, a broker that starts as the midge user and serves MQTT on
 # loopback, a local config change kept across a reinstall, and a purge that
-# removes the state but keeps the user.
+# removes the state but keeps the user. Then the switch of docs/MIGRATING.md:
+# Debian's mosquitto set up as the common how-tos do (password file, ACL,
+# TLS listener, persistence), replaced by midge with the guide's own
+# commands, and back.
 #
 # Needs root (debootstrap, chroot), the package (make deb), debootstrap
-# (make setup) and mosquitto-clients (make test-deps).
+# (make setup) and mosquitto-clients (make test-deps); the root fetches
+# mosquitto, openssl and sudo from MIRROR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -111,7 +115,8 @@ as_midge /usr/sbin/midge -t -c /etc/midge/midge.conf | grep -qx 'configuration o
 
 # The installed config with a local listener in conf.d, as docs/INSTALL.md
 # says, on a free port instead of 1883, as the midge user.
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+port=$(free_port)
 # A password file made with the packaged midge_passwd, readable by the
 # midge group, as docs/INSTALL.md says.
 in_root midge_passwd -c -b /etc/midge/passwd user1 secret || fail "midge_passwd"
@@ -189,4 +194,188 @@ for gone in /usr/sbin/midge /var/lib/midge /etc/midge /lib/systemd/system/midge.
 done
 in_root getent passwd midge >/dev/null || fail "purge removed the user midge"
 log "purge removed the state, the config and the unit, and kept the user"
+
+# --- from Mosquitto to midge and back, as docs/MIGRATING.md says --------------
+
+# Debian's mosquitto in the root; policy-rc.d keeps its init script from
+# starting it on the machine's port 1883.
+cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
+printf '#!/bin/sh\nexit 101\n' >"$ROOT/usr/sbin/policy-rc.d"
+chmod 0755 "$ROOT/usr/sbin/policy-rc.d"
+mount -t proc proc "$ROOT/proc"
+{ in_root apt-get -q update && in_root env DEBIAN_FRONTEND=noninteractive apt-get -q -y \
+    install --no-install-recommends mosquitto openssl sudo; } >"$WORK/apt.log" 2>&1 ||
+    { tail -n 20 "$WORK/apt.log"; fail "apt-get install mosquitto in the root"; }
+log "installed $(in_root dpkg-query -W -f='mosquitto ${Version}' mosquitto) in the root"
+
+# Set up as the seed how-tos do: a password file made with mosquitto_passwd,
+# no anonymous clients, an ACL file, their own CA and a TLS listener; the
+# listeners on free loopback ports instead of 1883 and 8883.
+port=$(free_port)
+tls_port=$(free_port)
+grep -qx 'persistence true' "$ROOT/etc/mosquitto/mosquitto.conf" ||
+    fail "Debian's mosquitto.conf has no 'persistence true'"
+in_root mosquitto_passwd -c -b /etc/mosquitto/mqttpass sensor sensorpw || fail "mosquitto_passwd -c"
+in_root mosquitto_passwd -b /etc/mosquitto/mqttpass viewer viewerpw || fail "mosquitto_passwd"
+cat >"$ROOT/etc/mosquitto/mqtt_acl" <<'ACL'
+# Clients without a user name (refused here: allow_anonymous false).
+topic read #
+
+user sensor
+topic write sensors/#
+topic read status/#
+
+user viewer
+topic read #
+
+pattern readwrite user/%u/#
+pattern readwrite pub/playground/#
+ACL
+in_root sh -ec 'cd /etc/mosquitto/certs
+    openssl req -new -x509 -days 1999 -extensions v3_ca -nodes -subj "/CN=Test CA" \
+        -keyout ca.key -out ca.crt
+    openssl genrsa -out server.key 2048
+    openssl req -out server.csr -key server.key -new -subj "/CN=localhost"
+    openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+        -out server.crt -days 365' >"$WORK/openssl.log" 2>&1 ||
+    { cat "$WORK/openssl.log"; fail "openssl"; }
+# Mosquitto loads the key after it dropped to its user: the key is its own.
+in_root chown mosquitto:mosquitto /etc/mosquitto/certs/server.key
+log "mosquitto_passwd wrote mqttpass $(in_root stat -c '%U:%G %a' /etc/mosquitto/mqttpass); server.key is $(in_root stat -c '%U:%G %a' /etc/mosquitto/certs/server.key)"
+# One seed names its files in conf.d, the other adds its listeners to the
+# end of mosquitto.conf, after include_dir.
+printf 'allow_anonymous false\npassword_file /etc/mosquitto/mqttpass\nacl_file /etc/mosquitto/mqtt_acl\n' \
+    >"$ROOT/etc/mosquitto/conf.d/auth.conf"
+cat >>"$ROOT/etc/mosquitto/mosquitto.conf" <<CONF
+listener $port 127.0.0.1
+listener $tls_port 127.0.0.1
+cafile /etc/mosquitto/certs/ca.crt
+keyfile /etc/mosquitto/certs/server.key
+certfile /etc/mosquitto/certs/server.crt
+CONF
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+mosquitto_uid=$(in_root id -u mosquitto)
+# Starts Mosquitto as its unit does (as root, with the unit's directories;
+# it drops to the user mosquitto itself) and returns once both ports listen
+# and it runs as mosquitto. Its log is /var/log/mosquitto/mosquitto.log.
+start_mosquitto() {
+    in_root install -d -m 0740 -o mosquitto /var/log/mosquitto /run/mosquitto
+    chroot "$ROOT" /usr/sbin/mosquitto -c /etc/mosquitto/mosquitto.conf >"$WORK/mosquitto.out" 2>&1 &
+    broker_pid=$!
+    for _ in $(seq 100); do
+        if port_open "$port" && port_open "$tls_port" &&
+            [ "$(stat -c %u "/proc/$broker_pid")" = "$mosquitto_uid" ]; then
+            return
+        fi
+        kill -0 "$broker_pid" 2>/dev/null ||
+            { cat "$WORK/mosquitto.out" "$ROOT/var/log/mosquitto/mosquitto.log"; fail "mosquitto exited"; }
+        sleep 0.1
+    done
+    cat "$ROOT/var/log/mosquitto/mosquitto.log"
+    fail "mosquitto did not listen on ports $port and $tls_port as the user mosquitto"
+}
+stop_broker() {
+    kill -TERM "$broker_pid"
+    wait "$broker_pid" || fail "$1 did not exit cleanly on SIGTERM"
+    broker_pid=""
+}
+# Every retained message a '#' subscriber gets, sorted, one "topic payload"
+# a line, in $1.
+retained() {
+    local rc=0
+    mosquitto_sub -h 127.0.0.1 -p "$port" -u viewer -P viewerpw -t '#' -v --retained-only -W 3 \
+        >"$1.tmp" 2>"$1.err" || rc=$?
+    [ "$rc" = 0 ] || [ "$rc" = 27 ] ||
+        fail "mosquitto_sub for the retained messages exited with $rc: $(cat "$1.err")"
+    sort "$1.tmp" >"$1"
+    rm "$1.tmp" "$1.err"
+}
+# What each broker must show: no anonymous client or wrong password, the
+# ACL (sensor may only read status/#, viewer may write nowhere but its own
+# tree), and the TLS listener with the CA. $1 names the broker.
+check_auth_acl_tls() {
+    local out rc=0
+    out=$(mosquitto_pub -h 127.0.0.1 -p "$port" -t status/x -m anonymous 2>&1) || rc=$?
+    [ "$rc" != 0 ] && grep -q 'not authorised' <<<"$out" ||
+        fail "$1 let an anonymous client publish (exit $rc: $out)"
+    rc=0
+    out=$(mosquitto_pub -h 127.0.0.1 -p "$port" -u sensor -P wrong -t status/x -m x 2>&1) || rc=$?
+    [ "$rc" != 0 ] && grep -q 'not authorised' <<<"$out" ||
+        fail "$1 took a wrong password (exit $rc: $out)"
+    mosquitto_pub -h 127.0.0.1 -p "$port" -u sensor -P sensorpw -q 1 -r -t "status/$1" -m denied
+    mosquitto_pub -h 127.0.0.1 -p "$port" -u viewer -P viewerpw -q 1 -r -t sensors/room1 -m denied
+    mosquitto_sub -h localhost -p "$tls_port" --cafile "$ROOT/etc/mosquitto/certs/ca.crt" \
+        -u viewer -P viewerpw -t sensors/room2 -C 1 -W 10 >"$WORK/tls.out" ||
+        fail "$1: mosquitto_sub over TLS with --cafile got nothing"
+    [ "$(cat "$WORK/tls.out")" = "reading 2" ] || fail "$1: over TLS, sensors/room2 is '$(cat "$WORK/tls.out")'"
+}
+
+start_mosquitto
+for i in $(seq 10); do
+    mosquitto_pub -h 127.0.0.1 -p "$port" -u sensor -P sensorpw -q 1 -r -t "sensors/room$i" -m "reading $i"
+done
+mosquitto_pub -h 127.0.0.1 -p "$port" -u viewer -P viewerpw -q 1 -r -t user/viewer/note -m "viewer's own"
+mosquitto_pub -h 127.0.0.1 -p "$port" -u sensor -P sensorpw -q 1 -r -t pub/playground/hello -m playground
+# A persistent session (clean session off) with a message queued while it
+# is away.
+watcher() { mosquitto_sub -h 127.0.0.1 -p "$port" -u viewer -P viewerpw -c -i watcher -q 1 -t sensors/alarm "$@"; }
+watcher -E || fail "the persistent subscriber could not subscribe"
+mosquitto_pub -h 127.0.0.1 -p "$port" -u sensor -P sensorpw -q 1 -t sensors/alarm -m "queued while away"
+check_auth_acl_tls mosquitto
+retained "$WORK/retained.mosquitto"
+n=$(wc -l <"$WORK/retained.mosquitto")
+[ "$n" = 12 ] || { cat "$WORK/retained.mosquitto"; fail "Mosquitto holds $n retained messages, not 12"; }
+grep -qx 'sensors/room1 reading 1' "$WORK/retained.mosquitto" || fail "Mosquitto let viewer write sensors/room1"
+stop_broker mosquitto
+db=$ROOT/var/lib/mosquitto/mosquitto.db
+[ -s "$db" ] || fail "Mosquitto wrote no $db"
+sum=$(sha256sum <"$db")
+log "Mosquitto (port $port, TLS $tls_port): $n retained messages, passwords, ACL and TLS work; it wrote mosquitto.db (mode $(stat -c %a "$db"), sha256 ${sum%% *})"
+
+# The switch: Mosquitto is stopped (step 1); midge installed with apt
+# (step 2); then steps 3 to 5 and the check of step 6, each block of the
+# guide marked for this test run as it stands.
+in_root sh -c 'cd /tmp && apt-get -q -y install ./midge.deb' >"$WORK/apt-midge.log" 2>&1 ||
+    { tail -n 20 "$WORK/apt-midge.log"; fail "apt install ./midge.deb"; }
+rm -f "$WORK"/guide-*.sh
+awk -v dir="$WORK" '
+    /^<!-- install-test -->$/ { marked = 1; next }
+    marked && /^```sh$/ { out = sprintf("%s/guide-%d.sh", dir, ++n); marked = 0; next }
+    out && /^```$/ { close(out); out = ""; next }
+    out { print > out }' docs/MIGRATING.md
+blocks=$(ls "$WORK"/guide-*.sh 2>/dev/null | wc -l)
+[ "$blocks" = 4 ] || fail "docs/MIGRATING.md has $blocks blocks marked install-test, not 4"
+for i in $(seq "$blocks"); do
+    cp "$WORK/guide-$i.sh" "$ROOT/tmp/guide.sh"
+    in_root sh -e /tmp/guide.sh >"$WORK/guide-$i.out" 2>&1 ||
+        { cat "$WORK/guide-$i.sh" "$WORK/guide-$i.out"; fail "the guide's block $i failed"; }
+done
+grep -qx 'configuration ok' "$WORK/guide-$blocks.out" || fail "the guide's check: $(cat "$WORK/guide-$blocks.out")"
+log "the guide's $blocks blocks ran; midge -t as the user midge: configuration ok"
+
+start_broker "$WORK/broker-migrated.log"
+grep -q "Restored 12 retained message(s) and 1 persistent session(s)" "$WORK/broker-migrated.log" ||
+    { cat "$WORK/broker-migrated.log"; fail "midge did not restore Mosquitto's 12 retained messages and the session"; }
+[ "$(watcher -C 1 -W 10)" = "queued while away" ] || fail "midge did not deliver the session's queued message"
+log "midge: $(grep -o 'Restored [^.]*' "$WORK/broker-migrated.log"); the session's queued message arrived"
+check_auth_acl_tls midge
+retained "$WORK/retained.midge"
+diff "$WORK/retained.mosquitto" "$WORK/retained.midge" ||
+    fail "midge's retained messages differ from Mosquitto's"
+log "midge (port $port, TLS $tls_port): $(wc -l <"$WORK/retained.midge") retained messages, the same as Mosquitto's; passwords, ACL and TLS work"
+mosquitto_pub -h 127.0.0.1 -p "$port" -u sensor -P sensorpw -q 1 -r -t sensors/under-midge -m new
+stop_broker midge
+[ "$(sha256sum <"$db")" = "$sum" ] || fail "midge changed Mosquitto's $db"
+[ "$(sha256sum <"$ROOT/var/lib/midge/mosquitto.db")" = "$sum" ] || fail "midge changed its copy of mosquitto.db"
+[ -s "$ROOT/var/lib/midge/mosquitto.db.midge" ] || fail "midge saved no /var/lib/midge/mosquitto.db.midge"
+log "mosquitto.db untouched (sha256 ${sum%% *}, and its copy); midge saved mosquitto.db.midge"
+
+# The way back: Mosquitto on its own files, with what it had.
+start_mosquitto
+retained "$WORK/retained.back"
+diff "$WORK/retained.mosquitto" "$WORK/retained.back" ||
+    fail "back on Mosquitto, the retained messages differ from before the switch"
+stop_broker mosquitto
+log "back on Mosquitto: $(wc -l <"$WORK/retained.back") retained messages, as before the switch (not sensors/under-midge)"
 log "ok"

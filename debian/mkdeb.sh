@@ -57,6 +57,7 @@ gzip -9n <debian/midge.conf.5 >"$R/usr/share/man/man5/midge.conf.5.gz"
 gzip -9n <docs/TLS.md >"$R/usr/share/doc/midge/TLS.md.gz"
 gzip -9n <docs/WEBSOCKETS.md >"$R/usr/share/doc/midge/WEBSOCKETS.md.gz"
 gzip -9n <docs/PERSISTENCE.md >"$R/usr/share/doc/midge/PERSISTENCE.md.gz"
+gzip -9n <docs/MIGRATING.md >"$R/usr/share/doc/midge/MIGRATING.md.gz"
 install -D -m 0644 debian/lintian-overrides "$R/usr/share/lintian/overrides/midge"
 install -d -m 0755 "$R/var/lib/midge"
 chmod 0644 "$R"/usr/share/doc/midge/* "$R"/usr/share/man/man*/*
