@@ -508,7 +508,7 @@ fn decode_records(bytes: &[u8], mut pos: usize, with_end: bool, version: u16, d:
 
 /// Whether a record holds a topic or filter deeper than the broker accepts
 /// (a file from an older midge); an unsubscription takes nothing away.
-fn too_deep(r: &Record) -> bool {
+pub(super) fn too_deep(r: &Record) -> bool {
     let t = match r {
         Record::Retained { publish, .. } | Record::Queued { publish, .. } => &publish.topic,
         Record::Outgoing {

@@ -230,6 +230,7 @@ fn saved_at(own: &Path) -> Option<SystemTime> {
 /// Mosquitto file stays for Mosquitto.
 fn load_mosquitto(path: &Path, bytes: &[u8], own: &Path) -> Loaded {
     let read = mosquitto::decode(bytes, unix_now());
+    too_deep(path, read.decoded.too_deep);
     let version = read
         .version
         .map_or_else(|| "unknown".to_string(), |v| v.to_string());

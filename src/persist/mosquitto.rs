@@ -224,6 +224,11 @@ pub fn decode(bytes: &[u8], now: i64) -> Read {
         records.extend(c.outgoing);
         records.extend(c.queued);
     }
+    // Deeper than the broker accepts (Mosquitto refuses them too): left
+    // out, as from midge's own files.
+    let before = records.len();
+    records.retain(|r| !super::format::too_deep(r));
+    read.decoded.too_deep = before - records.len();
     read
 }
 

@@ -252,6 +252,30 @@ fn properties_and_the_subscription_identifier_are_kept() {
 }
 
 #[test]
+fn topics_and_filters_deeper_than_the_broker_accepts_are_left_out() {
+    let deep = vec!["d"; 202].join("/");
+    let ok = vec!["d"; 201].join("/");
+    let file = File::new(5)
+        .chunk(CFG, &[0; 16])
+        .msg(1, &deep, b"deep", 0, &[])
+        .msg(2, &ok, b"ok", 0, &[])
+        .chunk(RETAIN, &1u64.to_le_bytes())
+        .chunk(RETAIN, &2u64.to_le_bytes())
+        .client_v5("c", 1)
+        .sub("c", &deep, 1, 0, 0)
+        .sub("c", "ok/#", 1, 0, 0)
+        .0;
+    let read = decode(&file, 0);
+    assert_eq!(read.decoded.damage, None);
+    assert_eq!(read.decoded.too_deep, 2);
+    let r = model(read.decoded.records).to_restored();
+    let retained: Vec<&str> = r.retained.iter().map(|m| &*m.0.topic).collect();
+    assert_eq!(retained, [ok.as_str()]);
+    let subs: Vec<&str> = r.sessions[0].subs.iter().map(|s| s.0.as_str()).collect();
+    assert_eq!(subs, ["ok/#"]);
+}
+
+#[test]
 fn unknown_versions_are_refused() {
     for v in [0, 1, 7, 0x0600_0000] {
         let read = decode(&File::new(v).msg(1, "a", b"", 0, &[]).0, 0);
