@@ -15,7 +15,9 @@ use std::io::Write;
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
-use common::packets::{Connect, connect, pingreq, publish, remaining_length, subscribe};
+use common::packets::{
+    Connect, connect, pingreq, publish, remaining_length, subscribe, unsubscribe,
+};
 use common::*;
 
 /// Resident memory of the broker in KiB.
@@ -489,6 +491,55 @@ fn a_pingreq_flood_from_a_client_that_never_reads_is_left_unread() {
 /// A topic of `levels` levels.
 fn deep_topic(levels: usize) -> String {
     vec!["d"; levels].join("/")
+}
+
+/// The deepest topics and filters the broker accepts, through every walk
+/// over topic levels (the router's stack is sized for them): retained
+/// set, matched by all-wildcard filters, streamed, cleared; subscriptions
+/// added and removed.
+#[test]
+fn the_deepest_topics_and_filters_go_through_every_walk() {
+    let b = Broker::start("");
+    let topic = deep_topic(201);
+    let plus = vec!["+"; 201].join("/");
+    let hash = format!("{}/#", vec!["+"; 200].join("/"));
+    let mut p = b.client("deepest-pub");
+    p.publish(&topic, b"kept", 1, true, 1);
+    let mut s = b.client("deepest-sub");
+    s.subscribe(1, &[(&plus, 0), (&hash, 0), (&topic, 0), ("#", 0)]);
+    // One retained copy per subscription, one live copy per client
+    // [MQTT-3.3.5-1].
+    for _ in 0..4 {
+        s.expect_publish_eq(&topic, b"kept", 0, true);
+    }
+    p.publish(&topic, b"live", 0, false, 0);
+    s.expect_publish_eq(&topic, b"live", 0, false);
+    s.send(&unsubscribe(2, &[&plus, &hash, &topic]));
+    s.expect_unsuback(2);
+    p.publish(&topic, b"", 1, true, 2);
+    s.expect_publish_eq(&topic, b"", 0, false);
+    round_trip(&b, "after-the-deepest");
+
+    // Saved and restored.
+    let dir = TempDir::new("deepest");
+    // The broker runs as nobody.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .expect("chmod");
+    let conf = format!(
+        "persistence true\npersistence_location {}/\n",
+        dir.path().display()
+    );
+    let mut b = Broker::start(&conf);
+    b.client("deepest-keep")
+        .publish(&topic, b"saved", 1, true, 1);
+    assert!(b.stop(libc::SIGTERM).success());
+    let b = Broker::start(&conf);
+    let mut s = b.client("deepest-back");
+    s.subscribe(1, &[(&plus, 0)]);
+    s.expect_publish_eq(&topic, b"saved", 0, true);
 }
 
 #[test]

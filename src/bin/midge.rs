@@ -16,9 +16,12 @@ use midge::router::{Event, Metrics, Router};
 use midge::tls::ServerTls;
 use midge::{VERSION, listener, logging, notify, sys};
 
-/// The router's recursion over topic levels needs room for very deep topics
-/// (a topic may have up to 65,535 levels); only touched pages cost memory.
-const ROUTER_STACK: usize = 32 * 1024 * 1024;
+/// The router's walks over topic levels recurse once per level; topics and
+/// filters are at most 201 levels deep (`topic::too_deep`), which takes
+/// under 128 KiB of stack in a release build and under 512 KiB in a debug
+/// one (tests/hostile.rs `the_deepest_topics_...`). Only touched pages cost
+/// memory; the rest is address space.
+const ROUTER_STACK: usize = 4 * 1024 * 1024;
 /// listen(2) backlog, as the listener module binds with.
 const LISTEN_BACKLOG: i32 = 1024;
 
