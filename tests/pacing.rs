@@ -221,7 +221,19 @@ fn a_paced_publisher_keeps_its_connection_past_its_keepalive() {
     c.expect_connack(0, false);
     let pongs = publisher(c, 0, per, 500);
     assert_eq!(pongs, per / 500, "a PINGRESP for each PINGREQ");
-    check_complete(&slow.join().expect("reader"));
+    // The reader pauses 1 ms a message. On a loaded machine it may drain
+    // too slowly for the pacing floor (docs/SECURITY.md): then the publisher
+    // runs unheld for a while and the reader's excess is dropped. Nothing
+    // is lost silently: what is missing is what $SYS counts as dropped.
+    let got = slow.join().expect("reader");
+    assert_eq!(got.doubled(), 0, "{}: duplicated messages", got.name);
+    let missing = got.missing() as u64;
+    wait_until("the dropped count in $SYS to match", TIMEOUT, || {
+        sys_value(&b, "$SYS/broker/publish/messages/dropped") == missing
+    });
+    if missing > 0 {
+        eprintln!("the pacing floor dropped {missing} of {per} for the slow reader");
+    }
     assert!(
         !b.has_log("paced has exceeded timeout"),
         "the paced publisher was disconnected for its keepalive"
