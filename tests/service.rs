@@ -259,26 +259,39 @@ fn example_config_serves_loopback_clients() {
 fn a_log_pipe_nobody_reads_stalls_nothing() {
     use std::process::Stdio;
     use std::time::{Duration, Instant};
+    use std::io::BufRead;
     let dir = TempDir::new("log-stall");
-    let port = common::free_port();
-    let conf = dir.write(
-        "midge.conf",
-        &format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
-    );
+    // Port 0: the broker picks a free port and names it in its first log
+    // lines, read here up to that line and then never again.
+    let conf = dir.write("midge.conf", "listener 0 127.0.0.1\nallow_anonymous true\n");
     let mut child = common::midge_command(&["-c", conf.to_str().unwrap(), "-v"], None)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start midge");
-    // Kept open and never read: its 64 KiB fill up with log lines.
-    let _unread = child.stderr.take();
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = Instant::now() + TIMEOUT;
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "midge did not listen");
-        std::thread::sleep(Duration::from_millis(20));
+    // Kept open and, after the port line, never read: its 64 KiB fill up
+    // with log lines.
+    let mut unread = std::io::BufReader::new(child.stderr.take().expect("stderr piped"));
+    const MARK: &str = "Opening ipv4 listen socket on port ";
+    let mut port = 0u16;
+    let mut line = String::new();
+    while port == 0 {
+        line.clear();
+        if unread.read_line(&mut line).expect("read the log") == 0 {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("midge ended before it listened");
+        }
+        if let Some(at) = line.find(MARK) {
+            port = line[at + MARK.len()..]
+                .trim()
+                .trim_end_matches('.')
+                .parse()
+                .expect("the port in the log line");
+        }
     }
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     // About 500 KB of log lines: connections, subscriptions, publishes.
     for i in 0..1500 {
         let mut c = common::RawClient::connect(addr, &format!("noisy-client-{i:04}"));
