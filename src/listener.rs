@@ -149,6 +149,7 @@ pub fn accept_loop(
             match sig {
                 sys::SIGINT | sys::SIGTERM => return Ok(Stop::Terminate),
                 sys::SIGHUP | sys::SIGUSR1 => on_signal(sig),
+                s if s == sys::sigrtmin() => on_signal(s),
                 _ => {}
             }
         }

@@ -37,7 +37,8 @@ pub const WEBSOCKETS: &str = "websockets";
 enum Sink {
     Stderr,
     Stdout,
-    File(File),
+    /// The file, and its path for a reopen (SIGRTMIN).
+    File(File, std::path::PathBuf),
     Syslog,
     Topic,
 }
@@ -109,13 +110,7 @@ pub fn configure(cfg: &Logging, verbose: bool) -> io::Result<()> {
         sinks.push(match d {
             LogDest::Stderr => Sink::Stderr,
             LogDest::Stdout => Sink::Stdout,
-            LogDest::File(p) => Sink::File(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(p)
-                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))?,
-            ),
+            LogDest::File(p) => Sink::File(open_log(p)?, p.clone()),
             LogDest::Syslog => {
                 sys::openlog(cfg.facility);
                 Sink::Syslog
@@ -143,6 +138,44 @@ pub fn configure(cfg: &Logging, verbose: bool) -> io::Result<()> {
     }
     set_max_level(types);
     Ok(())
+}
+
+fn open_log(p: &std::path::Path) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(p)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))
+}
+
+/// SIGRTMIN (Mosquitto 2.1): the log files are opened again by name, so
+/// that after logrotate moved them the broker writes to new ones. A file
+/// that cannot be opened keeps the old one.
+pub fn reopen() -> io::Result<()> {
+    let Some(l) = LOGGER.get() else {
+        return Ok(());
+    };
+    let mut state = l.state.write();
+    let mut result = Ok(());
+    let sinks = state
+        .sinks
+        .iter()
+        .map(|s| match s {
+            Sink::Stderr => Ok(Sink::Stderr),
+            Sink::Stdout => Ok(Sink::Stdout),
+            Sink::Syslog => Ok(Sink::Syslog),
+            Sink::Topic => Ok(Sink::Topic),
+            Sink::File(old, p) => match open_log(p) {
+                Ok(f) => Ok(Sink::File(f, p.clone())),
+                Err(e) => {
+                    result = Err(e);
+                    old.try_clone().map(|f| Sink::File(f, p.clone()))
+                }
+            },
+        })
+        .collect::<io::Result<Vec<Sink>>>()?;
+    state.sinks = Arc::new(sinks);
+    result
 }
 
 /// Starts the log writer thread: from now on no log call waits for a
@@ -206,7 +239,7 @@ fn write_to(sinks: &[Sink], line: &Line) {
         let _ = match sink {
             Sink::Stderr => io::stderr().lock().write_all(line.text.as_bytes()),
             Sink::Stdout => io::stdout().lock().write_all(line.text.as_bytes()),
-            Sink::File(f) => (&*f).write_all(line.text.as_bytes()),
+            Sink::File(f, _) => (&*f).write_all(line.text.as_bytes()),
             Sink::Syslog => {
                 sys::syslog(line.priority, &line.msg);
                 Ok(())
@@ -308,7 +341,7 @@ impl log::Log for Logger {
     fn flush(&self) {
         let sinks = self.state.read().sinks.clone();
         for sink in sinks.iter() {
-            if let Sink::File(f) = sink {
+            if let Sink::File(f, _) = sink {
                 let _ = (&*f).flush();
             }
         }

@@ -1,6 +1,8 @@
 //! Readiness notifications to the service manager (systemd's `Type=notify`,
 //! sd_notify(3)): `READY=1` once every listener is bound, `STOPPING=1` when
-//! a SIGTERM or SIGINT starts the shutdown.
+//! a SIGTERM or SIGINT starts the shutdown, and with `WatchdogSec=`
+//! `WATCHDOG=1` from the router thread's loop, so that a router that
+//! hangs stops them and the service manager restarts the broker.
 //!
 //! The protocol is one datagram per message to the Unix socket named by
 //! `$NOTIFY_SOCKET`: a path (`/run/systemd/notify`) or, with a leading `@`,
@@ -45,9 +47,32 @@ impl Notifier {
         self.send("STOPPING=1")
     }
 
+    /// Tells the service manager the broker is alive (`WatchdogSec=`).
+    pub fn watchdog(&self) -> io::Result<()> {
+        self.send("WATCHDOG=1")
+    }
+
+    /// A second handle on the same socket, for the router's watchdog.
+    pub fn try_clone(&self) -> io::Result<Notifier> {
+        self.0.try_clone().map(Notifier)
+    }
+
     fn send(&self, state: &str) -> io::Result<()> {
         write_all(self.0.send(state.as_bytes())?, state)
     }
+}
+
+/// The interval of `WATCHDOG=1` pings the service manager asks for: half
+/// of `$WATCHDOG_USEC`, as sd_watchdog_enabled(3) advises. None without
+/// the variable, with 0, or when `$WATCHDOG_PID` names another process.
+pub fn watchdog_interval() -> Option<std::time::Duration> {
+    if let Some(pid) = std::env::var_os("WATCHDOG_PID") {
+        if pid.to_str()?.parse::<u32>().ok()? != std::process::id() {
+            return None;
+        }
+    }
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    (usec > 0).then(|| std::time::Duration::from_micros(usec / 2))
 }
 
 /// Sends one datagram with `state` to the socket named `name`, in

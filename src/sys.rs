@@ -440,7 +440,12 @@ extern "C" fn on_signal(sig: libc::c_int) {
     }
 }
 
-/// SIGINT, SIGTERM, SIGHUP and SIGUSR1 delivered as bytes on a pipe, so the
+/// SIGRTMIN, which the C library numbers at run time (34 with glibc).
+pub fn sigrtmin() -> i32 {
+    libc::SIGRTMIN()
+}
+
+/// SIGINT, SIGTERM, SIGHUP, SIGUSR1 and SIGRTMIN delivered as bytes on a pipe, so the
 /// main thread can poll for them beside its listening sockets.
 pub struct Signals {
     read: OwnedFd,
@@ -457,7 +462,13 @@ impl Signals {
         // SAFETY: both descriptors are fresh and owned by nobody else.
         let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         SIGNAL_PIPE.store(write.as_raw_fd(), Ordering::Relaxed);
-        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGUSR1] {
+        for sig in [
+            libc::SIGINT,
+            libc::SIGTERM,
+            libc::SIGHUP,
+            libc::SIGUSR1,
+            sigrtmin(),
+        ] {
             // SAFETY: installs a handler that only calls write(2).
             unsafe {
                 let mut sa: libc::sigaction = std::mem::zeroed();

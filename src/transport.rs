@@ -35,6 +35,29 @@ pub struct TlsStream {
     pub tls: ServerConnection,
 }
 
+impl Stream {
+    /// The TLS version and cipher suite of a TLS connection (under
+    /// WebSockets too), in OpenSSL's words: ("TLSv1.3", "TLS_AES_256_GCM_SHA384").
+    pub fn tls_session(&self) -> Option<(&'static str, String)> {
+        match self {
+            Stream::Plain(_) => None,
+            Stream::Tls(t) => {
+                let version = match t.tls.protocol_version()? {
+                    rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+                    rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
+                    _ => "TLS",
+                };
+                let suite = t.tls.negotiated_cipher_suite()?.suite();
+                let name = crate::config::ciphers::openssl_name(suite)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("{suite:?}"));
+                Some((version, name))
+            }
+            Stream::Ws(w) => w.inner.tls_session(),
+        }
+    }
+}
+
 /// Why a TLS handshake did not complete.
 #[derive(Debug)]
 pub enum HandshakeError {

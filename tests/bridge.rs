@@ -1030,3 +1030,64 @@ fn a_ping_from_the_remote_gets_its_answer() {
     remote.send(&[0xC0, 0x00]);
     read_until_kind(&mut remote, 13, WAIT);
 }
+
+/// Mosquitto 2.1's MQTT 5 bridge options: the CONNECT carries
+/// `bridge_receive_maximum`, `bridge_session_expiry_interval` and
+/// `bridge_max_topic_alias`; the aliases the remote sets up are resolved
+/// before its messages reach local subscribers, and an alias above the
+/// announced maximum ends that connection.
+#[test]
+fn mqtt5_bridge_options_and_topic_aliases_from_the_remote() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let local = Broker::start(&format!(
+        "{}bridge_protocol_version mqttv50\nbridge_receive_maximum 7\n\
+         bridge_session_expiry_interval 63\nbridge_max_topic_alias 2\n\
+         notifications false\n",
+        bridge("al", &format!("127.0.0.1:{port}"), &["a/# in 0"])
+    ));
+    let mut sub = local.client("sub");
+    sub.subscribe(1, &[("a/#", 0)]);
+    let mut remote = accept_bridge(&l);
+    let connect = remote.read_packet_within(WAIT);
+    assert_eq!(connect.kind(), 1, "{}", connect.describe());
+    let body = &connect.body;
+    let has = |bytes: &[u8]| body.windows(bytes.len()).any(|w| w == bytes);
+    assert!(
+        has(&[0x21, 0, 7]),
+        "Receive Maximum 7: {}",
+        connect.describe()
+    );
+    assert!(
+        has(&[0x11, 0, 0, 0, 63]),
+        "Session Expiry 63: {}",
+        connect.describe()
+    );
+    assert!(
+        has(&[0x22, 0, 2]),
+        "Topic Alias Maximum 2: {}",
+        connect.describe()
+    );
+    // CONNACK, then the SUBACK for its subscription.
+    remote.send(&[0x20, 0x03, 0x00, 0x00, 0x00]);
+    let subscribe = read_until_kind(&mut remote, 8, WAIT);
+    let pkid = subscribe.pkid().to_be_bytes();
+    remote.send(&[0x90, 0x04, pkid[0], pkid[1], 0x00, 0x00]);
+    // A PUBLISH that sets alias 1, then one that uses it.
+    let publish = |topic: &str, alias: u8, payload: &[u8]| {
+        let mut body = packets::field(topic.as_bytes());
+        body.extend([3, 0x23, 0, alias]);
+        body.extend_from_slice(payload);
+        packets::packet(0x30, &body)
+    };
+    remote.send(&publish("a/x", 1, b"one"));
+    remote.send(&publish("", 1, b"two"));
+    sub.expect_publish_eq("a/x", b"one", 0, false);
+    sub.expect_publish_eq("a/x", b"two", 0, false);
+    // Alias 3 is above the 2 the bridge announced.
+    remote.send(&publish("a/y", 3, b"three"));
+    remote.read_until_closed(WAIT);
+    // The bridge comes back.
+    let mut again = accept_bridge(&l);
+    assert_eq!(again.read_packet_within(WAIT).kind(), 1);
+}

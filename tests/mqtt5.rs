@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::packets::{Packet, RawClient, ReadOutcome, field, packet};
+use common::packets::{Connect, Packet, RawClient, ReadOutcome, field, packet};
 use common::*;
 
 /// A variable byte integer [MQTT-1.5.5].
@@ -164,7 +164,14 @@ fn answers(b: &Broker) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn connack_suback_and_acks_are_mosquitto_s_bytes() {
-    common::compare::same_as_mosquitto("default settings", "", answers);
+    // midge's defaults are Mosquitto 2.1's: Debian's 2.0 is given 2.1's
+    // max_packet_size default to answer the same.
+    let defaults = common::compare::same_as_mosquitto(
+        "2.1's default settings",
+        "max_packet_size 2000000\n",
+        answers,
+    );
+    assert_eq!(answers(&Broker::start("")), defaults, "midge's defaults");
     common::compare::same_as_mosquitto(
         "limits set",
         "max_keepalive 30\nmax_packet_size 2000\nretain_available false\n\
@@ -514,4 +521,88 @@ fn a_message_over_the_client_s_maximum_packet_size_is_skipped() {
         assert_eq!(kinds, vec![3, if qos == 1 { 4 } else { 5 }], "qos {qos}");
         assert_eq!(delivered_id, Some(2), "qos {qos}");
     }
+}
+
+/// No Local on a shared subscription is a protocol error [MQTT-3.8.3-4]:
+/// DISCONNECT 0x82, as Mosquitto 2.1 does. Without No Local the same
+/// filter is granted.
+#[test]
+fn no_local_on_a_shared_subscription_is_a_protocol_error() {
+    let b = Broker::start("");
+    refused_with(
+        &b,
+        "sharer",
+        &subscribe5(1, &[], &[("$share/g/t", 0x04)]),
+        0x82,
+    );
+    let (mut c, _) = open(&b, "plain", &connect5("plain", 60, &[]));
+    c.send(&subscribe5(1, &[], &[("$share/g/t", 0x00)]));
+    c.expect_bytes(&[0x90, 0x04, 0x00, 0x01, 0x00, 0x00], "SUBACK");
+}
+
+/// `accept_protocol_versions` (Mosquitto 2.1): a listener refuses the
+/// protocol levels it does not list, with the CONNACK of an unknown
+/// protocol version, and serves the others.
+#[test]
+fn accept_protocol_versions_refuses_the_levels_not_listed() {
+    let only5 = Broker::start("listener 0 127.0.0.1\naccept_protocol_versions 5\n");
+    let mut old = only5.raw().named("3.1.1");
+    old.send(&Connect::new("old").build());
+    old.expect_bytes(&[0x20, 0x02, 0x00, 0x01], "CONNACK 1");
+    old.expect_closed();
+    let (_new, ack) = open(&only5, "5.0", &connect5("new", 60, &[]));
+    assert_eq!(ack.body[..2], [0x00, 0x00], "{}", ack.describe());
+
+    let only3x = Broker::start("listener 0 127.0.0.1\naccept_protocol_versions 3, 4\n");
+    let (mut v5, ack) = open(&only3x, "5.0", &connect5("v5", 60, &[]));
+    assert_eq!(ack.body[1], 0x84, "{}", ack.describe());
+    v5.expect_closed();
+    for level in [3, 4] {
+        let mut c = only3x.raw().named("3.x");
+        c.send(&Connect::new(&format!("v{level}")).level(level).build());
+        c.expect_connack(0, false);
+    }
+}
+
+/// `global_max_clients` (Mosquitto 2.1) counts sessions, those kept for
+/// absent clients too: past it a new client id is refused (MQTT 5:
+/// Server busy; 3.1.1: server unavailable), and a client with a session
+/// still gets back to it.
+#[test]
+fn global_max_clients_counts_kept_sessions() {
+    let b = Broker::start("global_max_clients 3\n");
+    let expiry = [0x11, 0, 0, 0, 60];
+    for i in 0..3 {
+        let id = format!("kept-{i}");
+        let (mut c, ack) = open(&b, &id, &connect5(&id, 60, &expiry));
+        assert_eq!(ack.body[1], 0x00, "{}", ack.describe());
+        c.send(&[0xE0, 0x00]);
+        c.expect_closed();
+    }
+    let (mut extra, ack) = open(&b, "extra", &connect5("extra", 60, &[]));
+    assert_eq!(ack.body[1], 0x89, "{}", ack.describe());
+    extra.expect_closed();
+    let mut old = b.raw().named("3.1.1 extra");
+    old.send(&Connect::new("extra311").build());
+    old.expect_bytes(&[0x20, 0x02, 0x00, 0x03], "CONNACK 3");
+    old.expect_closed();
+    let (_back, ack) = open(&b, "kept-0", &connect5("kept-0", 60, &expiry));
+    assert_eq!(ack.body[..2], [0x00, 0x00], "{}", ack.describe());
+    b.wait_for_log("refused: global_max_clients (3) sessions exist", TIMEOUT);
+}
+
+/// `listener_auto_id_prefix` (Mosquitto 2.1): the client id the broker
+/// assigns on that listener starts with it.
+#[test]
+fn listener_auto_id_prefix_names_assigned_ids() {
+    let b = Broker::start("listener 0 127.0.0.1\nlistener_auto_id_prefix board-\n");
+    let (_c, ack) = open(&b, "anonymous id", &connect5("", 60, &[]));
+    let bytes = ack.bytes();
+    let at = bytes
+        .windows(2)
+        .position(|w| w == [0x12, 0x00])
+        .expect("an Assigned Client Identifier");
+    let len = usize::from(bytes[at + 2]);
+    let id = std::str::from_utf8(&bytes[at + 3..at + 3 + len]).expect("utf-8");
+    assert!(id.starts_with("board-"), "{id}");
 }

@@ -296,6 +296,37 @@ fn max_packet_size_closes_the_sender_only() {
     sub.ping();
 }
 
+/// Without `max_packet_size`, Mosquitto 2.1's 2,000,000 bytes hold: a
+/// packet of exactly that size goes through, one byte more closes its
+/// sender, and MQTT 5 clients are told in CONNACK.
+#[test]
+fn max_packet_size_defaults_to_2_000_000_bytes() {
+    let b = Broker::start("");
+    let mut sub = b.client("sub");
+    sub.subscribe(1, &[("big", 0)]);
+    let mut p = b.client("p");
+    // Fixed header 1 + 3 bytes, topic 2 + 3: the payload makes it 2,000,000.
+    let fits = vec![b'x'; 2_000_000 - 9];
+    p.publish("big", &fits, 0, false, 0);
+    let got = sub
+        .read_packet_within(std::time::Duration::from_secs(30))
+        .publish();
+    assert_eq!(got.payload.len(), fits.len());
+    p.send_lossy(&publish("big", &[b'y'; 2_000_000 - 8], 0, false, false, 0));
+    p.expect_closed();
+    b.wait_for_log("exceeds the limit of 2000000", TIMEOUT);
+    // MQTT 5: Maximum Packet Size 2,000,000 in CONNACK.
+    let mut v5 = b.raw().named("v5");
+    v5.send(&common::packets::Connect::new("v5").level(5).build());
+    let ack = v5.read_packet();
+    let max = [0x27, 0x00, 0x1E, 0x84, 0x80];
+    assert!(
+        ack.bytes().windows(5).any(|w| w == max),
+        "{}",
+        ack.describe()
+    );
+}
+
 #[test]
 fn socket_domain_ipv4_opens_no_ipv6_socket() {
     let b = Broker::start_exact("listener 0\nsocket_domain ipv4\nallow_anonymous true\n");

@@ -257,9 +257,9 @@ fn example_config_serves_loopback_clients() {
 /// mosquitto 2.0.11 and 2.1.2 stop answering in this case.
 #[test]
 fn a_log_pipe_nobody_reads_stalls_nothing() {
+    use std::io::BufRead;
     use std::process::Stdio;
     use std::time::{Duration, Instant};
-    use std::io::BufRead;
     let dir = TempDir::new("log-stall");
     // Port 0: the broker picks a free port and names it in its first log
     // lines, read here up to that line and then never again.
@@ -328,4 +328,51 @@ fn sigterm(pid: u32) {
         .status()
         .expect("run kill");
     assert!(ok.success());
+}
+
+/// With `WatchdogSec=` systemd sets `WATCHDOG_USEC`: midge pings
+/// `WATCHDOG=1` from its router loop at half that interval, beside
+/// READY=1. The pings keep coming, and they are paced by the interval
+/// asked for: never more than one per 200 ms since the start (load can
+/// only make them fewer).
+#[test]
+fn the_watchdog_pings_at_the_interval_asked_for() {
+    use std::time::{Duration, Instant};
+    let dir = TempDir::new("midge-watchdog");
+    let path = dir.path().join("notify");
+    let sock = UnixDatagram::bind(&path).expect("bind the notify socket");
+    let name = path.to_str().expect("utf-8 temp path");
+    let start = Instant::now();
+    // 400 ms asked: a ping every 200 ms.
+    let mut b = Broker::start_launch(
+        "",
+        &Launch {
+            env: &[("NOTIFY_SOCKET", name), ("WATCHDOG_USEC", "400000")],
+            ..Launch::default()
+        },
+    );
+    let mut pings = 0;
+    let mut ready = false;
+    while pings < 4 || !ready {
+        match recv_state(&sock, "WATCHDOG=1").as_str() {
+            "READY=1" => ready = true,
+            "WATCHDOG=1" => pings += 1,
+            other => panic!("unexpected datagram {other:?}"),
+        }
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let _client = b.client("watched");
+    sock.set_nonblocking(true).expect("nonblocking");
+    let mut buf = [0u8; 64];
+    while let Ok(n) = sock.recv(&mut buf) {
+        assert_eq!(&buf[..n], b"WATCHDOG=1");
+        pings += 1;
+    }
+    let most = start.elapsed().as_millis() / 200 + 2;
+    assert!(
+        pings as u128 <= most,
+        "{pings} pings in {:?}: more than one per 200 ms",
+        start.elapsed()
+    );
+    assert!(b.stop(libc::SIGTERM).success());
 }

@@ -5,7 +5,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::pki::{self, CLIENT_V3, Ca};
@@ -440,4 +440,115 @@ fn use_identity_as_username_feeds_the_acl() {
     );
     assert_eq!(f.stdout, "sensors/9/t granted", "{}", f.stderr);
     assert_eq!(f.status.code(), Some(27), "timed out after one message");
+}
+
+/// A client certificate of `ca` valid from `start` to `end` (openssl's
+/// `YYYYMMDDHHMMSSZ`), made with `openssl ca -startdate -enddate`.
+fn issue_dated(ca: &Ca, dir: &Path, name: &str, start: &str, end: &str) -> (PathBuf, PathBuf) {
+    let key = format!("{name}.key");
+    let csr = format!("{name}.csr");
+    let crt = format!("{name}.crt");
+    pki::openssl(dir, &["genrsa", "-out", &key, "2048"]);
+    pki::openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-out",
+            &csr,
+            "-key",
+            &key,
+            "-subj",
+            &format!("/CN={name}"),
+        ],
+    );
+    let cnf = format!("{name}.cnf");
+    std::fs::write(
+        dir.join(&cnf),
+        format!(
+            "[ca]\ndefault_ca = d\n[d]\ndatabase = {name}.index\nserial = {name}.serial\n\
+             new_certs_dir = .\ndefault_md = sha256\npolicy = p\nunique_subject = no\n\
+             [p]\ncommonName = supplied\n[ext]\n{CLIENT_V3}"
+        ),
+    )
+    .expect("write ca config");
+    std::fs::write(dir.join(format!("{name}.index")), "").expect("index");
+    std::fs::write(dir.join(format!("{name}.serial")), "1000\n").expect("serial");
+    let ca_crt = ca.crt().display().to_string();
+    let ca_key = ca_crt.replace(".crt", ".key");
+    pki::openssl(
+        dir,
+        &[
+            "ca",
+            "-batch",
+            "-config",
+            &cnf,
+            "-cert",
+            &ca_crt,
+            "-keyfile",
+            &ca_key,
+            "-passin",
+            pki::PASS,
+            "-in",
+            &csr,
+            "-out",
+            &crt,
+            "-startdate",
+            start,
+            "-enddate",
+            end,
+            "-extensions",
+            "ext",
+            "-notext",
+        ],
+    );
+    (dir.join(crt), dir.join(key))
+}
+
+/// `disable_client_cert_date_checks` (Mosquitto 2.1): a client whose
+/// certificate has expired is refused by default and accepted with the
+/// option; a certificate of another CA is refused either way. The log
+/// names the TLS version and cipher of each client (Mosquitto 2.1).
+#[test]
+fn disable_client_cert_date_checks_accepts_an_expired_client_only() {
+    let dir = TempDir::new("tls-dates");
+    let d = dir.path();
+    let ca = pki::seed003(d, "localhost");
+    let (expired, expired_key) = issue_dated(
+        &ca,
+        d,
+        "expired",
+        &pki::utc_in_days(-30),
+        &pki::utc_in_days(-1),
+    );
+    let other_dir = TempDir::new("tls-dates-other");
+    let other = Ca::new(other_dir.path(), "other", "Other CA");
+    let (stranger, stranger_key) = other.issue("stranger", "stranger", Some(CLIENT_V3), "365");
+    let cafile = ca.crt().display().to_string();
+    let pub_with = |b: &Broker, crt: &Path, key: &Path| {
+        let mut args: Vec<String> = ["--cafile", &cafile, "-t", "d", "-m", "m"]
+            .map(String::from)
+            .to_vec();
+        args.extend(with_cert(crt, key));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        publish("localhost", b.port, &args)
+    };
+    let conf = |extra: &str| {
+        format!(
+            "listener 0 127.0.0.1\n{}require_certificate true\n{extra}",
+            pki::tls_lines(d)
+        )
+    };
+    let strict = Broker::start(&conf(""));
+    assert!(!pub_with(&strict, &expired, &expired_key).status.success());
+    strict.wait_for_log("TLS handshake failed", TIMEOUT);
+    let lenient = Broker::start(&conf("disable_client_cert_date_checks true\n"));
+    ok(&pub_with(&lenient, &expired, &expired_key));
+    assert!(
+        !pub_with(&lenient, &stranger, &stranger_key)
+            .status
+            .success()
+    );
+    let line = lenient.wait_for_log(" negotiated TLSv1.", TIMEOUT);
+    assert!(line.contains(" cipher TLS_"), "{line}");
 }

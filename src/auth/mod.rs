@@ -39,9 +39,20 @@ impl Scope {
     /// `allow_anonymous` decides for everyone, user name or not; with one,
     /// a client that gives a user name must give that user's password.
     pub fn authenticate(&self, username: Option<&str>, password: Option<&[u8]>) -> bool {
+        self.authenticate_with(self.allow_anonymous, username, password)
+    }
+
+    /// As [`Scope::authenticate`], with the listener's own answer for
+    /// clients without a password check (`listener_allow_anonymous`).
+    pub fn authenticate_with(
+        &self,
+        allow_anonymous: bool,
+        username: Option<&str>,
+        password: Option<&[u8]>,
+    ) -> bool {
         match (&self.passwords, username) {
             (Some(p), Some(u)) => p.verify(u, password),
-            _ => self.allow_anonymous,
+            _ => allow_anonymous,
         }
     }
 }

@@ -210,6 +210,15 @@ fn run() -> Result<ExitCode, String> {
             router.persist_with(writer, &config.persistence);
         }
     }
+    if let (Some(n), Some(every)) = (&notifier, notify::watchdog_interval()) {
+        match n.try_clone() {
+            Ok(n) => {
+                info!("Watchdog: pinging the service manager every {every:?}.");
+                router.watchdog_with(n, every);
+            }
+            Err(e) => warn!("Warning: unable to set up the watchdog: {e}."),
+        }
+    }
     sys::trim_heap();
     // Only now do connections get in: the first client finds its session.
     for b in &sockets {
@@ -239,6 +248,10 @@ fn run() -> Result<ExitCode, String> {
             let _ = tx.send(Event::Save);
         }
         sys::SIGUSR1 => debug!("SIGUSR1 ignored: persistence is off."),
+        s if s == sys::sigrtmin() => match logging::reopen() {
+            Ok(()) => info!("Log files reopened (SIGRTMIN)."),
+            Err(e) => error!("Error: unable to reopen a log file: {e}; writing to the old one."),
+        },
         _ => reload(&config, &shared, verbose, &tls),
     })
     .map_err(|e| format!("accept loop failed: {e}"))?;

@@ -94,6 +94,9 @@ struct BridgeThread {
     /// Whether the remote accepted the bridge bit; cleared by a CONNACK
     /// refusing the protocol version, as Mosquitto does.
     private: bool,
+    /// MQTT 5: the topic aliases the remote set up on this connection
+    /// (at most `bridge_max_topic_alias`), by alias - 1.
+    aliases: crate::session::aliases::Aliases,
 }
 
 fn run(mut link: BridgeThread, tls: Option<Arc<ClientConfig>>) {
@@ -176,6 +179,13 @@ impl BridgeThread {
         };
         shared.router.send(Event::Connect(Box::new(req))).ok()?;
         let reply = rx.recv().ok()?;
+        if reply.busy {
+            error!(
+                "Bridge {}: no local session: global_max_clients sessions exist.",
+                b.name
+            );
+            return None;
+        }
         let state = reply.state;
         let bytes = state.pending.iter().map(|p| p.payload.len()).sum();
         outbox.add_queued(state.pending.len(), bytes);
@@ -205,6 +215,7 @@ impl BridgeThread {
         }
         Some(BridgeThread {
             private: b.try_private,
+            aliases: crate::session::aliases::Aliases::default(),
             b,
             shared: shared.clone(),
             conn,
@@ -307,6 +318,8 @@ impl BridgeThread {
     /// The connected phase: until the remote is lost, the bridge idles
     /// out, or the broker stops.
     fn connected(&mut self, mut r: Remote, index: usize) -> End {
+        // Aliases belong to one network connection [MQTT-3.3.2-7].
+        self.aliases.clear();
         let end = match self.start_remote(&mut r) {
             Ok(()) => self.pump(&mut r, index),
             Err(e) => Err(e),
@@ -367,7 +380,9 @@ impl BridgeThread {
                 // no-local and retain-as-published instead.
                 let v5 = self.b.protocol == crate::config::BridgeProtocol::V5;
                 let mut f = SubscribeFilter::new(&t.remote, qos(t.qos));
-                f.no_local = v5;
+                // No Local is refused on a shared subscription
+                // [MQTT-3.8.3-4]: a `$share/` remote topic goes without it.
+                f.no_local = v5 && !t.remote.starts_with("$share/");
                 f.retain_as_published = v5;
                 r.send(&Packet::Subscribe(Subscribe {
                     pkid,
@@ -512,7 +527,8 @@ impl BridgeThread {
     /// One packet from the remote broker.
     fn handle_remote(&mut self, r: &mut Remote, p: Packet) -> Result<(), Lost> {
         match p {
-            Packet::Publish(m) => {
+            Packet::Publish(mut m) => {
+                self.resolve_alias(&mut m)?;
                 let (id, q) = (m.pkid, m.qos);
                 let deliver = q != QoS::ExactlyOnce || self.state.inflight.receive_qos2(id);
                 if deliver {
@@ -565,6 +581,16 @@ impl BridgeThread {
             }
         }
         Ok(())
+    }
+
+    /// MQTT 5: the topic of a PUBLISH from the remote that uses a topic
+    /// alias, and the alias recorded for later ones. An alias above
+    /// `bridge_max_topic_alias` (the Topic Alias Maximum the bridge
+    /// announced), or one never set, ends the connection.
+    fn resolve_alias(&mut self, m: &mut Publish) -> Result<(), Lost> {
+        self.aliases
+            .resolve(m, self.b.max_topic_alias)
+            .map_err(|_| Lost::Protocol(crate::codec::DecodeError::BadTopic))
     }
 
     /// A message from the remote, remapped and routed locally.

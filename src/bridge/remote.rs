@@ -47,8 +47,10 @@ pub fn tls_config(b: &Bridge) -> Result<Option<Arc<ClientConfig>>, String> {
         }),
         ciphers: None,
         alpn: t.alpn.clone(),
-        // No CA file or directory: the public roots midge carries.
+        // No CA file or directory: the public roots midge carries; with
+        // bridge_tls_use_os_certs, those beside the CAs given.
         os_certs: t.cafile.is_none() && t.capath.is_none(),
+        os_certs_and_cas: t.use_os_certs,
     };
     opts.client_config()
         .map(Some)
@@ -83,22 +85,32 @@ pub enum Sent {
     TooLarge(usize),
 }
 
-/// The Receive Maximum an MQTT 5 bridge announces to the remote broker,
-/// as Mosquitto's bridges do (its default `max_inflight_messages`).
-const BRIDGE_RECEIVE_MAXIMUM: u16 = 20;
-
-/// MQTT 5: the bridge's Receive Maximum; a persistent remote session
-/// (cleansession false) must also ask for a session expiry, or it ends
-/// with the connection, so midge's bridges ask for "never".
+/// MQTT 5: the bridge's Receive Maximum (`bridge_receive_maximum`, 20)
+/// and Topic Alias Maximum (`bridge_max_topic_alias`, 10; none sent for
+/// 0); a persistent remote session (cleansession false) must also ask for
+/// a session expiry, or it ends with the connection, so midge's bridges
+/// ask for `bridge_session_expiry_interval`, by default "never".
 fn connect_properties(b: &Bridge) -> Properties {
     let mut p = Properties::default();
-    if level(b.protocol) == Level::V5 {
+    let v5 = level(b.protocol) == Level::V5;
+    if v5 {
         p.push(
             codec::props::id::RECEIVE_MAXIMUM,
-            codec::props::Value::Two(BRIDGE_RECEIVE_MAXIMUM),
+            codec::props::Value::Two(b.receive_maximum),
         );
     }
-    link::add_session_expiry(&mut p, level(b.protocol), b.clean_session, None);
+    link::add_session_expiry(
+        &mut p,
+        level(b.protocol),
+        b.clean_session,
+        b.session_expiry_interval,
+    );
+    if v5 && b.max_topic_alias != 0 {
+        p.push(
+            codec::props::id::TOPIC_ALIAS_MAXIMUM,
+            codec::props::Value::Two(b.max_topic_alias),
+        );
+    }
     p
 }
 
@@ -251,6 +263,23 @@ mod tests {
         ));
         assert_eq!(clean.props.get(id::RECEIVE_MAXIMUM), Some(&Value::Two(20)));
         assert_eq!(clean.props.get(id::SESSION_EXPIRY), None);
+    }
+
+    #[test]
+    fn the_mosquitto_2_1_options_set_the_connect_properties() {
+        let c = connect_packet(&bridge(
+            "bridge_protocol_version mqttv50\nbridge_receive_maximum 9\n\
+             bridge_max_topic_alias 4\nbridge_session_expiry_interval 0\n",
+        ));
+        assert_eq!(c.props.get(id::RECEIVE_MAXIMUM), Some(&Value::Two(9)));
+        assert_eq!(c.props.get(id::TOPIC_ALIAS_MAXIMUM), Some(&Value::Two(4)));
+        // 0: the remote session ends with the connection.
+        assert_eq!(c.props.get(id::SESSION_EXPIRY), None);
+        let c = connect_packet(&bridge(
+            "bridge_protocol_version mqttv50\nbridge_session_expiry_interval 63\n",
+        ));
+        assert_eq!(c.props.get(id::SESSION_EXPIRY), Some(&Value::Four(63)));
+        assert_eq!(c.props.get(id::TOPIC_ALIAS_MAXIMUM), None);
     }
 
     #[test]

@@ -172,6 +172,18 @@ pub fn handshake(
     };
     drop(reserved);
     c.level = connect.level;
+    // accept_protocol_versions (Mosquitto 2.1): refused as an unknown
+    // protocol level is.
+    let level_number = connect.level as u8;
+    if listener.accept_protocols & (1 << level_number) == 0 {
+        info!(
+            "Client {} refused: protocol level {level_number} is not in this listener's \
+             accept_protocol_versions.",
+            connect.client_id
+        );
+        let code = connack::BAD_PROTOCOL_VERSION;
+        return Err(refuse(c, listener, connect.level, code, &connect.client_id));
+    }
     let mut connect = connect;
     // The certificate names the user and has authenticated the client
     // (Mosquitto: a missing certificate is a bad user name, a missing CN
@@ -265,6 +277,17 @@ pub fn handshake(
             return Err(Refused::RouterGone);
         }
     };
+    if reply.busy {
+        info!(
+            "Client {client_id} refused: global_max_clients ({}) sessions exist.",
+            shared.config.global_max_clients.unwrap_or(0)
+        );
+        let code = match connect.level {
+            Level::V5 => reason::SERVER_BUSY,
+            _ => connack::SERVER_UNAVAILABLE,
+        };
+        return Err(refuse(c, listener, connect.level, code, &client_id));
+    }
     send_connack(
         c,
         connect.level,
@@ -286,6 +309,10 @@ pub fn handshake(
     }
     if shared.config.connection_messages {
         info!("{line}).");
+        // Mosquitto 2.1 names the TLS version and cipher of each client.
+        if let Some((version, cipher)) = c.sock.tls_session() {
+            info!("Client {client_id} negotiated {version} cipher {cipher}");
+        }
     }
     Ok(Accepted {
         client_id,
@@ -376,7 +403,7 @@ fn check(
         if p.level == Level::V31 || !clean_ok || !security.allow_zero_length_clientid {
             return refuse(c, connack::IDENTIFIER_REJECTED, "<unknown>");
         }
-        client_id = auto_id(&security.auto_id_prefix);
+        client_id = auto_id(config.auto_id_prefix(l));
     }
     // A will larger than message_size_limit could never be published:
     // Mosquitto refuses the CONNECT (MQTT 5: Packet too large).
@@ -410,7 +437,15 @@ fn check(
     let scope = auth.scope(auth.index(l));
     // A client certificate used as the user name is the authentication
     // (use_identity_as_username): no password is asked, as in Mosquitto.
-    if !tls_user && !scope.authenticate(p.username.as_deref(), p.password.as_deref()) {
+    // listener_allow_anonymous decides for its listener; a scope the
+    // configuration lacks lets nobody in whatever it says.
+    let anonymous = match l.allow_anonymous {
+        Some(v) if auth.has_scope(auth.index(l)) => v,
+        _ => scope.allow_anonymous,
+    };
+    if !tls_user
+        && !scope.authenticate_with(anonymous, p.username.as_deref(), p.password.as_deref())
+    {
         match &p.username {
             Some(u) => info!("Client {client_id} (u'{u}') failed authentication."),
             None => info!("Client {client_id} refused: anonymous access is off."),

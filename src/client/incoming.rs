@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::codec::{PacketType, Subscribe};
+use crate::session::aliases::AliasError;
 use crate::topic;
 
 impl Connected<'_> {
@@ -167,37 +168,19 @@ impl Connected<'_> {
     /// MQTT 5: the topic of a PUBLISH that uses a topic alias, and the
     /// alias recorded for later ones [MQTT-3.3.2.3.4].
     pub(super) fn resolve_alias(&mut self, p: &mut Publish) -> Result<(), End> {
-        let Some(alias) = p.props.as_ref().and_then(|pp| pp.topic_alias) else {
-            return Ok(());
-        };
-        let invalid = |why: &str| End::Protocol(why.into(), reason::TOPIC_ALIAS_INVALID);
-        if alias == 0 || alias > self.listener.max_topic_alias {
-            return Err(invalid("topic alias out of range"));
+        match self.aliases.resolve(p, self.listener.max_topic_alias) {
+            Ok(()) => Ok(()),
+            Err(AliasError::OutOfRange) => Err(End::Protocol(
+                "topic alias out of range".into(),
+                reason::TOPIC_ALIAS_INVALID,
+            )),
+            // An alias in range but never set: a protocol error
+            // (Mosquitto's 0x82), not an invalid alias.
+            Err(AliasError::Unknown) => Err(End::Protocol(
+                "unknown topic alias".into(),
+                reason::PROTOCOL_ERROR,
+            )),
         }
-        let slot = usize::from(alias - 1);
-        if p.topic.is_empty() {
-            match self.aliases.get(slot).cloned().flatten() {
-                Some(t) => p.topic = t,
-                // An alias in range but never set: a protocol error
-                // (Mosquitto's 0x82), not an invalid alias.
-                None => {
-                    return Err(End::Protocol(
-                        "unknown topic alias".into(),
-                        reason::PROTOCOL_ERROR,
-                    ));
-                }
-            }
-        } else {
-            if self.aliases.len() <= slot {
-                self.aliases.resize(slot + 1, None);
-            }
-            self.aliases[slot] = Some(p.topic.clone());
-        }
-        // The alias is this connection's; it is not forwarded.
-        if let Some(pp) = p.props.as_mut() {
-            Arc::make_mut(pp).topic_alias = None;
-        }
-        Ok(())
     }
 
     pub(super) fn incoming_publish(&mut self, mut p: Publish) -> Result<(), End> {

@@ -95,6 +95,11 @@ impl ClientShared {
         if let (Some(limit), Some(max)) = (limit, max_open) {
             info!("Task limit {limit}: at most {max} connections at once.");
         }
+        // global_max_connections (Mosquitto 2.1) caps it further.
+        let max_open = match (max_open, config.global_max_connections) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         ClientShared {
             config,
             router,
@@ -444,7 +449,7 @@ struct Connected<'a> {
     /// The session expiry interval, as the client last set it.
     session_expiry: u32,
     /// MQTT 5 topic aliases the client set up, by alias - 1.
-    aliases: Vec<Option<Arc<str>>>,
+    aliases: crate::session::aliases::Aliases,
     /// MQTT 5 QoS 1 messages forwarded whose PUBACK the router has not
     /// sent yet: with those awaiting PUBREL, the client's use of the
     /// broker's receive maximum.
@@ -497,7 +502,7 @@ impl<'a> Connected<'a> {
             listener,
             limits: a.limits,
             session_expiry: a.limits.session_expiry,
-            aliases: Vec::new(),
+            aliases: crate::session::aliases::Aliases::default(),
             acks_due: 0,
             controls_pending: 0,
             refused_filters: Vec::new(),

@@ -62,6 +62,8 @@ pub enum DecodeError {
     /// MQTT 5: a property value the specification forbids (a receive
     /// maximum of 0, a flag other than 0 or 1, ...).
     PropertyValue(u8),
+    /// MQTT 5: No Local on a shared subscription [MQTT-3.8.3-4].
+    SharedNoLocal,
 }
 
 impl DecodeError {
@@ -85,7 +87,8 @@ impl DecodeError {
             // error (its test 13-malformed-publish-v5).
             DecodeError::DuplicateProperty(_)
             | DecodeError::ZeroPacketId
-            | DecodeError::BadTopic => reason::PROTOCOL_ERROR,
+            | DecodeError::BadTopic
+            | DecodeError::SharedNoLocal => reason::PROTOCOL_ERROR,
             _ => reason::MALFORMED_PACKET,
         }
     }
@@ -121,6 +124,7 @@ impl fmt::Display for DecodeError {
             DecodeError::BadProperty(p) => write!(f, "property 0x{p:02X} not allowed here"),
             DecodeError::DuplicateProperty(p) => write!(f, "property 0x{p:02X} given twice"),
             DecodeError::PropertyValue(p) => write!(f, "invalid value of property 0x{p:02X}"),
+            DecodeError::SharedNoLocal => f.write_str("No Local on a shared subscription"),
         }
     }
 }

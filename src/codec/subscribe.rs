@@ -56,6 +56,10 @@ pub(super) fn decode_subscribe(body: &[u8], v5: bool) -> Result<Subscribe, Decod
         if retain_handling == 3 {
             return Err(DecodeError::ReservedBits(PacketType::Subscribe));
         }
+        // A protocol error (Mosquitto 2.1 closes with 0x82 too).
+        if options & NO_LOCAL != 0 && f.starts_with("$share/") {
+            return Err(DecodeError::SharedNoLocal);
+        }
         filters.push(SubscribeFilter {
             filter: f.to_string(),
             qos,

@@ -86,6 +86,9 @@ pub struct BridgeTls {
     pub insecure: bool,
     pub version: TlsVersion,
     pub alpn: Option<String>,
+    /// `bridge_tls_use_os_certs` (Mosquitto 2.1): trust the public roots
+    /// midge carries too, beside `bridge_cafile` and `bridge_capath`.
+    pub use_os_certs: bool,
     /// The first TLS option of the section.
     pub at: Option<Origin>,
 }
@@ -136,7 +139,26 @@ pub struct Bridge {
     pub max_packet_size: u32,
     pub bind_address: Option<String>,
     pub tls: BridgeTls,
+    /// `bridge_receive_maximum` (Mosquitto 2.1): the Receive Maximum an
+    /// MQTT 5 bridge announces.
+    pub receive_maximum: u16,
+    /// `bridge_session_expiry_interval` (Mosquitto 2.1): the Session
+    /// Expiry Interval an MQTT 5 bridge asks for; None, midge's default.
+    pub session_expiry_interval: Option<u32>,
+    /// `bridge_max_topic_alias` (Mosquitto 2.1): the topic aliases an
+    /// MQTT 5 remote may set up towards the bridge.
+    pub max_topic_alias: u16,
 }
+
+/// The Receive Maximum an MQTT 5 bridge announces unless
+/// `bridge_receive_maximum` says otherwise, as Mosquitto's bridges do (its
+/// default `max_inflight_messages`).
+pub const DEFAULT_RECEIVE_MAXIMUM: u16 = 20;
+
+/// `bridge_max_topic_alias` unset: 0, Mosquitto 2.0's bridges (which set
+/// up no aliases) rather than 2.1's 10, so that an MQTT 5 bridge's CONNECT
+/// stays what a 2.0 peer and its tests expect (docs/CONFIG.md).
+pub const DEFAULT_MAX_TOPIC_ALIAS: u16 = 0;
 
 /// Options given explicitly, for defaults worked out at the end.
 #[derive(Debug, Default)]
@@ -161,9 +183,13 @@ pub(super) const OPTIONS: &[&str] = &[
     "bridge_insecure",
     "bridge_keyfile",
     "bridge_max_packet_size",
+    "bridge_max_topic_alias",
     "bridge_outgoing_retain",
     "bridge_protocol_version",
+    "bridge_receive_maximum",
     "bridge_require_ocsp",
+    "bridge_session_expiry_interval",
+    "bridge_tls_use_os_certs",
     "bridge_tls_version",
     "cleansession",
     "clientid",
@@ -224,6 +250,9 @@ impl Bridge {
             max_packet_size: 0,
             bind_address: None,
             tls: BridgeTls::default(),
+            receive_maximum: DEFAULT_RECEIVE_MAXIMUM,
+            session_expiry_interval: None,
+            max_topic_alias: DEFAULT_MAX_TOPIC_ALIAS,
         })
     }
 
@@ -364,6 +393,11 @@ impl Bridge {
                 }
             }
             "bridge_outgoing_retain" => self.outgoing_retain = l.bool()?,
+            "bridge_receive_maximum" => self.receive_maximum = l.num(1, u16::MAX)?,
+            "bridge_session_expiry_interval" => {
+                self.session_expiry_interval = Some(l.num(0, u32::MAX)?)
+            }
+            "bridge_max_topic_alias" => self.max_topic_alias = l.num(0, u16::MAX)?,
             "bridge_attempt_unsubscribe" => self.attempt_unsubscribe = l.bool()?,
             "bridge_max_packet_size" => self.max_packet_size = l.num(0, u32::MAX)?,
             "bridge_bind_address" => {
@@ -375,6 +409,14 @@ impl Bridge {
                     return Err(
                         l.bad("rustls, the TLS library of midge, does not check OCSP responses")
                     );
+                }
+            }
+            "bridge_tls_use_os_certs" => {
+                // True turns TLS on, as any TLS option does; false alone
+                // leaves the bridge as it was.
+                self.tls.use_os_certs = l.bool()?;
+                if self.tls.use_os_certs && self.tls.at.is_none() {
+                    self.tls.at = Some(l.origin());
                 }
             }
             _ => {

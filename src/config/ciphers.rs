@@ -106,6 +106,15 @@ pub fn suites(names: &[&str], tls13: bool) -> Vec<SupportedCipherSuite> {
         .collect()
 }
 
+/// OpenSSL's name of a suite rustls negotiated, for the log.
+pub fn openssl_name(suite: rustls::CipherSuite) -> Option<&'static str> {
+    TLS12
+        .iter()
+        .chain(TLS13.iter())
+        .find(|(_, s)| s.suite() == suite)
+        .map(|(name, _)| *name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

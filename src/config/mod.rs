@@ -24,6 +24,11 @@ pub const DEFAULT_PORT: u16 = 1883;
 /// The largest packet MQTT can express: 1 byte type, 4 bytes length, 268,435,455 bytes body.
 pub const MQTT_MAX_PACKET: usize = 268_435_455 + 5;
 
+/// `max_packet_size` unset: Mosquitto 2.1's 2,000,000 bytes (2.0 had no
+/// limit below MQTT's own). It bounds what one client can make the broker
+/// buffer; MQTT 5 clients are told in CONNACK.
+pub const DEFAULT_MAX_PACKET: usize = 2_000_000;
+
 /// `socket_domain`: which address family a listener without an address opens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Domain {
@@ -89,7 +94,18 @@ pub struct Listener {
     /// `websockets_origin` (Mosquitto 2.1, repeatable): the only Origin
     /// headers a WebSocket upgrade may carry; empty, any.
     pub websockets_origins: Vec<String>,
+    /// `listener_allow_anonymous` (Mosquitto 2.1): this listener's own
+    /// answer, over `allow_anonymous`.
+    pub allow_anonymous: Option<bool>,
+    /// `listener_auto_id_prefix` (Mosquitto 2.1): over `auto_id_prefix`.
+    pub auto_id_prefix: Option<String>,
+    /// `accept_protocol_versions` (Mosquitto 2.1): bit N for protocol
+    /// level N (3 = 3.1, 4 = 3.1.1, 5 = 5.0).
+    pub accept_protocols: u8,
 }
+
+/// `accept_protocol_versions` unset: every protocol level.
+pub const ALL_PROTOCOLS: u8 = 1 << 3 | 1 << 4 | 1 << 5;
 
 impl Listener {
     pub fn new(port: u16, address: Option<String>) -> Listener {
@@ -109,6 +125,9 @@ impl Listener {
             websockets: false,
             http_dir: None,
             websockets_origins: Vec::new(),
+            allow_anonymous: None,
+            auto_id_prefix: None,
+            accept_protocols: ALL_PROTOCOLS,
         }
     }
 }
@@ -160,6 +179,10 @@ pub struct TlsSettings {
     pub ciphers: Option<Vec<&'static str>>,
     /// TLS 1.3 suites by OpenSSL name, checked; None for all.
     pub ciphers_tls13: Option<Vec<&'static str>>,
+    /// `disable_client_cert_date_checks` (Mosquitto 2.1): a client
+    /// certificate outside its validity dates is accepted; every other
+    /// check still holds.
+    pub disable_client_cert_date_checks: bool,
     /// The first TLS option of the listener, with its option name.
     pub at: Option<(Origin, &'static str)>,
 }
@@ -303,7 +326,8 @@ pub struct Config {
     pub message_size_limit: u32,
     /// Largest keepalive a client may ask for.
     pub max_keepalive: u16,
-    /// Largest packet read from a client, in bytes (MQTT's own maximum).
+    /// Largest packet read from a client, in bytes ([`DEFAULT_MAX_PACKET`];
+    /// `max_packet_size 0`: MQTT's own maximum).
     pub max_packet_size: usize,
     pub retain_available: bool,
     /// Deliver at the subscription's QoS even when the message's is lower.
@@ -339,6 +363,12 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// `connection` sections (src/bridge).
     pub bridges: Vec<Bridge>,
+    /// `global_max_clients` (Mosquitto 2.1): sessions at once, connected
+    /// or kept for a later connection; None for no limit.
+    pub global_max_clients: Option<usize>,
+    /// `global_max_connections` (Mosquitto 2.1): network connections at
+    /// once over every listener; None for no limit.
+    pub global_max_connections: Option<usize>,
 }
 
 impl Default for Config {
@@ -358,7 +388,7 @@ impl Default for Config {
             queue_qos0_messages: false,
             message_size_limit: 0,
             max_keepalive: 65535,
-            max_packet_size: MQTT_MAX_PACKET,
+            max_packet_size: DEFAULT_MAX_PACKET,
             retain_available: true,
             upgrade_outgoing_qos: false,
             clientid_prefixes: None,
@@ -378,6 +408,8 @@ impl Default for Config {
             websockets_log_level: 0,
             warnings: Vec::new(),
             bridges: Vec::new(),
+            global_max_clients: None,
+            global_max_connections: None,
         }
     }
 }
@@ -485,11 +517,22 @@ impl Config {
         }
     }
 
-    /// Whether `listener` accepts clients without a user name.
+    /// Whether `listener` accepts clients without a user name:
+    /// `listener_allow_anonymous`, else the scope's `allow_anonymous`.
     pub fn allow_anonymous(&self, listener: &Listener) -> bool {
-        self.security(listener)
-            .allow_anonymous
-            .unwrap_or(self.local_only)
+        listener.allow_anonymous.unwrap_or_else(|| {
+            self.security(listener)
+                .allow_anonymous
+                .unwrap_or(self.local_only)
+        })
+    }
+
+    /// The prefix of client ids the broker assigns on `listener`.
+    pub fn auto_id_prefix<'a>(&'a self, listener: &'a Listener) -> &'a str {
+        listener
+            .auto_id_prefix
+            .as_deref()
+            .unwrap_or(&self.security(listener).auto_id_prefix)
     }
 }
 

@@ -1,6 +1,7 @@
-//! Every option of `man mosquitto.conf` (Mosquitto 2.0) that midge does not
-//! act on, with the reason it refuses to start. Nothing is silently ignored:
-//! an option is either implemented in `parse.rs` or listed here.
+//! Every option of `man mosquitto.conf` (Mosquitto 2.0 and 2.1) that midge
+//! does not act on, with the reason it refuses to start. Nothing is
+//! silently ignored: an option is either implemented in `parse.rs` or
+//! listed here.
 
 /// Why an option is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -15,7 +16,16 @@ pub enum Refusal {
 const NOT_YET: &[&str] = &[
     // Memory accounting.
     "memory_limit",
+    // Mosquitto 2.1.
+    "enable_proxy_protocol",
+    "retain_expiry_interval",
+    "bridge_reload_type",
+    "bridge_tcp_keepalive",
+    "bridge_tcp_user_timeout",
 ];
+
+const NO_CONTROL: &str = "midge has no $CONTROL topics (dynamic security); \
+     use password_file and acl_file and reload them with SIGHUP";
 
 const NO_PLUGINS: &str = "midge does not load C plugins; use password_file and acl_file";
 const NO_PSK: &str = "rustls, the TLS library of midge, has no TLS-PSK; use certificates";
@@ -25,6 +35,12 @@ const NO_ENGINE: &str = "OpenSSL engines do not exist in rustls, the TLS library
 const NEVER: &[(&str, &str)] = &[
     ("auth_plugin", NO_PLUGINS),
     ("plugin", NO_PLUGINS),
+    // Mosquitto 2.1's plugin loading: its password-file and acl-file
+    // plugins are midge's password_file and acl_file.
+    ("plugin_load", NO_PLUGINS),
+    ("plugin_use", NO_PLUGINS),
+    ("global_plugin", NO_PLUGINS),
+    ("enable_control_api", NO_CONTROL),
     ("auth_plugin_deny_special_chars", NO_PLUGINS),
     ("psk_file", NO_PSK),
     ("psk_hint", NO_PSK),
@@ -33,10 +49,6 @@ const NEVER: &[(&str, &str)] = &[
     ("tls_engine", NO_ENGINE),
     ("tls_engine_kpass_sha1", NO_ENGINE),
     ("tls_keyform", NO_ENGINE),
-    (
-        "dhparamfile",
-        "rustls, the TLS library of midge, offers only ECDHE key exchange",
-    ),
 ];
 
 /// The refusal for `option`, or None when it is not a Mosquitto option that

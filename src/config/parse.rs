@@ -278,6 +278,44 @@ impl Parser {
                 };
             }
             "websockets_log_level" => c.websockets_log_level = l.num(0, u32::MAX)?,
+            // --- Mosquitto 2.1, per listener ------------------------------
+            "listener_allow_anonymous" => {
+                let v = l.bool()?;
+                self.section_listener(l)?.allow_anonymous = Some(v);
+            }
+            "listener_auto_id_prefix" => {
+                self.once(l, "listener_auto_id_prefix", true)?;
+                let v = l.string()?;
+                if v.len() > 50 {
+                    return Err(l.bad("the prefix may be at most 50 bytes long"));
+                }
+                self.section_listener(l)?.auto_id_prefix = Some(v);
+            }
+            "accept_protocol_versions" => {
+                let mut bits = 0u8;
+                for v in l.rest.split([',', ' ', '\t']).filter(|v| !v.is_empty()) {
+                    bits |= match v {
+                        "3" => 1 << 3,
+                        "4" => 1 << 4,
+                        "5" => 1 << 5,
+                        v => {
+                            return Err(l.bad(format!(
+                                "'{v}' is not a protocol version (3 for 3.1, 4 for 3.1.1, 5 for 5.0)"
+                            )));
+                        }
+                    };
+                }
+                if bits == 0 {
+                    return Err(l.err(ErrorKind::MissingValue));
+                }
+                self.section_listener(l)?.accept_protocols = bits;
+            }
+            "disable_client_cert_date_checks" => {
+                let v = l.bool()?;
+                self.section_listener(l)?
+                    .tls
+                    .disable_client_cert_date_checks = v;
+            }
             "use_username_as_clientid" => {
                 let v = l.bool()?;
                 self.listener().use_username_as_clientid = v;
@@ -368,6 +406,23 @@ impl Parser {
             "check_retain_source" => c.check_retain_source = l.bool()?,
             "sys_interval" => c.sys_interval = l.num(0, 65535)?,
             "connection_messages" => c.connection_messages = l.bool()?,
+            "global_max_clients" => {
+                let n = l.num::<i64>(-1, i64::from(i32::MAX))?;
+                c.global_max_clients = usize::try_from(n).ok();
+            }
+            "global_max_connections" => {
+                let n = l.num::<i64>(-1, i64::from(i32::MAX))?;
+                c.global_max_connections = usize::try_from(n).ok();
+            }
+            // Mosquitto 2.1 reads it with a warning too.
+            "dhparamfile" => {
+                l.string()?;
+                c.warnings.push(format!(
+                    "Warning: {}: dhparamfile is not needed: midge offers ECDHE key exchange \
+                     only, and the file is not read.",
+                    l.origin()
+                ));
+            }
             "allow_duplicate_messages" => {
                 l.bool()?;
                 c.warnings.push(format!(
@@ -558,6 +613,15 @@ impl Parser {
         Ok(())
     }
 
+    /// The listener of the current `listener` section, for Mosquitto 2.1's
+    /// options that need one.
+    fn section_listener(&mut self, l: &Line) -> Result<&mut Listener, ConfigError> {
+        match self.scope {
+            Some(Scope::Listener(i)) if i < self.listeners.len() => Ok(&mut self.listeners[i]),
+            _ => Err(l.bad("this option belongs in a 'listener' section")),
+        }
+    }
+
     /// Security options before any listener go to the default listener's
     /// settings without opening it; after one, to the current listener.
     fn listener_security(&mut self) -> &mut super::Security {
@@ -684,21 +748,27 @@ fn check_http_dir(l: &Listener) -> Result<(), ConfigError> {
 /// `persistent_client_expiration`: a number and h, d, w, m (30 days) or y.
 fn parse_expiration(l: &Line) -> Result<Duration, ConfigError> {
     let v = l.one()?;
-    let bad = || l.bad(format!("'{v}' is not a period like 2h, 14d, 1w, 6m or 1y"));
+    let bad = || {
+        l.bad(format!(
+            "'{v}' is not a period like 90s, 2h, 14d, 1w, 6m or 1y"
+        ))
+    };
     // The unit is the last character, which need not be one byte.
     let unit_at = v.char_indices().last().map_or(0, |(i, _)| i);
     let (num, unit) = v.split_at(unit_at);
     let n: u64 = num.parse().map_err(|_| bad())?;
-    let hours = match unit {
-        "h" => 1,
-        "d" => 24,
-        "w" => 24 * 7,
-        "m" => 24 * 30,
-        "y" => 24 * 365,
+    // Seconds: Mosquitto 2.1 added "s".
+    let seconds = match unit {
+        "s" => 1,
+        "h" => 3600,
+        "d" => 3600 * 24,
+        "w" => 3600 * 24 * 7,
+        "m" => 3600 * 24 * 30,
+        "y" => 3600 * 24 * 365,
         _ => return Err(bad()),
     };
     if n == 0 {
         return Err(bad());
     }
-    Ok(Duration::from_secs(n.saturating_mul(hours * 3600)))
+    Ok(Duration::from_secs(n.saturating_mul(seconds)))
 }

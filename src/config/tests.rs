@@ -579,3 +579,93 @@ fn bridge_refusals_name_file_line_and_option() {
         assert_eq!(err(conf), want, "for {conf:?}");
     }
 }
+
+#[test]
+fn mosquitto_2_1_listener_options() {
+    let c = parse(
+        "allow_anonymous false\nauto_id_prefix g-\nlistener 1\nlistener 2 127.0.0.1\n\
+         listener_allow_anonymous true\nlistener_auto_id_prefix l-\n\
+         accept_protocol_versions 4,5\nlistener 3\naccept_protocol_versions 3 5\n",
+    )
+    .expect("parse");
+    let [one, two, three] = [&c.listeners[0], &c.listeners[1], &c.listeners[2]];
+    assert!(!c.allow_anonymous(one));
+    assert!(c.allow_anonymous(two));
+    assert_eq!(c.auto_id_prefix(one), "g-");
+    assert_eq!(c.auto_id_prefix(two), "l-");
+    assert_eq!(one.accept_protocols, ALL_PROTOCOLS);
+    assert_eq!(two.accept_protocols, 1 << 4 | 1 << 5);
+    assert_eq!(three.accept_protocols, 1 << 3 | 1 << 5);
+    // Each needs a listener section, as in Mosquitto 2.1.
+    let f = "/etc/midge/midge.conf";
+    for option in [
+        "listener_allow_anonymous true",
+        "listener_auto_id_prefix x",
+        "accept_protocol_versions 5",
+        "disable_client_cert_date_checks true",
+    ] {
+        let name = option.split(' ').next().unwrap_or_default();
+        assert_eq!(
+            err(&format!("port 1883\n{option}\n")),
+            format!("{f}:2: {name}: this option belongs in a 'listener' section")
+        );
+    }
+    assert!(err("listener 1\naccept_protocol_versions 6\n").contains("'6' is not a protocol"));
+    assert!(err("listener 1\naccept_protocol_versions\n").contains("missing value"));
+    assert!(
+        err(&format!(
+            "listener 1\nlistener_auto_id_prefix {}\n",
+            "x".repeat(51)
+        ))
+        .contains("at most 50 bytes")
+    );
+    let c = parse("listener 1\ncertfile c\nkeyfile k\ndisable_client_cert_date_checks true\n")
+        .expect("parse");
+    assert!(c.listeners[0].tls.disable_client_cert_date_checks);
+}
+
+#[test]
+fn mosquitto_2_1_global_options() {
+    let c = parse("global_max_clients 10\nglobal_max_connections 20\n").expect("parse");
+    assert_eq!(c.global_max_clients, Some(10));
+    assert_eq!(c.global_max_connections, Some(20));
+    let c = parse("global_max_clients -1\n").expect("parse");
+    assert_eq!(c.global_max_clients, None);
+    assert_eq!(parse("").expect("parse").global_max_connections, None);
+    let c = parse("persistent_client_expiration 90s\n").expect("parse");
+    assert_eq!(
+        c.persistent_client_expiration,
+        Some(Duration::from_secs(90))
+    );
+    let c = parse("persistent_client_expiration 2h\n").expect("parse");
+    assert_eq!(
+        c.persistent_client_expiration,
+        Some(Duration::from_secs(7200))
+    );
+}
+
+#[test]
+fn mosquitto_2_1_bridge_options() {
+    let base = "connection b\naddress 127.0.0.1\ntopic # out\n";
+    let c = parse(base).expect("parse");
+    let b = &c.bridges[0];
+    assert_eq!(b.receive_maximum, 20);
+    assert_eq!(b.session_expiry_interval, None);
+    assert_eq!(b.max_topic_alias, 0);
+    assert!(!b.tls.enabled());
+    let c = parse(&format!(
+        "{base}bridge_receive_maximum 5\nbridge_session_expiry_interval 63\n\
+         bridge_max_topic_alias 9\nbridge_tls_use_os_certs false\n"
+    ))
+    .expect("parse");
+    let b = &c.bridges[0];
+    assert_eq!(b.receive_maximum, 5);
+    assert_eq!(b.session_expiry_interval, Some(63));
+    assert_eq!(b.max_topic_alias, 9);
+    // false alone turns no TLS on; true does.
+    assert!(!b.tls.enabled());
+    let c = parse(&format!("{base}bridge_tls_use_os_certs true\n")).expect("parse");
+    assert!(c.bridges[0].tls.enabled() && c.bridges[0].tls.use_os_certs);
+    assert!(err(&format!("{base}bridge_receive_maximum 0\n")).contains("out of range"));
+    assert!(err(&format!("{base}bridge_max_topic_alias 65536\n")).contains("out of range"));
+}

@@ -32,7 +32,12 @@ pub struct Options {
     pub version: Option<String>,
     pub ciphers: Option<String>,
     pub alpn: Option<String>,
+    /// The public roots midge carries, when no CA file or directory is
+    /// given (`--tls-use-os-certs`, an mqtts:// URL).
     pub os_certs: bool,
+    /// The public roots as well as the CA file or directory
+    /// (`bridge_tls_use_os_certs` beside `bridge_cafile`).
+    pub os_certs_and_cas: bool,
 }
 
 /// A TLS connection to the broker.
@@ -110,7 +115,7 @@ impl Options {
         let builder = ClientConfig::builder_with_provider(Arc::new(provider))
             .with_protocol_versions(versions)
             .map_err(|e| format!("{BAD_OPTIONS}\n{e}"))?;
-        let verifier = if self.os_certs && anchors.is_empty() {
+        let verifier = if (self.os_certs && anchors.is_empty()) || self.os_certs_and_cas {
             None
         } else {
             Some(ServerVerifier::new(
@@ -124,6 +129,7 @@ impl Options {
             None => {
                 let mut roots = rustls::RootCertStore::empty();
                 roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+                roots.add_parsable_certificates(anchors.iter().cloned());
                 let v = ServerVerifier::with_roots(roots, self.insecure)?;
                 builder.dangerous().with_custom_certificate_verifier(v)
             }

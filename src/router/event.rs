@@ -70,6 +70,9 @@ pub struct ConnectReply {
     pub session_present: bool,
     /// In-flight and queued messages of a resumed persistent session.
     pub state: SessionState,
+    /// Not attached: the broker already holds `global_max_clients`
+    /// sessions.
+    pub busy: bool,
 }
 
 /// How a connection ended, which decides whether its will is published.

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use log::{debug, info};
+use log::{debug, info, warn};
 
 use crate::auth::Auth;
 use crate::auth::acl::{self, Subject};
@@ -198,6 +198,8 @@ pub struct Router {
     /// When to look at them next; since when none moved.
     stream_poll: Option<Instant>,
     stream_since: Instant,
+    /// With `WatchdogSec=`: where the loop pings, and how often.
+    watchdog: Option<(crate::notify::Notifier, Duration)>,
 }
 
 impl Router {
@@ -226,11 +228,20 @@ impl Router {
             streaming: Vec::new(),
             stream_poll: None,
             stream_since: Instant::now(),
+            watchdog: None,
         }
+    }
+
+    /// Pings the service manager through `notifier` every `every` from
+    /// the loop (`WatchdogSec=`).
+    pub fn watchdog_with(&mut self, notifier: crate::notify::Notifier, every: Duration) {
+        self.watchdog = Some((notifier, every));
     }
 
     /// Runs until [`Event::Shutdown`] or until every sender is dropped.
     pub fn run(mut self, rx: Receiver<Event>) {
+        let mut watchdog = self.watchdog.take();
+        let mut next_ping = watchdog.as_ref().map(|_| Instant::now());
         let interval = self.tick_interval();
         let mut next_tick = interval.map(|d| Instant::now() + d);
         if interval.is_some() {
@@ -238,7 +249,17 @@ impl Router {
         }
         'run: loop {
             let timer = self.timers.peek().map(|Reverse(t)| t.0);
+            if let (Some(t), Some((n, every))) = (next_ping, watchdog.as_mut()) {
+                let now = Instant::now();
+                if now >= t {
+                    if let Err(e) = n.watchdog() {
+                        warn!("Warning: unable to notify the service manager: {e}.");
+                    }
+                    next_ping = Some(now + *every);
+                }
+            }
             let wake = [
+                next_ping,
                 next_tick,
                 self.autosave_deadline(),
                 timer,

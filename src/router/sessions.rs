@@ -13,6 +13,21 @@ impl Router {
             return;
         }
         let Some(&sid) = self.by_client_id.get(&req.client_id) else {
+            // global_max_clients (Mosquitto 2.1) counts every session, the
+            // persistent ones of absent clients too; a client with a
+            // session still gets back to it.
+            if self
+                .config
+                .global_max_clients
+                .is_some_and(|max| self.by_client_id.len() >= max)
+            {
+                let _ = req.reply.send(ConnectReply {
+                    session_present: false,
+                    state: SessionState::default(),
+                    busy: true,
+                });
+                return;
+            }
             let sid = self.new_session(&req.client_id);
             self.attach(sid, *req, false);
             return;
@@ -179,6 +194,7 @@ impl Router {
             // MQTT 3.1 has no session-present flag.
             session_present: resumed && level >= Level::V311,
             state,
+            busy: false,
         };
         if let Err(e) = reply.send(answer) {
             // The client thread gave up waiting: treat it as gone at once.

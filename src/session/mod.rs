@@ -3,6 +3,7 @@
 //! messages queued while offline, and the options of each subscription.
 //! Persistence writes and reads the same types.
 
+pub mod aliases;
 pub mod inflight;
 
 use crate::codec::QoS;

@@ -282,6 +282,7 @@ fn build(s: &TlsSettings) -> Result<(ServerConfig, Vec<String>), String> {
             None => Vec::new(),
         };
         let verifier = verify::ClientVerifier::new(anchors, crls, provider.clone())
+            .map(|v| v.ignoring_dates(s.disable_client_cert_date_checks))
             .map_err(|e| format!("{at}: cannot set up client certificate checks: {e}"))?;
         builder.with_client_cert_verifier(verifier)
     } else {

@@ -280,6 +280,8 @@ pub struct ClientVerifier {
     webpki: Arc<dyn ClientCertVerifier>,
     legacy: Legacy,
     algs: WebPkiSupportedAlgorithms,
+    /// `disable_client_cert_date_checks`.
+    ignore_dates: bool,
 }
 
 impl ClientVerifier {
@@ -300,8 +302,45 @@ impl ClientVerifier {
             webpki,
             legacy: Legacy::new(anchors, crls, Purpose::Client),
             algs,
+            ignore_dates: false,
         }))
     }
+
+    /// With `ignore` (`disable_client_cert_date_checks`), a client chain
+    /// is checked at a moment inside the validity of all its certificates
+    /// instead of now: dates no longer refuse it, everything else does.
+    pub fn ignoring_dates(self: Arc<Self>, ignore: bool) -> Arc<ClientVerifier> {
+        match Arc::try_unwrap(self) {
+            Ok(mut v) => {
+                v.ignore_dates = ignore;
+                if ignore {
+                    v.legacy = v.legacy.without_time_checks();
+                }
+                Arc::new(v)
+            }
+            Err(shared) => shared,
+        }
+    }
+}
+
+/// The latest start of validity of `certs`, when it is not after the
+/// earliest end: a moment at which every one of them is valid. A
+/// self-signed certificate a client sends along is left out: as a trust
+/// anchor its dates are not checked.
+fn common_validity(certs: &[&[u8]]) -> Option<UnixTime> {
+    let mut start = i64::MIN;
+    let mut end = i64::MAX;
+    for der in certs {
+        let c = super::cert::parse(der)?;
+        if c.subject().as_raw() == c.issuer().as_raw() {
+            continue;
+        }
+        start = start.max(c.validity().not_before.timestamp());
+        end = end.min(c.validity().not_after.timestamp());
+    }
+    let start = u64::try_from(start).ok()?;
+    (i64::try_from(start).ok()? <= end)
+        .then(|| UnixTime::since_unix_epoch(std::time::Duration::from_secs(start)))
 }
 
 impl ClientCertVerifier for ClientVerifier {
@@ -315,6 +354,13 @@ impl ClientCertVerifier for ClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
+        let now = if self.ignore_dates {
+            let mut chain: Vec<&[u8]> = vec![end_entity.as_ref()];
+            chain.extend(intermediates.iter().map(|c| c.as_ref()));
+            common_validity(&chain).unwrap_or(now)
+        } else {
+            now
+        };
         match self
             .webpki
             .verify_client_cert(end_entity, intermediates, now)

@@ -405,7 +405,9 @@ impl Broker {
             }
         };
         // Not under a service manager unless a test says so.
-        cmd.env_remove("NOTIFY_SOCKET");
+        cmd.env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID");
         cmd.envs(launch.env.iter().copied());
         let mut child = cmd
             .current_dir(dir.path())

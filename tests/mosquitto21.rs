@@ -1,0 +1,129 @@
+//! Mosquitto 2.1's options over real sockets: `listener_allow_anonymous`,
+//! `global_max_connections` and the SIGRTMIN log reopen. (The MQTT-level
+//! ones are in mqtt5.rs, the TLS ones in tls.rs, the bridge ones in
+//! bridge.rs, the watchdog in service.rs.)
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::packets::Connect;
+use common::*;
+
+fn on(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// CONNACK return code of an anonymous 3.1.1 client on `port`.
+fn anonymous_connack(port: u16) -> u8 {
+    let mut c = RawClient::open(on(port)).named("anonymous");
+    c.send(&Connect::new("anon").build());
+    c.read_connack().1
+}
+
+/// `listener_allow_anonymous` decides for its listener, either way, over
+/// the global `allow_anonymous`.
+#[test]
+fn listener_allow_anonymous_overrides_allow_anonymous_per_listener() {
+    let closed = Broker::start(
+        "allow_anonymous false\nlistener 0 127.0.0.1\nlistener 0 127.0.0.1\n\
+         listener_allow_anonymous true\n",
+    );
+    let ports = closed.ipv4_ports();
+    assert_eq!(ports.len(), 2, "{ports:?}");
+    assert_eq!(anonymous_connack(ports[0]), 5, "allow_anonymous false");
+    assert_eq!(
+        anonymous_connack(ports[1]),
+        0,
+        "listener_allow_anonymous true"
+    );
+
+    let open = Broker::start(
+        "allow_anonymous true\nlistener 0 127.0.0.1\nlistener_allow_anonymous false\n\
+         listener 0 127.0.0.1\n",
+    );
+    let ports = open.ipv4_ports();
+    assert_eq!(ports.len(), 2, "{ports:?}");
+    assert_eq!(
+        anonymous_connack(ports[0]),
+        5,
+        "listener_allow_anonymous false"
+    );
+    assert_eq!(anonymous_connack(ports[1]), 0, "allow_anonymous true");
+}
+
+/// `global_max_connections` (Mosquitto 2.1) caps the connections of every
+/// listener together: past it a connection is closed at once, with
+/// Mosquitto's log line, and a place that frees up is taken again.
+#[test]
+fn global_max_connections_caps_every_listener_together() {
+    let b = Broker::start("listener 0 127.0.0.1\nlistener 0 127.0.0.1\nglobal_max_connections 2\n");
+    let ports = b.ipv4_ports();
+    assert_eq!(ports.len(), 2, "{ports:?}");
+    let first = RawClient::connect(on(ports[0]), "first");
+    let _second = RawClient::connect(on(ports[1]), "second");
+    let mut third = RawClient::open(on(ports[1])).named("third");
+    third.send_lossy(&Connect::new("third").build());
+    third.expect_closed();
+    b.wait_for_log("denied: max_connections exceeded", TIMEOUT);
+    first.disconnect();
+    // The first connection's place frees once its thread has ended.
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let mut c = RawClient::open(on(ports[0])).named("again");
+        c.send_lossy(&Connect::new("again").build());
+        match c.try_read(std::time::Duration::from_secs(5)) {
+            ReadOutcome::Packet(p) => {
+                assert_eq!(p.bytes(), [0x20, 0x02, 0x00, 0x00]);
+                break;
+            }
+            other => assert!(
+                std::time::Instant::now() < deadline,
+                "no place after a disconnect: {other:?}"
+            ),
+        }
+    }
+}
+
+/// SIGRTMIN (Mosquitto 2.1) reopens the log files by name: after
+/// logrotate moved the file away, the broker writes to a new one, and
+/// the moved file keeps what was written before.
+#[test]
+fn sigrtmin_reopens_the_log_file() {
+    let dir = TempDir::new("log-reopen");
+    // The broker drops root: let it write there.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .expect("chmod");
+    let log = dir.path().join("midge.log");
+    let b = Broker::start(&format!(
+        "log_dest stderr\nlog_dest file {}\n",
+        log.display()
+    ));
+    let _before = b.client("before-rotation");
+    b.wait_for_log("as before-rotation", TIMEOUT);
+    let rotated = dir.path().join("midge.log.1");
+    std::fs::rename(&log, &rotated).expect("rotate");
+    b.signal(libc::SIGRTMIN());
+    b.wait_for_log("Log files reopened (SIGRTMIN).", TIMEOUT);
+    let _after = b.client("after-rotation");
+    b.wait_for_log("as after-rotation", TIMEOUT);
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let new = std::fs::read_to_string(&log).unwrap_or_default();
+        if new.contains("as after-rotation") {
+            assert!(!new.contains("as before-rotation"), "{new}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new log file lacks the later line: {new:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let old = std::fs::read_to_string(&rotated).expect("read the rotated file");
+    assert!(old.contains("as before-rotation"), "{old}");
+    assert!(!old.contains("as after-rotation"), "{old}");
+}
