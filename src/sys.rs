@@ -5,7 +5,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// An eventfd used to wake a thread blocked in [`poll`].
@@ -724,4 +724,67 @@ mod tests {
         assert_eq!(after.hard, before.hard);
         assert_eq!(after.soft, after.hard);
     }
+}
+
+/// Heap bytes the process has allocated and not freed, counted by
+/// [`CountingAlloc`] when the binary installs it (0 otherwise).
+static HEAP_IN_USE: AtomicUsize = AtomicUsize::new(0);
+
+/// The system allocator, counting the bytes in use for `memory_limit` and
+/// `$SYS/broker/heap/current` (Mosquitto counts its heap the same way, in
+/// its own allocation wrappers). One relaxed atomic add per allocation.
+pub struct CountingAlloc;
+
+// SAFETY: every call goes to the system allocator with the caller's
+// arguments unchanged; the count is bookkeeping beside it.
+unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        // SAFETY: the caller's contract for `alloc` holds for System too.
+        let p = unsafe { std::alloc::System.alloc(layout) };
+        if !p.is_null() {
+            HEAP_IN_USE.fetch_add(layout.size(), Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        // SAFETY: as `alloc`.
+        let p = unsafe { std::alloc::System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            HEAP_IN_USE.fetch_add(layout.size(), Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: `ptr` came from this allocator, that is from System,
+        // with `layout`.
+        unsafe { std::alloc::System.dealloc(ptr, layout) };
+        HEAP_IN_USE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
+        // SAFETY: as `dealloc` for `ptr` and `layout`; `new` is the
+        // caller's valid size.
+        let p = unsafe { std::alloc::System.realloc(ptr, layout, new) };
+        if !p.is_null() {
+            if new >= layout.size() {
+                HEAP_IN_USE.fetch_add(new - layout.size(), Ordering::Relaxed);
+            } else {
+                HEAP_IN_USE.fetch_sub(layout.size() - new, Ordering::Relaxed);
+            }
+        }
+        p
+    }
+}
+
+/// Heap bytes in use, when [`CountingAlloc`] is the global allocator.
+pub fn heap_in_use() -> usize {
+    HEAP_IN_USE.load(Ordering::Relaxed)
+}
+
+/// Whether `more` bytes beyond what is in use would cross `memory_limit`
+/// (`limit` 0: no limit). Always false without [`CountingAlloc`].
+pub fn heap_over(limit: usize, more: usize) -> bool {
+    limit != 0 && heap_in_use().saturating_add(more) > limit
 }

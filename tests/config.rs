@@ -484,24 +484,26 @@ fn unknown_option_names_file_line_and_option() {
 #[test]
 fn mosquitto_option_not_supported_yet() {
     let (_st, err, path) =
-        Broker::start_expect_fail("listener 0 127.0.0.1\nmemory_limit 1000000\n");
+        Broker::start_expect_fail("listener 0 127.0.0.1\nenable_proxy_protocol 2\n");
     let line = one_line(&err);
     assert_eq!(
         line,
         format!(
-            "Error: {}:2: option 'memory_limit' is not supported yet",
+            "Error: {}:2: option 'enable_proxy_protocol' is not supported yet",
             path.display()
         )
     );
 }
 
 #[test]
-fn memory_limit_is_not_supported_yet() {
-    let (_st, err, path) = Broker::start_expect_fail("memory_limit 1000000\n");
+fn mosquitto_2_1_plugin_options_name_the_built_in_equivalents() {
+    let (_st, err, path) =
+        Broker::start_expect_fail("plugin_load acl /usr/lib/mosquitto_acl_file.so\n");
     assert_eq!(
         one_line(&err),
         format!(
-            "Error: {}:1: option 'memory_limit' is not supported yet",
+            "Error: {}:1: option 'plugin_load' is not supported by midge: midge does not \
+             load C plugins; use password_file and acl_file",
             path.display()
         )
     );

@@ -606,3 +606,126 @@ fn listener_auto_id_prefix_names_assigned_ids() {
     let id = std::str::from_utf8(&bytes[at + 3..at + 3 + len]).expect("utf-8");
     assert!(id.starts_with("board-"), "{id}");
 }
+
+/// The latest `$SYS/broker/heap/current` that `watch` (subscribed to it,
+/// `sys_interval 1`) receives, skipping anything else.
+fn heap_now(watch: &mut RawClient) -> u64 {
+    loop {
+        let p = watch.read_packet_within(Duration::from_secs(10));
+        if p.kind() != 3 {
+            continue;
+        }
+        let m = p.publish();
+        if m.topic == "$SYS/broker/heap/current" {
+            return m.payload_str().parse().expect("heap/current is a number");
+        }
+    }
+}
+
+/// `memory_limit` holds while one client floods: messages are queued for
+/// a subscriber that never reads until the heap reaches the limit. Then an
+/// MQTT 5 publisher of QoS 1 gets PUBACK 0x97 (Quota exceeded) and stays
+/// connected; a 3.1.1 publisher is disconnected, as Mosquitto does; a new
+/// client is refused (CONNACK 3) while the heap is over it; the heap stays
+/// within a message of the limit. The others stay connected, and once the stalled subscriber is
+/// gone everyone is served again.
+#[test]
+fn memory_limit_holds_while_one_client_floods() {
+    let heap_at_idle = {
+        let probe = Broker::start("sys_interval 1\n");
+        let mut w = probe.client("probe");
+        w.subscribe(1, &[("$SYS/broker/heap/current", 0)]);
+        heap_now(&mut w)
+    };
+    let limit = heap_at_idle + 4 * 1024 * 1024;
+    let b = Broker::start(&format!(
+        "sys_interval 1\nmemory_limit {limit}\nmax_queued_messages 0\n"
+    ));
+    let mut watch = b.client("watch");
+    watch.subscribe(1, &[("$SYS/broker/heap/current", 0), ("ok/#", 1)]);
+    let mut hoarder = b.client("hoarder");
+    hoarder.subscribe(1, &[("flood/#", 1)]);
+    let chunk = vec![b'f'; 64 * 1024];
+    // MQTT 5, QoS 1: published until a PUBACK says Quota exceeded.
+    let (mut v5, _) = open(&b, "v5 flooder", &connect5("v5", 60, &[]));
+    let mut quota = false;
+    for id in 1..=400u16 {
+        v5.send(&publish5(1, id, "flood/v5", &[], &chunk));
+        let ack = v5.read_packet_within(Duration::from_secs(30));
+        assert_eq!(ack.kind(), 4, "{}", ack.describe());
+        if ack.body.len() > 2 && ack.body[2] == 0x97 {
+            quota = true;
+            break;
+        }
+    }
+    assert!(quota, "400 x 64 KiB queued and no Quota exceeded");
+    v5.send(&[0xC0, 0]);
+    v5.expect_bytes(&[0xD0, 0], "PINGRESP: still connected");
+    // MQTT 3.1.1, QoS 0: disconnected.
+    let mut old = b.client("3.1.1 flooder");
+    old.send_lossy(&common::packets::publish(
+        "flood/old",
+        &chunk,
+        0,
+        false,
+        false,
+        0,
+    ));
+    old.expect_closed();
+    b.wait_for_log("Client 3.1.1 flooder disconnected: memory_limit", TIMEOUT);
+    // No new client while the heap is over the limit: here 1.5 MB of a
+    // PUBLISH that has not arrived whole takes it over.
+    let mut holder = b.client("holder");
+    let mut half = vec![0x30];
+    half.extend(common::packets::remaining_length(1_900_000));
+    half.extend(field(b"held"));
+    half.resize(1_500_000, b'h');
+    holder.send(&half);
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while heap_now(&mut watch) <= limit {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the held bytes never counted"
+        );
+    }
+    let mut late = b.raw().named("late");
+    late.send(&Connect::new("late").build());
+    late.expect_bytes(&[0x20, 0x02, 0x00, 0x03], "CONNACK 3");
+    holder.drop_connection();
+    let heap = heap_now(&mut watch);
+    eprintln!("memory_limit {limit}: heap {heap} (idle {heap_at_idle})");
+    assert!(
+        heap <= limit + 1024 * 1024,
+        "heap {heap} above memory_limit {limit}"
+    );
+    // The stalled subscriber leaves: its queue goes, the others go on.
+    hoarder.drop_connection();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while heap_now(&mut watch) > limit - 1024 * 1024 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the heap did not come down"
+        );
+    }
+    v5.send(&publish5(1, 999, "ok/after", &[], b"served"));
+    let ack = loop {
+        let p = v5.read_packet_within(Duration::from_secs(10));
+        if p.kind() == 4 {
+            break p;
+        }
+    };
+    assert_eq!(ack.body[..2], [0x03, 0xE7], "{}", ack.describe());
+    assert!(
+        ack.body.len() == 2 || ack.body[2] == 0,
+        "{}",
+        ack.describe()
+    );
+    loop {
+        let p = watch.read_packet_within(Duration::from_secs(10));
+        if p.kind() == 3 && p.publish().topic == "ok/after" {
+            watch.ack(&p.publish());
+            break;
+        }
+    }
+    let _new = b.client("new after");
+}

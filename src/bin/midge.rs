@@ -42,6 +42,10 @@ fn usage() -> String {
     )
 }
 
+/// Counts heap bytes for `memory_limit` and `$SYS/broker/heap/current`.
+#[global_allocator]
+static HEAP: midge::sys::CountingAlloc = midge::sys::CountingAlloc;
+
 fn main() -> ExitCode {
     let mut args = std::env::args_os();
     if let Some(tool) = args.next().as_deref().and_then(midge::tools::by_name) {

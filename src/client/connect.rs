@@ -210,6 +210,16 @@ pub fn handshake(
         return Err(refuse(c, listener, connect.level, code, &connect.client_id));
     }
     let (client_id, assigned) = check(c, shared, listener, &connect, tls_user)?;
+    // memory_limit: no new client while the heap is above it.
+    let limit = shared.config.memory_limit;
+    if crate::sys::heap_over(limit, 0) {
+        info!("Client {client_id} refused: memory_limit ({limit} bytes) reached.");
+        let code = match connect.level {
+            Level::V5 => reason::QUOTA_EXCEEDED,
+            _ => connack::SERVER_UNAVAILABLE,
+        };
+        return Err(refuse(c, listener, connect.level, code, &client_id));
+    }
     // MQTT 5 gets the server's keepalive instead of a refusal when it asks
     // for none or for more than max_keepalive (Mosquitto 2.0).
     let max_keepalive = shared.config.max_keepalive;

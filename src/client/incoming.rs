@@ -226,6 +226,24 @@ impl Connected<'_> {
             );
             refusal = Some(reason::PAYLOAD_FORMAT_INVALID);
         }
+        // memory_limit: the message is dropped; an MQTT 5 publisher of a
+        // QoS 1 or 2 message is told Quota exceeded and stays, any other is
+        // disconnected, as Mosquitto does.
+        let limit = self.shared.config.memory_limit;
+        if refusal.is_none() && sys::heap_over(limit, 0) {
+            if v5 && p.qos != QoS::AtMostOnce {
+                info!(
+                    "Dropped PUBLISH from {} on {}: memory_limit ({limit} bytes) reached.",
+                    self.client_id, p.topic
+                );
+                refusal = Some(reason::QUOTA_EXCEEDED);
+            } else {
+                return Err(End::Quota(format!(
+                    "memory_limit ({limit} bytes) reached, its PUBLISH on {} dropped",
+                    p.topic
+                )));
+            }
+        }
         // 3.x acknowledgements carry no reason.
         let answer = |id: u16| Ack {
             pkid: id,

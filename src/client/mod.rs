@@ -362,6 +362,7 @@ fn serve(c: Conn, accepted: Accepted, id: ConnId, shared: &ClientShared, listene
             s.client_id
         ),
         End::Io(e) => info!("Client {} disconnected: {e}.", s.client_id),
+        End::Quota(why) => warn!("Client {} disconnected: {why}.", s.client_id),
         End::TakenOver => debug!("Client {} taken over.", s.client_id),
         End::Shutdown => debug!("Client {} closed for shutdown.", s.client_id),
     }
@@ -422,6 +423,9 @@ enum End {
     Io(io::Error),
     TakenOver,
     Shutdown,
+    /// `memory_limit` reached by what the client sent; MQTT 5 clients are
+    /// told Quota exceeded.
+    Quota(String),
 }
 
 /// A connected client: the socket plus this session's QoS state.

@@ -171,6 +171,7 @@ impl Connected<'_> {
             End::KeepAlive => reason::KEEP_ALIVE_TIMEOUT,
             End::Protocol(_, CLOSE_ONLY) => return,
             End::Protocol(_, code) => *code,
+            End::Quota(_) => reason::QUOTA_EXCEEDED,
             _ => return,
         };
         self.c.queue(&Packet::Disconnect(Disconnect::with(code)));

@@ -366,6 +366,9 @@ pub struct Config {
     /// `global_max_clients` (Mosquitto 2.1): sessions at once, connected
     /// or kept for a later connection; None for no limit.
     pub global_max_clients: Option<usize>,
+    /// `memory_limit`: heap bytes (counted by `sys::CountingAlloc`) above
+    /// which new messages and connections are refused; 0 for no limit.
+    pub memory_limit: usize,
     /// `global_max_connections` (Mosquitto 2.1): network connections at
     /// once over every listener; None for no limit.
     pub global_max_connections: Option<usize>,
@@ -410,6 +413,7 @@ impl Default for Config {
             bridges: Vec::new(),
             global_max_clients: None,
             global_max_connections: None,
+            memory_limit: 0,
         }
     }
 }

@@ -14,8 +14,6 @@ pub enum Refusal {
 
 /// Options a later release of midge implements.
 const NOT_YET: &[&str] = &[
-    // Memory accounting.
-    "memory_limit",
     // Mosquitto 2.1.
     "enable_proxy_protocol",
     "retain_expiry_interval",

@@ -406,6 +406,7 @@ impl Parser {
             "check_retain_source" => c.check_retain_source = l.bool()?,
             "sys_interval" => c.sys_interval = l.num(0, 65535)?,
             "connection_messages" => c.connection_messages = l.bool()?,
+            "memory_limit" => c.memory_limit = l.num::<u64>(0, u64::MAX)? as usize,
             "global_max_clients" => {
                 let n = l.num::<i64>(-1, i64::from(i32::MAX))?;
                 c.global_max_clients = usize::try_from(n).ok();

@@ -170,8 +170,8 @@ fn logging_options() {
 fn errors_name_file_line_and_option() {
     let f = "/etc/midge/midge.conf";
     assert_eq!(
-        err("\nallow_anonymous true\nmemory_limit 0\n"),
-        format!("{f}:3: option 'memory_limit' is not supported yet")
+        err("\nallow_anonymous true\nretain_expiry_interval 60\n"),
+        format!("{f}:3: option 'retain_expiry_interval' is not supported yet")
     );
     assert_eq!(
         err("frobnicate 1\n"),
@@ -668,4 +668,12 @@ fn mosquitto_2_1_bridge_options() {
     assert!(c.bridges[0].tls.enabled() && c.bridges[0].tls.use_os_certs);
     assert!(err(&format!("{base}bridge_receive_maximum 0\n")).contains("out of range"));
     assert!(err(&format!("{base}bridge_max_topic_alias 65536\n")).contains("out of range"));
+}
+
+#[test]
+fn memory_limit_is_read() {
+    assert_eq!(parse("").expect("parse").memory_limit, 0);
+    let c = parse("memory_limit 64000000\n").expect("parse");
+    assert_eq!(c.memory_limit, 64_000_000);
+    assert!(err("memory_limit -1\n").contains("out of range"));
 }

@@ -133,9 +133,16 @@ impl SysTree {
         put("bytes/sent", counters[6].to_string());
         put("retained messages/count", s.retained.to_string());
         put("subscriptions/count", s.subscriptions.to_string());
-        if let Some(rss) = crate::sys::rss_bytes() {
-            self.max_heap = self.max_heap.max(rss);
-            put("heap/current", rss.to_string());
+        // The heap bytes in use, as Mosquitto reports its own; the resident
+        // size where the heap is not counted (the library without midge's
+        // allocator).
+        let heap = match crate::sys::heap_in_use() {
+            0 => crate::sys::rss_bytes(),
+            n => Some(n as u64),
+        };
+        if let Some(heap) = heap {
+            self.max_heap = self.max_heap.max(heap);
+            put("heap/current", heap.to_string());
             put("heap/maximum", self.max_heap.to_string());
         }
 
