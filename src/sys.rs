@@ -686,46 +686,6 @@ pub fn read_stdin(buf: &mut [u8]) -> usize {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wake_fd_wakes_poll() {
-        let w = WakeFd::new().expect("eventfd");
-        let mut fds = [PollFd::new(w.as_raw_fd(), POLLIN)];
-        assert_eq!(
-            poll(&mut fds, Some(Duration::from_millis(0))).expect("poll"),
-            0
-        );
-        w.wake();
-        w.wake();
-        assert_eq!(
-            poll(&mut fds, Some(Duration::from_millis(100))).expect("poll"),
-            1
-        );
-        assert!(w.clear());
-        assert!(!w.clear());
-    }
-
-    #[test]
-    fn random_bytes_differ() {
-        let mut a = [0u8; 16];
-        let mut b = [0u8; 16];
-        random_bytes(&mut a).expect("random");
-        random_bytes(&mut b).expect("random");
-        assert_ne!(a, b);
-    }
-
-    #[test]
-    fn fd_limit_ends_at_the_hard_limit() {
-        let (before, after) = raise_fd_limit().expect("rlimit");
-        assert!(before.soft <= before.hard);
-        assert_eq!(after.hard, before.hard);
-        assert_eq!(after.soft, after.hard);
-    }
-}
-
 /// Heap bytes the process has allocated and not freed, counted by
 /// [`CountingAlloc`] when the binary installs it (0 otherwise).
 static HEAP_IN_USE: AtomicUsize = AtomicUsize::new(0);
@@ -787,4 +747,44 @@ pub fn heap_in_use() -> usize {
 /// (`limit` 0: no limit). Always false without [`CountingAlloc`].
 pub fn heap_over(limit: usize, more: usize) -> bool {
     limit != 0 && heap_in_use().saturating_add(more) > limit
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wake_fd_wakes_poll() {
+        let w = WakeFd::new().expect("eventfd");
+        let mut fds = [PollFd::new(w.as_raw_fd(), POLLIN)];
+        assert_eq!(
+            poll(&mut fds, Some(Duration::from_millis(0))).expect("poll"),
+            0
+        );
+        w.wake();
+        w.wake();
+        assert_eq!(
+            poll(&mut fds, Some(Duration::from_millis(100))).expect("poll"),
+            1
+        );
+        assert!(w.clear());
+        assert!(!w.clear());
+    }
+
+    #[test]
+    fn random_bytes_differ() {
+        let mut a = [0u8; 16];
+        let mut b = [0u8; 16];
+        random_bytes(&mut a).expect("random");
+        random_bytes(&mut b).expect("random");
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn fd_limit_ends_at_the_hard_limit() {
+        let (before, after) = raise_fd_limit().expect("rlimit");
+        assert!(before.soft <= before.hard);
+        assert_eq!(after.hard, before.hard);
+        assert_eq!(after.soft, after.hard);
+    }
 }
