@@ -127,3 +127,83 @@ fn sigrtmin_reopens_the_log_file() {
     assert!(old.contains("as before-rotation"), "{old}");
     assert!(!old.contains("as after-rotation"), "{old}");
 }
+
+/// A PROXY protocol version 2 header for TCP over IPv4 from `src`.
+fn proxy_v2(src: [u8; 4], port: u16) -> Vec<u8> {
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.extend([0x21, 0x11, 0x00, 0x0C]);
+    h.extend(src);
+    h.extend([127, 0, 0, 1]);
+    h.extend(port.to_be_bytes());
+    h.extend(1883u16.to_be_bytes());
+    h
+}
+
+/// `enable_proxy_protocol` (Mosquitto 2.1): on a listener with it, a
+/// client behind a proxy is logged with the address of the PROXY header
+/// (version 1 or 2, whichever the listener names); a header of the other
+/// version, a bad one or none closes the connection with one line; on a
+/// listener without it, a header is refused as a bad first packet.
+#[test]
+fn enable_proxy_protocol_takes_the_client_address_from_the_header() {
+    let b = Broker::start(
+        "listener 0 127.0.0.1\nenable_proxy_protocol 1\nlistener 0 127.0.0.1\n\
+         enable_proxy_protocol 2\nlistener 0 127.0.0.1\n",
+    );
+    let ports = b.ipv4_ports();
+    assert_eq!(ports.len(), 3, "{ports:?}");
+    let (v1, v2, plain) = (ports[0], ports[1], ports[2]);
+    let connect = Connect::new("behind-proxy").build();
+
+    let mut c = RawClient::open(on(v1)).named("v1");
+    let mut bytes = b"PROXY TCP4 203.0.113.7 127.0.0.1 4321 1883\r\n".to_vec();
+    bytes.extend(&connect);
+    c.send(&bytes);
+    c.expect_connack(0, false);
+    b.wait_for_log("New connection from 203.0.113.7:4321 on port", TIMEOUT);
+    b.wait_for_log(
+        "New client connected from 203.0.113.7:4321 as behind-proxy",
+        TIMEOUT,
+    );
+    c.disconnect();
+
+    let mut c = RawClient::open(on(v2)).named("v2");
+    let mut bytes = proxy_v2([198, 51, 100, 9], 4322);
+    bytes.extend(&connect);
+    c.send(&bytes);
+    c.expect_connack(0, false);
+    b.wait_for_log(
+        "New client connected from 198.51.100.9:4322 as behind-proxy",
+        TIMEOUT,
+    );
+    c.disconnect();
+
+    // The other version, a broken header, or a plain CONNECT: closed.
+    let refusals = [
+        (v1, proxy_v2([198, 51, 100, 10], 4323)),
+        (
+            v2,
+            b"PROXY TCP4 203.0.113.8 127.0.0.1 4324 1883\r\n".to_vec(),
+        ),
+        (v1, b"PROXY TCP4 203.0.113.8 127.0.0.1 4324\r\n".to_vec()),
+        (v1, connect.clone()),
+    ];
+    let before = b.count_log("PROXY header");
+    for (port, bytes) in &refusals {
+        let mut c = RawClient::open(on(*port)).named("bad header");
+        c.send_lossy(bytes);
+        c.expect_closed();
+    }
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while b.count_log("PROXY header") < before + refusals.len() {
+        assert!(std::time::Instant::now() < deadline, "{:?}", b.logs());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Without enable_proxy_protocol the header is not a CONNECT.
+    let mut c = RawClient::open(on(plain)).named("plain");
+    c.send_lossy(b"PROXY TCP4 203.0.113.9 127.0.0.1 4325 1883\r\n");
+    c.expect_closed();
+    assert!(!b.has_log("203.0.113.9"), "{:?}", b.logs());
+    // Everyone else is served.
+    let _ok = RawClient::connect(on(plain), "plain-client");
+}

@@ -44,6 +44,9 @@ pub struct Conn {
     wpos: usize,
     max_packet: usize,
     pub level: Level,
+    /// The client's address from a PROXY header, in place of the socket's
+    /// peer (the proxy).
+    pub proxied_peer: Option<std::net::SocketAddr>,
     /// Bytes and packets read and written since [`Conn::take_counts`].
     counts: Counts,
 }
@@ -68,6 +71,7 @@ impl Conn {
             wpos: 0,
             max_packet,
             level: Level::V311,
+            proxied_peer: None,
             counts: Counts::default(),
         })
     }
@@ -180,6 +184,11 @@ impl Conn {
     /// Whether received bytes wait to be read that poll(2) does not see.
     pub fn buffered(&mut self) -> bool {
         self.sock.buffered()
+    }
+
+    /// The packet type of the first undecoded byte, once one has come.
+    pub fn first_type(&self) -> Option<u8> {
+        self.rbuf.get(self.rpos).map(|b| b >> 4)
     }
 
     /// Whether the first bytes received open a TLS handshake record: a TLS

@@ -145,6 +145,12 @@ pub fn handshake(
         match c.next_packet() {
             Ok(Some(Packet::Connect(p))) => break p,
             Ok(Some(_)) => return Err(Refused::NotConnect),
+            // The first byte already says it is not a CONNECT [MQTT-3.1.0-1]:
+            // closed without waiting for the rest (a PROXY header on a
+            // listener without enable_proxy_protocol, a stray protocol).
+            Ok(None) if c.first_type().is_some_and(|t| t != 1) => {
+                return Err(Refused::NotConnect);
+            }
             Ok(None) => {}
             Err(e) => {
                 // An unknown protocol level or name gets its CONNACK first

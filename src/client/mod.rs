@@ -17,6 +17,7 @@ pub mod connect;
 pub mod connecting;
 mod incoming;
 mod output;
+pub mod proxy;
 mod session_loop;
 mod slot;
 pub mod tasks;
@@ -165,7 +166,7 @@ impl ClientShared {
     }
 
     fn peer_text(&self, c: &Conn) -> String {
-        match c.sock.peer_addr() {
+        match c.proxied_peer.map_or_else(|| c.sock.peer_addr(), Ok) {
             Ok(SocketAddr::V4(a)) => format!("{}:{}", a.ip(), a.port()),
             Ok(SocketAddr::V6(a)) => format!("{}:{}", a.ip(), a.port()),
             Err(_) => "unknown".into(),
@@ -224,8 +225,8 @@ fn run(sock: TcpStream, peer: SocketAddr, slot: &Slot, id: ConnId, shared: &Clie
 /// ended before (logged).
 #[inline(never)]
 fn open(
-    sock: TcpStream,
-    peer: SocketAddr,
+    mut sock: TcpStream,
+    mut peer: SocketAddr,
     slot: &Slot,
     id: ConnId,
     shared: &ClientShared,
@@ -233,6 +234,25 @@ fn open(
     let listener = &slot.listener().conf;
     let port = slot.listener().port;
     Metrics::add(&shared.metrics.sockets, 1);
+    // The PROXY header, the TLS and WebSocket handshakes and the CONNECT
+    // share one deadline.
+    let timeout = Duration::from_secs(u64::from(shared.config.connect_timeout));
+    let deadline = Instant::now() + timeout;
+    let mut proxied = None;
+    if listener.proxy_protocol != 0 {
+        match proxy::read_header(&mut sock, listener.proxy_protocol, deadline) {
+            Ok(Some(client)) => {
+                debug!("PROXY header from {peer}: the client is {client}.");
+                proxied = Some(client);
+                peer = client;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                info!("Client <unknown> from {peer} on port {port} disconnected: {e}.");
+                return None;
+            }
+        }
+    }
     if shared.config.connection_messages {
         info!(
             "New connection from {}:{} on port {port}.",
@@ -261,9 +281,7 @@ fn open(
             return None;
         }
     };
-    // The TLS and WebSocket handshakes and the CONNECT share one deadline.
-    let timeout = Duration::from_secs(u64::from(shared.config.connect_timeout));
-    let deadline = Instant::now() + timeout;
+    c.proxied_peer = proxied;
     match c.sock.handshake(deadline) {
         Ok(()) => {}
         // A plain HTTP request on a WebSockets listener, answered.

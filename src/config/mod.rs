@@ -99,6 +99,9 @@ pub struct Listener {
     pub allow_anonymous: Option<bool>,
     /// `listener_auto_id_prefix` (Mosquitto 2.1): over `auto_id_prefix`.
     pub auto_id_prefix: Option<String>,
+    /// `enable_proxy_protocol` (Mosquitto 2.1): each connection opens with
+    /// a PROXY header of this version (1 or 2); 0, none is looked for.
+    pub proxy_protocol: u8,
     /// `accept_protocol_versions` (Mosquitto 2.1): bit N for protocol
     /// level N (3 = 3.1, 4 = 3.1.1, 5 = 5.0).
     pub accept_protocols: u8,
@@ -128,6 +131,7 @@ impl Listener {
             allow_anonymous: None,
             auto_id_prefix: None,
             accept_protocols: ALL_PROTOCOLS,
+            proxy_protocol: 0,
         }
     }
 }

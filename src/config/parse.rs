@@ -310,6 +310,10 @@ impl Parser {
                 }
                 self.section_listener(l)?.accept_protocols = bits;
             }
+            "enable_proxy_protocol" => {
+                let v = l.num::<u8>(1, 2)?;
+                self.section_listener(l)?.proxy_protocol = v;
+            }
             "disable_client_cert_date_checks" => {
                 let v = l.bool()?;
                 self.section_listener(l)?

@@ -603,6 +603,7 @@ fn mosquitto_2_1_listener_options() {
         "listener_auto_id_prefix x",
         "accept_protocol_versions 5",
         "disable_client_cert_date_checks true",
+        "enable_proxy_protocol 2",
     ] {
         let name = option.split(' ').next().unwrap_or_default();
         assert_eq!(
@@ -611,6 +612,12 @@ fn mosquitto_2_1_listener_options() {
         );
     }
     assert!(err("listener 1\naccept_protocol_versions 6\n").contains("'6' is not a protocol"));
+    assert!(err("listener 1\nenable_proxy_protocol 3\n").contains("out of range"));
+    let c = parse("listener 1\nenable_proxy_protocol 1\nlistener 2\n").expect("parse");
+    assert_eq!(
+        (c.listeners[0].proxy_protocol, c.listeners[1].proxy_protocol),
+        (1, 0)
+    );
     assert!(err("listener 1\naccept_protocol_versions\n").contains("missing value"));
     assert!(
         err(&format!(
