@@ -59,7 +59,7 @@ pub struct Counts {
 
 impl Conn {
     pub fn new(sock: Stream, max_packet: usize) -> io::Result<Conn> {
-        sock.tcp().set_nonblocking(true)?;
+        sock.socket().set_nonblocking(true)?;
         Ok(Conn {
             sock,
             rbuf: Vec::new(),
