@@ -1,12 +1,16 @@
 //! Listening sockets and the accept loop: the entrance of the data path.
 //!
-//! The main thread binds every configured listener, then waits in poll(2) on
-//! all of them and on the signal pipe. Each accepted connection is handed to
+//! The main thread binds every configured listener (TCP, or a Unix domain
+//! socket for `listener 0 /path`), then waits in poll(2) on all of them and
+//! on the signal pipe. Each accepted connection is handed to
 //! [`client::spawn`], which starts its own thread.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, ToSocketAddrs};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,11 +21,70 @@ use crate::client::{self, ClientShared, ListenerState};
 use crate::config::{Domain, Listener};
 use crate::sys::{self, POLLIN, PollFd, Signals};
 use crate::tls::ServerTls;
+use crate::transport::{Peer, Socket};
+
+/// The mode of a Unix socket listener's file, as Mosquitto leaves it (it
+/// binds under umask 0007): its owner and group may connect, others not.
+pub const UNIX_SOCKET_MODE: u32 = 0o770;
 
 /// A bound socket and the listener it belongs to.
 pub struct Bound {
-    pub socket: TcpListener,
+    pub socket: Listening,
     pub listener: Arc<ListenerState>,
+}
+
+/// A bound listening socket.
+pub enum Listening {
+    Tcp(TcpListener),
+    /// A Unix domain socket and the path of its file.
+    Unix(UnixListener, Arc<Path>),
+}
+
+impl Listening {
+    /// A connection and who is at its other end; WouldBlock when none waits.
+    fn accept(&self) -> io::Result<(Socket, Peer)> {
+        match self {
+            Listening::Tcp(l) => l.accept().map(|(s, a)| (Socket::Tcp(s), Peer::Ip(a))),
+            Listening::Unix(l, path) => l
+                .accept()
+                .map(|(s, _)| (Socket::Unix(s), Peer::Unix(path.clone()))),
+        }
+    }
+
+    fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        match self {
+            Listening::Tcp(l) => l.set_nonblocking(on),
+            Listening::Unix(l, _) => l.set_nonblocking(on),
+        }
+    }
+
+    /// The path of a Unix socket's file.
+    pub fn unix_path(&self) -> Option<&Path> {
+        match self {
+            Listening::Tcp(_) => None,
+            Listening::Unix(_, path) => Some(path),
+        }
+    }
+
+    /// Where it listens, for error messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Listening::Tcp(l) => match l.local_addr() {
+                Ok(a) => a.to_string(),
+                Err(_) => "a TCP socket".into(),
+            },
+            Listening::Unix(_, path) => path.display().to_string(),
+        }
+    }
+}
+
+impl AsRawFd for Listening {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Listening::Tcp(l) => l.as_raw_fd(),
+            Listening::Unix(l, _) => l.as_raw_fd(),
+        }
+    }
 }
 
 /// Opens the sockets of one `listener` line. With no address it opens IPv4
@@ -29,6 +92,13 @@ pub struct Bound {
 /// one of them); with port 0 both share the port the kernel picked for the
 /// first. `tls` holds the files of a TLS listener, read beforehand.
 pub fn bind(l: &Listener, tls: Option<Arc<ServerTls>>) -> io::Result<Vec<Bound>> {
+    if let Some(unix) = &l.unix_socket {
+        let socket = bind_unix(&unix.path)?;
+        return Ok(vec![Bound {
+            socket,
+            listener: Arc::new(ListenerState::new(l.clone(), 0, tls)),
+        }]);
+    }
     let mut addrs: Vec<IpAddr> = match &l.address {
         None => vec![
             IpAddr::V4(Ipv4Addr::UNSPECIFIED),
@@ -91,10 +161,71 @@ pub fn bind(l: &Listener, tls: Option<Arc<ServerTls>>) -> io::Result<Vec<Bound>>
     Ok(sockets
         .into_iter()
         .map(|socket| Bound {
-            socket,
+            socket: Listening::Tcp(socket),
             listener: state.clone(),
         })
         .collect())
+}
+
+/// Opens a Unix socket listener at `path`, as Mosquitto does: a socket
+/// file left there by an earlier run is removed first, and the new one
+/// gets mode [`UNIX_SOCKET_MODE`]. Unlike Mosquitto, which removes
+/// whatever the path names, it refuses a path that is not a socket, or a
+/// socket that a running process still answers on.
+fn bind_unix(path: &Path) -> io::Result<Listening> {
+    remove_stale(path)?;
+    info!("Opening unix listen socket on path {}.", path.display());
+    let socket = sys::bind_listen_unix(path, 1024)?;
+    // Not yet listening (`sys::defer_listen`): nobody connects before this.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(UNIX_SOCKET_MODE))?;
+    Ok(Listening::Unix(socket, Arc::from(path)))
+}
+
+/// Removes a stale socket file at `path`.
+fn remove_stale(path: &Path) -> io::Result<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists and is not a socket", path.display()),
+        ));
+    }
+    if UnixStream::connect(path).is_ok() {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("another process listens on {}", path.display()),
+        ));
+    }
+    std::fs::remove_file(path)
+}
+
+/// Gives the files of Unix socket listeners to the user the broker is
+/// about to become and its group, who may then connect; Mosquitto, which
+/// binds them after dropping privileges, leaves them owned the same way.
+pub fn hand_over(sockets: &[Bound], uid: u32, gid: u32) {
+    for path in sockets.iter().filter_map(|b| b.socket.unix_path()) {
+        if let Err(e) = std::os::unix::fs::chown(path, Some(uid), Some(gid)) {
+            warn!(
+                "Warning: unable to give {} to uid {uid}: {e}.",
+                path.display()
+            );
+        }
+    }
+}
+
+/// Removes the files of Unix socket listeners, at exit (as Mosquitto).
+pub fn remove_unix_sockets(sockets: &[Bound]) {
+    for path in sockets.iter().filter_map(|b| b.socket.unix_path()) {
+        if let Err(e) = std::fs::remove_file(path) {
+            if e.kind() != io::ErrorKind::NotFound {
+                warn!("Warning: unable to remove {}: {e}.", path.display());
+            }
+        }
+    }
 }
 
 fn bind_one(addr: SocketAddr, interface: Option<&str>) -> io::Result<TcpListener> {
@@ -170,11 +301,11 @@ pub fn accept_loop(
                             // Mosquitto's words; the socket closes on drop.
                             info!(
                                 "Client connection from {} denied: max_connections exceeded.",
-                                peer.ip()
+                                peer.host()
                             );
                             continue;
                         };
-                        if let Err(e) = client::spawn(sock, peer, slot, shared.clone()) {
+                        if let Err(e) = client::spawn(sock, peer.clone(), slot, shared.clone()) {
                             warn!("Unable to start a thread for {peer}: {e}.");
                         }
                     }
@@ -183,8 +314,8 @@ pub fn accept_loop(
                     Err(e) => {
                         // Out of descriptors and the like: log, keep serving.
                         warn!(
-                            "Unable to accept a connection on port {}: {e}.",
-                            b.listener.port
+                            "Unable to accept a connection on {}: {e}.",
+                            b.socket.describe()
                         );
                         // Do not spin while the condition lasts.
                         std::thread::sleep(Duration::from_millis(50));

@@ -252,6 +252,56 @@ pub fn bind_listen(
     listen(sock, backlog)
 }
 
+/// The longest path a Unix domain socket may have: `sun_path` less its
+/// terminating NUL (107 bytes on Linux).
+pub const UNIX_PATH_MAX: usize = 107;
+
+/// A Unix domain stream socket bound to `path`, and listening unless
+/// [`defer_listen`] was called (then [`listen`] starts it): std's
+/// `UnixListener::bind` cannot bind without listening.
+pub fn bind_listen_unix(
+    path: &std::path::Path,
+    backlog: i32,
+) -> io::Result<std::os::unix::net::UnixListener> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.len() > UNIX_PATH_MAX || bytes.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("'{}' is not a usable socket path", path.display()),
+        ));
+    }
+    // SAFETY: plain socket(2); the result is checked and owned at once.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor that nothing else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: sockaddr_un is plain data; zeroed is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (dst, src) in addr.sun_path.iter_mut().zip(bytes) {
+        *dst = *src as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
+    // SAFETY: addr is a valid sockaddr_un; len covers the path and its NUL.
+    if unsafe {
+        libc::bind(
+            sock.as_raw_fd(),
+            (&addr as *const libc::sockaddr_un).cast(),
+            len as libc::socklen_t,
+        )
+    } < 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    if !DEFER_LISTEN.load(Ordering::Relaxed) {
+        listen(&sock, backlog)?;
+    }
+    Ok(std::os::unix::net::UnixListener::from(sock))
+}
+
 /// Hands the heap memory freed so far back to the kernel (glibc keeps it
 /// otherwise): after a restore, whose decoding freed as much as it kept.
 pub fn trim_heap() {

@@ -1,5 +1,6 @@
 //! A client's byte stream: plain TCP, or TLS over TCP with rustls driven
-//! sans-I/O in the client thread itself (no extra thread per client).
+//! sans-I/O in the client thread itself (no extra thread per client), or a
+//! Unix domain socket ([`Socket`]: the socket under either).
 //!
 //! On a WebSockets listener either kind is wrapped in a
 //! [`WsStream`](crate::websockets::WsStream), which carries MQTT in binary
@@ -12,9 +13,12 @@
 //! [`Stream::wants_write`] tells the client thread to poll for POLLOUT
 //! until it is out.
 
+use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,15 +27,160 @@ use rustls::{ServerConfig, ServerConnection};
 use crate::sys::{self, POLLIN, POLLOUT, PollFd};
 use crate::websockets::{self, WsStream};
 
+/// An accepted connection's socket: TCP, or a Unix domain socket
+/// (`listener 0 /path`).
+#[derive(Debug)]
+pub enum Socket {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Socket {
+    pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        match self {
+            Socket::Tcp(s) => s.set_nonblocking(on),
+            Socket::Unix(s) => s.set_nonblocking(on),
+        }
+    }
+
+    /// How long a blocking read may wait; None, for ever.
+    pub fn set_read_timeout(&self, d: Option<std::time::Duration>) -> io::Result<()> {
+        match self {
+            Socket::Tcp(s) => s.set_read_timeout(d),
+            Socket::Unix(s) => s.set_read_timeout(d),
+        }
+    }
+
+    /// TCP_NODELAY; a Unix socket has no such delay (nor does Mosquitto
+    /// set it on one).
+    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        match self {
+            Socket::Tcp(s) => s.set_nodelay(on),
+            Socket::Unix(_) => Ok(()),
+        }
+    }
+
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        match self {
+            Socket::Tcp(s) => s.shutdown(how),
+            Socket::Unix(s) => s.shutdown(how),
+        }
+    }
+
+    /// A second handle on the same socket.
+    pub fn try_clone(&self) -> io::Result<Socket> {
+        Ok(match self {
+            Socket::Tcp(s) => Socket::Tcp(s.try_clone()?),
+            Socket::Unix(s) => Socket::Unix(s.try_clone()?),
+        })
+    }
+
+    /// The other end: its address, or for a Unix socket the socket's own
+    /// path (the peer of a Unix socket has no name; Mosquitto logs the path).
+    pub fn peer(&self) -> io::Result<Peer> {
+        match self {
+            Socket::Tcp(s) => s.peer_addr().map(Peer::Ip),
+            Socket::Unix(s) => {
+                let local = s.local_addr()?;
+                let path = local.as_pathname().unwrap_or(Path::new("unix-socket"));
+                Ok(Peer::Unix(Arc::from(path)))
+            }
+        }
+    }
+}
+
+impl AsRawFd for Socket {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Socket::Tcp(s) => s.as_raw_fd(),
+            Socket::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+impl Read for &Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => (&*s).read(buf),
+            Socket::Unix(s) => (&*s).read(buf),
+        }
+    }
+}
+
+impl Write for &Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => (&*s).write(buf),
+            Socket::Unix(s) => (&*s).write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self).read(buf)
+    }
+}
+
+impl Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self).write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Who is at the other end of a connection, for log lines.
+#[derive(Clone, Debug)]
+pub enum Peer {
+    Ip(SocketAddr),
+    /// A client of a Unix socket listener: the socket's path.
+    Unix(Arc<Path>),
+}
+
+impl Peer {
+    /// The address alone: the IP address, or the socket's path.
+    pub fn host(&self) -> String {
+        match self {
+            Peer::Ip(a) => a.ip().to_string(),
+            Peer::Unix(p) => p.display().to_string(),
+        }
+    }
+
+    /// "address:port", as in Mosquitto's "New connection from" lines; port
+    /// 0 on a Unix socket, as Mosquitto writes it.
+    pub fn with_port(&self) -> String {
+        match self {
+            Peer::Ip(a) => format!("{}:{}", a.ip(), a.port()),
+            Peer::Unix(p) => format!("{}:0", p.display()),
+        }
+    }
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Ip(a) => a.fmt(f),
+            Peer::Unix(p) => p.display().fmt(f),
+        }
+    }
+}
+
 pub enum Stream {
-    Plain(TcpStream),
+    Plain(Socket),
     Tls(Box<TlsStream>),
     /// MQTT over WebSockets, over a plain or TLS stream.
     Ws(Box<WsStream>),
 }
 
 pub struct TlsStream {
-    pub sock: TcpStream,
+    pub sock: Socket,
     pub tls: ServerConnection,
 }
 
@@ -98,7 +247,7 @@ impl Stream {
     /// The stream for an accepted connection: TLS with the listener's
     /// `tls` configuration, inside WebSockets with `ws` settings.
     pub fn new(
-        sock: TcpStream,
+        sock: Socket,
         tls: Option<Arc<ServerConfig>>,
         ws: Option<websockets::Settings>,
     ) -> Result<Stream, rustls::Error> {
@@ -115,16 +264,17 @@ impl Stream {
         })
     }
 
-    pub fn tcp(&self) -> &TcpStream {
+    /// The socket under the stream.
+    pub fn socket(&self) -> &Socket {
         match self {
             Stream::Plain(s) => s,
             Stream::Tls(t) => &t.sock,
-            Stream::Ws(w) => w.inner.tcp(),
+            Stream::Ws(w) => w.inner.socket(),
         }
     }
 
-    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.tcp().peer_addr()
+    pub fn peer(&self) -> io::Result<Peer> {
+        self.socket().peer()
     }
 
     /// Whether a read shorter than asked for shows that the socket is
@@ -238,7 +388,7 @@ impl Stream {
 
 /// Waits for `events` on `sock` until `deadline`, in the `what` handshake.
 pub(crate) fn wait(
-    sock: &TcpStream,
+    sock: &Socket,
     events: i16,
     deadline: Instant,
     what: &'static str,
@@ -272,7 +422,7 @@ impl TlsStream {
 
 impl AsRawFd for Stream {
     fn as_raw_fd(&self) -> RawFd {
-        self.tcp().as_raw_fd()
+        self.socket().as_raw_fd()
     }
 }
 

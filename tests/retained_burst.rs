@@ -304,10 +304,15 @@ fn a_persistent_session_resumes_its_stream() {
     // order; the two topics published meanwhile went ahead of the stream
     // (the stored 2500 at once before its live message, as docs/CONFIG.md
     // says: MQTT orders messages per topic, not across topics).
+    // A message still in flight at the disconnect (its PUBACK not yet
+    // taken in by the broker) comes again, with DUP [MQTT-4.4.0-1]: such a
+    // copy of a topic received before is not one of the rest.
     let (t2999, t2500) = (topic(2999), topic(2500));
+    let before: HashSet<&str> = first.iter().map(|m| m.topic.as_str()).collect();
     let others: Vec<&Publish> = rest
         .iter()
         .filter(|m| m.topic != t2999 && m.topic != t2500)
+        .filter(|m| !(m.dup && before.contains(m.topic.as_str())))
         .collect();
     let once: HashSet<&str> = others.iter().map(|m| m.topic.as_str()).collect();
     assert_eq!(others.len(), n - first.len() - 2, "each other topic");

@@ -162,8 +162,17 @@ fn run() -> Result<ExitCode, String> {
                 info!("Not listening on ::1 port {}: {e}.", l.port);
             }
             Err(e) => {
-                let addr = l.address.as_deref().unwrap_or("*");
-                error!("Error: unable to listen on {addr} port {}: {e}.", l.port);
+                match &l.unix_socket {
+                    Some(u) => error!(
+                        "Error: unable to listen on unix socket {}: {e}.",
+                        u.path.display()
+                    ),
+                    None => {
+                        let addr = l.address.as_deref().unwrap_or("*");
+                        error!("Error: unable to listen on {addr} port {}: {e}.", l.port);
+                    }
+                }
+                listener::remove_unix_sockets(&sockets);
                 return Ok(ExitCode::FAILURE);
             }
         }
@@ -181,7 +190,7 @@ fn run() -> Result<ExitCode, String> {
         warn!("Warning: unable to reach the service manager: {e}.");
         None
     });
-    drop_privileges(&config.user)?;
+    drop_privileges(&config.user, &sockets)?;
 
     let config = Arc::new(config);
     let (tx, rx) = crossbeam_channel::bounded(midge::router::QUEUE);
@@ -227,7 +236,7 @@ fn run() -> Result<ExitCode, String> {
     // Only now do connections get in: the first client finds its session.
     for b in &sockets {
         sys::listen(&b.socket, LISTEN_BACKLOG)
-            .map_err(|e| format!("unable to listen on {:?}: {e}", b.socket.local_addr()))?;
+            .map_err(|e| format!("unable to listen on {}: {e}", b.socket.describe()))?;
     }
     let router_thread = std::thread::Builder::new()
         .name("router".into())
@@ -263,6 +272,7 @@ fn run() -> Result<ExitCode, String> {
     if let Some(Err(e)) = notifier.as_ref().map(notify::Notifier::stopping) {
         warn!("Warning: unable to notify the service manager: {e}.");
     }
+    listener::remove_unix_sockets(&sockets);
     drop(sockets);
     let _ = tx.send(Event::Shutdown);
     // Give client threads a moment to flush and hand back their state;
@@ -378,7 +388,8 @@ fn reload(config: &Config, shared: &ClientShared, verbose: bool, tls: &[Arc<Serv
 
 /// Started as root, becomes `user` (Mosquitto's rule: a user that does not
 /// exist falls back to `nobody`; `user root` stays root, with a warning).
-fn drop_privileges(user: &str) -> Result<(), String> {
+/// The files of Unix socket listeners go to that user first.
+fn drop_privileges(user: &str, sockets: &[listener::Bound]) -> Result<(), String> {
     if sys::euid() != 0 {
         return Ok(());
     }
@@ -401,6 +412,7 @@ fn drop_privileges(user: &str) -> Result<(), String> {
             }
         }
     };
+    listener::hand_over(sockets, ids.0, ids.1);
     sys::become_user(name, ids.0, ids.1)
         .map_err(|e| format!("unable to drop privileges to '{name}': {e}"))?;
     info!("Running as user {name} (uid {}, gid {}).", ids.0, ids.1);

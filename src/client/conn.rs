@@ -46,7 +46,7 @@ pub struct Conn {
     pub level: Level,
     /// The client's address from a PROXY header, in place of the socket's
     /// peer (the proxy).
-    pub proxied_peer: Option<std::net::SocketAddr>,
+    pub proxied_peer: Option<crate::transport::Peer>,
     /// Bytes and packets read and written since [`Conn::take_counts`].
     counts: Counts,
 }
@@ -62,7 +62,7 @@ pub struct Counts {
 
 impl Conn {
     pub fn new(sock: Stream, max_packet: usize) -> io::Result<Conn> {
-        sock.tcp().set_nonblocking(true)?;
+        sock.socket().set_nonblocking(true)?;
         Ok(Conn {
             sock,
             rbuf: Vec::new(),

@@ -9,13 +9,14 @@
 //! long before it would be the oldest.
 
 use std::collections::VecDeque;
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
 use log::info;
 use parking_lot::Mutex;
 
 use crate::router::ConnId;
+use crate::transport::{Peer, Socket};
 
 /// How long a connection without CONNECT keeps its thread while others
 /// wait for one.
@@ -26,9 +27,9 @@ pub const GRACE: Duration = Duration::from_millis(250);
 struct Waiting {
     id: ConnId,
     since: Instant,
-    peer: SocketAddr,
+    peer: Peer,
     /// A second handle on its socket, to close it from the accept loop.
-    sock: TcpStream,
+    sock: Socket,
 }
 
 #[derive(Debug)]
@@ -83,7 +84,7 @@ impl Connecting {
     }
 
     /// A new connection, before its thread starts.
-    pub fn enter(&self, id: ConnId, peer: SocketAddr, sock: &TcpStream) {
+    pub fn enter(&self, id: ConnId, peer: Peer, sock: &Socket) {
         // Without a second handle it cannot be closed early; the connect
         // timeout still ends it.
         if let Ok(sock) = sock.try_clone() {

@@ -24,7 +24,6 @@ pub mod tasks;
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -43,7 +42,7 @@ use crate::persist::journal::Journal;
 use crate::router::{ConnId, DisconnectKind, Event, Metrics, Reply};
 use crate::session::inflight::{Inflight, Resend, SessionState};
 use crate::sys::{self, POLLERR, POLLIN, POLLOUT, PollFd};
-use crate::transport::{HandshakeError, Stream};
+use crate::transport::{HandshakeError, Peer, Socket, Stream};
 use crate::websockets;
 use conn::{Conn, ReadError};
 use connect::{Accepted, ClientLimits, Refused};
@@ -166,21 +165,15 @@ impl ClientShared {
     }
 
     fn peer_text(&self, c: &Conn) -> String {
-        match c.proxied_peer.map_or_else(|| c.sock.peer_addr(), Ok) {
-            Ok(SocketAddr::V4(a)) => format!("{}:{}", a.ip(), a.port()),
-            Ok(SocketAddr::V6(a)) => format!("{}:{}", a.ip(), a.port()),
+        match c.proxied_peer.clone().map_or_else(|| c.sock.peer(), Ok) {
+            Ok(p) => p.with_port(),
             Err(_) => "unknown".into(),
         }
     }
 }
 
 /// Starts the thread for a freshly accepted connection.
-pub fn spawn(
-    sock: TcpStream,
-    peer: SocketAddr,
-    slot: Slot,
-    shared: Arc<ClientShared>,
-) -> io::Result<()> {
+pub fn spawn(sock: Socket, peer: Peer, slot: Slot, shared: Arc<ClientShared>) -> io::Result<()> {
     let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let mut stack = shared.config.client_stack_size;
     if slot.listener().tls.is_some() {
@@ -188,7 +181,7 @@ pub fn spawn(
         // MQTT; only the pages touched cost memory.
         stack = stack.max(TLS_STACK);
     }
-    shared.connecting.enter(id, peer, &sock);
+    shared.connecting.enter(id, peer.clone(), &sock);
     let started = std::thread::Builder::new()
         .name(format!("client-{id}"))
         .stack_size(stack)
@@ -210,7 +203,7 @@ pub fn spawn(
 /// goes deeper than the session that follows, and once it is done the
 /// stack pages it alone used are given back ([`sys::trim_stack`]), so an
 /// idle client keeps only what its session needs.
-fn run(sock: TcpStream, peer: SocketAddr, slot: &Slot, id: ConnId, shared: &ClientShared) {
+fn run(sock: Socket, peer: Peer, slot: &Slot, id: ConnId, shared: &ClientShared) {
     let opened = open(sock, peer, slot, id, shared);
     shared.connecting.leave(id);
     if let Some((c, accepted)) = opened {
@@ -225,8 +218,8 @@ fn run(sock: TcpStream, peer: SocketAddr, slot: &Slot, id: ConnId, shared: &Clie
 /// ended before (logged).
 #[inline(never)]
 fn open(
-    mut sock: TcpStream,
-    mut peer: SocketAddr,
+    mut sock: Socket,
+    mut peer: Peer,
     slot: &Slot,
     id: ConnId,
     shared: &ClientShared,
@@ -243,8 +236,8 @@ fn open(
         match proxy::read_header(&mut sock, listener.proxy_protocol, deadline) {
             Ok(Some(client)) => {
                 debug!("PROXY header from {peer}: the client is {client}.");
-                proxied = Some(client);
-                peer = client;
+                peer = Peer::Ip(client);
+                proxied = Some(peer.clone());
             }
             Ok(None) => {}
             Err(e) => {
@@ -254,11 +247,7 @@ fn open(
         }
     }
     if shared.config.connection_messages {
-        info!(
-            "New connection from {}:{} on port {port}.",
-            peer.ip(),
-            peer.port()
-        );
+        info!("New connection from {} on port {port}.", peer.with_port());
     }
     if shared.config.set_tcp_nodelay {
         let _ = sock.set_nodelay(true);

@@ -11,8 +11,10 @@
 //! first MQTT packet (Mosquitto does the same).
 
 use std::io::{self, Read};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Instant;
+
+use crate::transport::Socket;
 
 /// Version 2's first 12 bytes.
 const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
@@ -49,7 +51,7 @@ impl std::fmt::Display for Bad {
 /// address family other than TCP over IPv4 or IPv6): then the socket's
 /// peer is the client.
 pub fn read_header(
-    sock: &mut TcpStream,
+    sock: &mut Socket,
     version: u8,
     deadline: Instant,
 ) -> Result<Option<SocketAddr>, Bad> {

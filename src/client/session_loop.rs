@@ -179,7 +179,7 @@ impl Connected<'_> {
         let _ = self.c.flush();
         // A client refused for what it sent may have sent more behind it.
         if matches!(why, End::Protocol(..)) {
-            linger(self.c.sock.tcp());
+            linger(self.c.sock.socket());
         }
     }
 
@@ -237,7 +237,7 @@ const LINGER_BYTES: usize = 64 * 1024;
 /// closed with unread input is reset by Linux, and a reset can reach the
 /// client before it has read the DISCONNECT, whose reason code is then
 /// lost. Only this client's thread waits.
-fn linger(sock: &std::net::TcpStream) {
+fn linger(sock: &Socket) {
     let _ = sock.shutdown(std::net::Shutdown::Write);
     let deadline = Instant::now() + LINGER_TIME;
     let mut buf = [0u8; 4096];

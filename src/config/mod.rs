@@ -69,6 +69,10 @@ pub struct Listener {
     pub port: u16,
     /// None: every address, IPv4 and IPv6 (Mosquitto opens both).
     pub address: Option<String>,
+    /// `listener 0 /absolute/path`: a Unix domain socket at this path, with
+    /// the `listener` line that named it (port 0 with an address that is
+    /// not a path stays a free TCP port).
+    pub unix_socket: Option<FileSetting>,
     pub socket_domain: Option<Domain>,
     /// Only connections arriving on this network interface (SO_BINDTODEVICE).
     pub bind_interface: Option<String>,
@@ -116,6 +120,7 @@ impl Listener {
             index: 0,
             port,
             address,
+            unix_socket: None,
             socket_domain: None,
             bind_interface: None,
             max_connections: None,

@@ -199,7 +199,11 @@ impl Parser {
                 let port = port
                     .parse::<u16>()
                     .map_err(|_| l.bad(format!("'{port}' is not a port number")))?;
-                self.listeners.push(Listener::new(port, address));
+                let listener = match address {
+                    Some(path) if port == 0 && path.starts_with('/') => unix_listener(l, path)?,
+                    address => Listener::new(port, address),
+                };
+                self.listeners.push(listener);
                 self.scope = Some(Scope::Listener(self.listeners.len() - 1));
             }
             "port" => {
@@ -246,7 +250,10 @@ impl Parser {
                 "mqtt" => {
                     self.listener();
                 }
-                "websockets" => self.listener().websockets = true,
+                "websockets" => {
+                    self.not_on_unix_socket(l, "WebSockets")?;
+                    self.listener().websockets = true
+                }
                 v => return Err(l.bad(format!("'{v}' is not 'mqtt' or 'websockets'"))),
             },
             "socket_domain" => {
@@ -564,6 +571,7 @@ impl Parser {
                 at: l.origin(),
             }))
         };
+        self.not_on_unix_socket(l, "TLS")?;
         let mut warning = None;
         let tls: &mut TlsSettings = match name {
             "cafile" | "capath" | "certfile" | "keyfile" | "crlfile" | "ciphers"
@@ -616,6 +624,17 @@ impl Parser {
         }
         self.c.warnings.extend(warning);
         Ok(())
+    }
+
+    /// Refuses an option that a Unix socket listener cannot have (`what`
+    /// names what it would turn on).
+    fn not_on_unix_socket(&self, l: &Line, what: &str) -> Result<(), ConfigError> {
+        match self.scope {
+            Some(Scope::Listener(i)) if self.listeners[i].unix_socket.is_some() => Err(l.bad(
+                format!("{what} is not available on a Unix socket listener (listener 0 /path)"),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// The listener of the current `listener` section, for Mosquitto 2.1's
@@ -697,6 +716,24 @@ impl Parser {
         }
         Ok(c)
     }
+}
+
+/// `listener 0 /path`: a listener on a Unix domain socket at `path`.
+fn unix_listener(l: &Line, path: String) -> Result<Listener, ConfigError> {
+    if path.len() > crate::sys::UNIX_PATH_MAX {
+        return Err(l.bad(format!(
+            "the socket path is {} bytes long; a Unix socket path has at most {}",
+            path.len(),
+            crate::sys::UNIX_PATH_MAX
+        )));
+    }
+    let mut listener = Listener::new(0, None);
+    listener.unix_socket = Some(FileSetting {
+        path: PathBuf::from(path),
+        option: "listener",
+        at: l.origin(),
+    });
+    Ok(listener)
 }
 
 /// Options that only make sense together: Mosquitto's start-up checks.

@@ -684,3 +684,58 @@ fn memory_limit_is_read() {
     assert_eq!(c.memory_limit, 64_000_000);
     assert!(err("memory_limit -1\n").contains("out of range"));
 }
+
+#[test]
+fn listener_0_with_a_path_is_a_unix_socket_and_with_an_address_a_free_port() {
+    let c = parse(
+        "listener 0 /run/midge/mqtt.sock\nmount_point local/\nlistener 0 127.0.0.1\n\
+         listener 0 localhost\nlistener 0\n",
+    )
+    .expect("parse");
+    let unix = c.listeners[0].unix_socket.as_ref().expect("a unix socket");
+    assert_eq!(unix.path, Path::new("/run/midge/mqtt.sock"));
+    assert_eq!(unix.at.to_string(), "/etc/midge/midge.conf:1");
+    assert_eq!(c.listeners[0].address, None);
+    assert_eq!(c.listeners[0].port, 0);
+    assert_eq!(c.listeners[0].mount_point.as_deref(), Some("local/"));
+    for (l, address) in c.listeners[1..]
+        .iter()
+        .zip([Some("127.0.0.1"), Some("localhost"), None])
+    {
+        assert_eq!(l.unix_socket, None);
+        assert_eq!(l.address.as_deref(), address);
+        assert_eq!(l.port, 0);
+    }
+    // A path on another port is an address (that does not resolve).
+    let c = parse("listener 1883 /run/mqtt.sock\n").expect("parse");
+    assert_eq!(c.listeners[0].unix_socket, None);
+}
+
+#[test]
+fn a_unix_socket_listener_refuses_tls_and_websockets_naming_the_line() {
+    let e = err("listener 0 127.0.0.1\nlistener 0 /run/mqtt.sock\ncertfile /etc/c.pem\n");
+    assert!(
+        e.starts_with(
+            "/etc/midge/midge.conf:3: certfile: TLS is not available on a Unix socket listener"
+        ),
+        "{e}"
+    );
+    let e = err("listener 0 /run/mqtt.sock\nrequire_certificate true\n");
+    assert!(
+        e.starts_with("/etc/midge/midge.conf:2: require_certificate: TLS"),
+        "{e}"
+    );
+    let e = err("listener 0 /run/mqtt.sock\n\nprotocol websockets\n");
+    assert!(
+        e.starts_with("/etc/midge/midge.conf:3: protocol: WebSockets is not available"),
+        "{e}"
+    );
+    // The next listener section may have them.
+    parse("listener 0 /run/mqtt.sock\nlistener 0\nprotocol websockets\n").expect("parse");
+    let long = format!("listener 0 /{}\n", "s".repeat(107));
+    let e = err(&long);
+    assert!(
+        e.starts_with("/etc/midge/midge.conf:1: listener: the socket path is 108 bytes long"),
+        "{e}"
+    );
+}

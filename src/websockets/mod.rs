@@ -210,7 +210,7 @@ impl WsStream {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if !self.inner.buffered() {
-                        transport::wait(self.inner.tcp(), POLLIN, deadline, "WebSocket")?;
+                        transport::wait(self.inner.socket(), POLLIN, deadline, "WebSocket")?;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -236,11 +236,7 @@ impl WsStream {
             )),
             Some(dir) => http::resolve(dir, target),
         };
-        let peer = self
-            .inner
-            .peer_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
+        let peer = self.inner.peer().map(|a| a.to_string()).unwrap_or_default();
         match found {
             Ok(mut f) => {
                 ws_log(
@@ -292,7 +288,7 @@ impl WsStream {
             t.tls.send_close_notify();
             let _ = self.inner.push();
         }
-        let sock = self.inner.tcp();
+        let sock = self.inner.socket();
         let _ = sock.shutdown(std::net::Shutdown::Write);
         // Closing with unread bytes would reset the connection and could
         // destroy the answer before the client reads it: drop what has
@@ -308,7 +304,7 @@ impl WsStream {
 
     /// Writes all of `bytes` by `deadline`, waiting for room as needed.
     fn send_all(&mut self, mut bytes: &[u8], deadline: Instant) -> Result<(), HandshakeError> {
-        let wait = |s: &Stream| transport::wait(s.tcp(), POLLOUT, deadline, "WebSocket");
+        let wait = |s: &Stream| transport::wait(s.socket(), POLLOUT, deadline, "WebSocket");
         while !bytes.is_empty() {
             match self.inner.write(bytes) {
                 Ok(0) => return Err(HandshakeError::Io(io::ErrorKind::WriteZero.into())),

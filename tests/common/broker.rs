@@ -276,6 +276,17 @@ fn with_test_defaults(conf: &str) -> String {
     text
 }
 
+/// `text` with each `listener 0 ADDRESS` on `port` instead, for
+/// Mosquitto; `listener 0 /path` stays a unix socket (in both brokers).
+fn on_port(text: &str, port: u16) -> String {
+    text.lines()
+        .map(|l| match l.strip_prefix("listener 0 ") {
+            Some(rest) if !rest.starts_with('/') => format!("listener {port} {rest}\n"),
+            _ => format!("{l}\n"),
+        })
+        .collect()
+}
+
 impl Broker {
     /// Starts midge (or Mosquitto, see the module doc) with `conf`, adding
     /// `listener 0 127.0.0.1` unless `conf` has a `listener` or `port` line,
@@ -303,12 +314,13 @@ impl Broker {
                 .unwrap_or_else(|e| panic!("midge did not start: {e}")),
             BrokerKind::Mosquitto => {
                 tools::require(MOSQUITTO);
-                // Mosquitto reads `listener 0` as a unix socket: give it a
-                // free port, and retry if someone takes the port first.
+                // Mosquitto reads `listener 0 ADDRESS` as a unix socket:
+                // give it a free port (a path stays a unix socket), and
+                // retry if someone takes the port first.
                 let mut last = String::new();
                 for _ in 0..5 {
                     let port = free_port();
-                    let t = text.replace("listener 0 ", &format!("listener {port} "));
+                    let t = on_port(&text, port);
                     match Broker::spawn(kind, Some(&t), args) {
                         Ok(b) => return b,
                         Err(e) => last = e,

@@ -40,13 +40,15 @@ def msg_line(m):
 class Client:
     """One paho client on its own network thread (loop_start)."""
 
-    def __init__(self, port, client_id, proto, clean_session=True, will=None, keepalive=60):
+    def __init__(self, port, client_id, proto, clean_session=True, will=None, keepalive=60, unix_path=None):
+        """Connects to 127.0.0.1:port, or with unix_path to that Unix socket."""
         self.name = client_id
         self.c = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=client_id,
             clean_session=clean_session,
             protocol=proto,
+            transport="tcp" if unix_path is None else "unix",
             reconnect_on_failure=False,
         )
         self.connack = queue.Queue()
@@ -60,7 +62,11 @@ class Client:
         if will is not None:
             topic, payload, qos, retain = will
             self.c.will_set(topic, payload, qos, retain)
-        self.c.connect("127.0.0.1", port, keepalive)
+        if unix_path is None:
+            self.c.connect("127.0.0.1", port, keepalive)
+        else:
+            # paho's unix transport takes the socket's path as the host.
+            self.c.connect(unix_path, keepalive=keepalive)
         self.c.loop_start()
         try:
             flags, rc = self.connack.get(timeout=TIMEOUT)
