@@ -484,12 +484,12 @@ fn unknown_option_names_file_line_and_option() {
 #[test]
 fn mosquitto_option_not_supported_yet() {
     let (_st, err, path) =
-        Broker::start_expect_fail("listener 0 127.0.0.1\nretain_expiry_interval 60\n");
+        Broker::start_expect_fail("listener 0 127.0.0.1\nbridge_reload_type lazy\n");
     let line = one_line(&err);
     assert_eq!(
         line,
         format!(
-            "Error: {}:2: option 'retain_expiry_interval' is not supported yet",
+            "Error: {}:2: option 'bridge_reload_type' is not supported yet",
             path.display()
         )
     );

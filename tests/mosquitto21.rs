@@ -207,3 +207,33 @@ fn enable_proxy_protocol_takes_the_client_address_from_the_header() {
     // Everyone else is served.
     let _ok = RawClient::connect(on(plain), "plain-client");
 }
+
+/// `proxy_protocol_v2_require_tls` (Mosquitto 2.1): a version 2 header
+/// must carry the TLS indication (PP2_TYPE_SSL with PP2_CLIENT_SSL) of a
+/// proxy that took the client's TLS; without it the connection is closed.
+#[test]
+fn proxy_protocol_v2_require_tls_needs_the_header_s_tls_indication() {
+    let b = Broker::start(
+        "listener 0 127.0.0.1\nenable_proxy_protocol 2\nproxy_protocol_v2_require_tls true\n",
+    );
+    let connect = Connect::new("behind-tls-proxy").build();
+    let with_tls = |tls: bool| {
+        let mut h = proxy_v2([198, 51, 100, 20], 4400);
+        // Length 12 + the TLV's 8 bytes.
+        h[15] = 20;
+        h.extend([0x20, 0x00, 0x05, u8::from(tls), 0, 0, 0, 0]);
+        h
+    };
+    let mut plain = b.raw().named("no TLS");
+    let mut bytes = with_tls(false);
+    bytes.extend(&connect);
+    plain.send_lossy(&bytes);
+    plain.expect_closed();
+    b.wait_for_log("does not say the client used TLS", TIMEOUT);
+    let mut tls = b.raw().named("TLS");
+    let mut bytes = with_tls(true);
+    bytes.extend(&connect);
+    tls.send(&bytes);
+    tls.expect_connack(0, false);
+    b.wait_for_log("New client connected from 198.51.100.20:4400", TIMEOUT);
+}

@@ -234,12 +234,22 @@ fn open(
     let mut proxied = None;
     if listener.proxy_protocol != 0 {
         match proxy::read_header(&mut sock, listener.proxy_protocol, deadline) {
-            Ok(Some(client)) => {
+            Ok(h) if listener.proxy_require_tls.is_some() && !h.tls => {
+                info!(
+                    "Client <unknown> from {peer} on port {port} disconnected: its PROXY \
+                     header does not say the client used TLS (proxy_protocol_v2_require_tls)."
+                );
+                return None;
+            }
+            Ok(proxy::Header {
+                client: Some(client),
+                ..
+            }) => {
                 debug!("PROXY header from {peer}: the client is {client}.");
                 peer = Peer::Ip(client);
                 proxied = Some(peer.clone());
             }
-            Ok(None) => {}
+            Ok(_) => {}
             Err(e) => {
                 info!("Client <unknown> from {peer} on port {port} disconnected: {e}.");
                 return None;

@@ -27,6 +27,18 @@ const V1_MAX: usize = 107;
 /// id) fit well within the rest.
 const V2_MAX_BODY: usize = 1024;
 
+/// What a PROXY header says of the client.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Header {
+    /// Its address; None when the header says the connection is the
+    /// proxy's own (v1 `UNKNOWN`, v2 `LOCAL`, or an address family other
+    /// than TCP over IPv4 or IPv6): then the socket's peer stands.
+    pub client: Option<SocketAddr>,
+    /// Version 2 only: the client reached the proxy over TLS (a PP2_TYPE_SSL
+    /// TLV with its PP2_CLIENT_SSL bit).
+    pub tls: bool,
+}
+
 /// Why a connection's PROXY header was refused.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Bad {
@@ -46,15 +58,8 @@ impl std::fmt::Display for Bad {
 }
 
 /// Reads the PROXY header of `version` (1 or 2) from `sock` before
-/// `deadline`. Returns the client's address, or None when the header says
-/// the connection is the proxy's own (v1 `UNKNOWN`, v2 `LOCAL`, or an
-/// address family other than TCP over IPv4 or IPv6): then the socket's
-/// peer is the client.
-pub fn read_header(
-    sock: &mut Socket,
-    version: u8,
-    deadline: Instant,
-) -> Result<Option<SocketAddr>, Bad> {
+/// `deadline`.
+pub fn read_header(sock: &mut Socket, version: u8, deadline: Instant) -> Result<Header, Bad> {
     let mut next = |buf: &mut [u8]| -> Result<(), Bad> {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -81,7 +86,7 @@ pub fn read_header(
                 return Err(Bad::Malformed("not a version 1 header"));
             }
         }
-        parse_v1(&line)
+        parse_v1(&line).map(|client| Header { client, tls: false })
     } else {
         let mut head = [0u8; 16];
         next(&mut head)?;
@@ -132,29 +137,45 @@ pub fn parse_v1(line: &[u8]) -> Result<Option<SocketAddr>, Bad> {
 }
 
 /// Version 2: the 16-byte head (signature, version and command, family,
-/// length) and the `body` it announced.
-pub fn parse_v2(head: &[u8; 16], body: &[u8]) -> Result<Option<SocketAddr>, Bad> {
-    let bad = |why| Err(Bad::Malformed(why));
+/// length) and the `body` it announced: the addresses, then TLVs.
+pub fn parse_v2(head: &[u8; 16], body: &[u8]) -> Result<Header, Bad> {
     if head[12] >> 4 != 2 {
-        return bad("version 2 header of another version");
+        return Err(Bad::Malformed("version 2 header of another version"));
     }
     match head[12] & 0x0F {
         // LOCAL: the proxy's own connection (a health check).
-        0 => return Ok(None),
+        0 => return Ok(Header::default()),
         1 => {}
-        _ => return bad("version 2 command is neither LOCAL nor PROXY"),
+        _ => {
+            return Err(Bad::Malformed(
+                "version 2 command is neither LOCAL nor PROXY",
+            ));
+        }
     }
-    match head[13] {
+    let (client, tlvs) = v2_addresses(head[13], body)?;
+    Ok(Header {
+        client,
+        tls: client_tls(tlvs)?,
+    })
+}
+
+/// The client's address of a version 2 body of `family`, and the TLVs
+/// after the addresses.
+fn v2_addresses(family: u8, body: &[u8]) -> Result<(Option<SocketAddr>, &[u8]), Bad> {
+    let bad = |why| Err(Bad::Malformed(why));
+    let skip = |n: usize| {
+        body.get(n..)
+            .ok_or(Bad::Malformed("version 2 addresses cut short"))
+    };
+    match family {
         // TCP over IPv4: source, destination, source port, destination port.
         0x11 => {
             let Some(a) = body.get(..12) else {
                 return bad("version 2 IPv4 addresses cut short");
             };
             let ip = Ipv4Addr::new(a[0], a[1], a[2], a[3]);
-            Ok(Some(SocketAddr::new(
-                ip.into(),
-                u16::from_be_bytes([a[8], a[9]]),
-            )))
+            let client = SocketAddr::new(ip.into(), u16::from_be_bytes([a[8], a[9]]));
+            Ok((Some(client), skip(12)?))
         }
         // TCP over IPv6.
         0x21 => {
@@ -163,14 +184,41 @@ pub fn parse_v2(head: &[u8; 16], body: &[u8]) -> Result<Option<SocketAddr>, Bad>
             };
             let mut src = [0u8; 16];
             src.copy_from_slice(&a[..16]);
-            Ok(Some(SocketAddr::new(
-                Ipv6Addr::from(src).into(),
-                u16::from_be_bytes([a[32], a[33]]),
-            )))
+            let port = u16::from_be_bytes([a[32], a[33]]);
+            Ok((
+                Some(SocketAddr::new(Ipv6Addr::from(src).into(), port)),
+                skip(36)?,
+            ))
         }
-        // UNSPEC, UDP, Unix sockets: the connection's own peer stands.
-        _ => Ok(None),
+        // Unix sockets (stream or datagram): the connection's own peer
+        // stands.
+        0x31 | 0x32 => Ok((None, skip(216)?)),
+        // UDP over IPv4 and IPv6 take as much room as TCP.
+        0x12 => Ok((None, skip(12)?)),
+        0x22 => Ok((None, skip(36)?)),
+        // UNSPEC: no addresses.
+        _ => Ok((None, body)),
     }
+}
+
+/// Whether the TLVs of a version 2 header say the client used TLS: a
+/// PP2_TYPE_SSL (0x20) whose first byte has PP2_CLIENT_SSL (0x01).
+fn client_tls(mut tlvs: &[u8]) -> Result<bool, Bad> {
+    let mut tls = false;
+    while !tlvs.is_empty() {
+        let (Some(&kind), Some(len)) = (tlvs.first(), tlvs.get(1..3)) else {
+            return Err(Bad::Malformed("version 2 TLV cut short"));
+        };
+        let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+        let Some(value) = tlvs.get(3..3 + len) else {
+            return Err(Bad::Malformed("version 2 TLV cut short"));
+        };
+        if kind == 0x20 {
+            tls |= value.first().is_some_and(|c| c & 0x01 != 0);
+        }
+        tlvs = &tlvs[3 + len..];
+    }
+    Ok(tls)
 }
 
 #[cfg(test)]
@@ -212,20 +260,36 @@ mod tests {
     #[test]
     fn version_2_headers() {
         let v4 = [198, 51, 100, 9, 192, 0, 2, 1, 0x10, 0xE1, 0x07, 0x5B];
+        let client = |a: &str| Some(a.parse().expect("addr"));
+        let seen = |tls: bool| {
+            Ok(Header {
+                client: client("198.51.100.9:4321"),
+                tls,
+            })
+        };
+        assert_eq!(parse_v2(&head(0x21, 0x11, 12), &v4), seen(false));
+        // A PP2_TYPE_SSL TLV with the client bit, after a unique id TLV.
+        let mut with_tls = v4.to_vec();
+        with_tls.extend([0x05, 0, 2, 0xAB, 0xCD, 0x20, 0, 5, 0x01, 0, 0, 0, 0]);
+        assert_eq!(parse_v2(&head(0x21, 0x11, 25), &with_tls), seen(true));
+        // The SSL TLV without the client bit; a TLV cut short.
+        let mut no_tls = v4.to_vec();
+        no_tls.extend([0x20, 0, 5, 0x00, 0, 0, 0, 0]);
         assert_eq!(
-            parse_v2(&head(0x21, 0x11, 12), &v4),
-            Ok(Some("198.51.100.9:4321".parse().expect("addr")))
+            parse_v2(&head(0x21, 0x11, 20), &no_tls).map(|h| h.tls),
+            Ok(false)
         );
+        assert!(parse_v2(&head(0x21, 0x11, 17), &with_tls[..17]).is_err());
         let mut v6 = vec![0u8; 36];
         v6[0] = 0x20;
         v6[1] = 0x01;
         v6[15] = 7;
         v6[32..34].copy_from_slice(&4321u16.to_be_bytes());
         assert_eq!(
-            parse_v2(&head(0x21, 0x21, 36), &v6),
-            Ok(Some("[2001::7]:4321".parse().expect("addr")))
+            parse_v2(&head(0x21, 0x21, 36), &v6).map(|h| h.client),
+            Ok(client("[2001::7]:4321"))
         );
-        assert_eq!(parse_v2(&head(0x20, 0x00, 0), &[]), Ok(None));
+        assert_eq!(parse_v2(&head(0x20, 0x00, 0), &[]), Ok(Header::default()));
         assert!(parse_v2(&head(0x21, 0x11, 4), &v4[..4]).is_err());
         assert!(parse_v2(&head(0x11, 0x11, 12), &v4).is_err());
         assert!(parse_v2(&head(0x22, 0x11, 12), &v4).is_err());

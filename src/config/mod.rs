@@ -106,6 +106,10 @@ pub struct Listener {
     /// `enable_proxy_protocol` (Mosquitto 2.1): each connection opens with
     /// a PROXY header of this version (1 or 2); 0, none is looked for.
     pub proxy_protocol: u8,
+    /// `proxy_protocol_v2_require_tls` (Mosquitto 2.1): a version 2 header
+    /// must say that the client reached the proxy over TLS. Where it was
+    /// set, for the check that the listener reads version 2.
+    pub proxy_require_tls: Option<Origin>,
     /// `accept_protocol_versions` (Mosquitto 2.1): bit N for protocol
     /// level N (3 = 3.1, 4 = 3.1.1, 5 = 5.0).
     pub accept_protocols: u8,
@@ -137,6 +141,7 @@ impl Listener {
             auto_id_prefix: None,
             accept_protocols: ALL_PROTOCOLS,
             proxy_protocol: 0,
+            proxy_require_tls: None,
         }
     }
 }
@@ -375,6 +380,10 @@ pub struct Config {
     /// `global_max_clients` (Mosquitto 2.1): sessions at once, connected
     /// or kept for a later connection; None for no limit.
     pub global_max_clients: Option<usize>,
+    /// `retain_expiry_interval` (Mosquitto 2.0.19 and 2.1): minutes between
+    /// sweeps that remove retained messages whose message expiry interval
+    /// has run out; 0, none (they go when next touched).
+    pub retain_expiry_minutes: u32,
     /// `memory_limit`: heap bytes (counted by `sys::CountingAlloc`) above
     /// which new messages and connections are refused; 0 for no limit.
     pub memory_limit: usize,
@@ -423,6 +432,7 @@ impl Default for Config {
             global_max_clients: None,
             global_max_connections: None,
             memory_limit: 0,
+            retain_expiry_minutes: 0,
         }
     }
 }

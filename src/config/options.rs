@@ -15,7 +15,6 @@ pub enum Refusal {
 /// Options a later release of midge implements.
 const NOT_YET: &[&str] = &[
     // Mosquitto 2.1.
-    "retain_expiry_interval",
     "bridge_reload_type",
     "bridge_tcp_keepalive",
     "bridge_tcp_user_timeout",

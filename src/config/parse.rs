@@ -321,6 +321,24 @@ impl Parser {
                 let v = l.num::<u8>(1, 2)?;
                 self.section_listener(l)?.proxy_protocol = v;
             }
+            "proxy_protocol_v2_require_tls" => {
+                let v = l.bool()?.then(|| l.origin());
+                self.section_listener(l)?.proxy_require_tls = v;
+            }
+            // midge creates no topic aliases towards clients, so any
+            // maximum holds (docs/CONFIG.md).
+            "max_topic_alias_broker" => {
+                l.num::<u16>(0, u16::MAX)?;
+                self.listener();
+            }
+            "packet_buffer_size" => {
+                l.num::<u32>(1, 1 << 30)?;
+                c.warnings.push(format!(
+                    "{}: packet_buffer_size has no effect: midge's read buffers grow with \
+                     what arrives.",
+                    l.origin()
+                ));
+            }
             "disable_client_cert_date_checks" => {
                 let v = l.bool()?;
                 self.section_listener(l)?
@@ -418,6 +436,7 @@ impl Parser {
             "sys_interval" => c.sys_interval = l.num(0, 65535)?,
             "connection_messages" => c.connection_messages = l.bool()?,
             "memory_limit" => c.memory_limit = l.num::<u64>(0, u64::MAX)? as usize,
+            "retain_expiry_interval" => c.retain_expiry_minutes = l.num(0, u32::MAX)?,
             "global_max_clients" => {
                 let n = l.num::<i64>(-1, i64::from(i32::MAX))?;
                 c.global_max_clients = usize::try_from(n).ok();
@@ -699,6 +718,16 @@ impl Parser {
         for l in &listeners {
             check_tls(&l.tls)?;
             check_http_dir(l)?;
+            if let (Some(at), false) = (&l.proxy_require_tls, l.proxy_protocol == 2) {
+                return Err(ConfigError {
+                    path: at.path.clone(),
+                    line: at.line,
+                    option: "proxy_protocol_v2_require_tls".into(),
+                    kind: ErrorKind::BadValue(
+                        "it needs 'enable_proxy_protocol 2' on its listener".into(),
+                    ),
+                });
+            }
         }
         if listeners.is_empty() {
             c.listen_local_only(DEFAULT_PORT);

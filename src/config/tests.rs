@@ -170,8 +170,8 @@ fn logging_options() {
 fn errors_name_file_line_and_option() {
     let f = "/etc/midge/midge.conf";
     assert_eq!(
-        err("\nallow_anonymous true\nretain_expiry_interval 60\n"),
-        format!("{f}:3: option 'retain_expiry_interval' is not supported yet")
+        err("\nallow_anonymous true\nbridge_reload_type lazy\n"),
+        format!("{f}:3: option 'bridge_reload_type' is not supported yet")
     );
     assert_eq!(
         err("frobnicate 1\n"),
@@ -738,4 +738,25 @@ fn a_unix_socket_listener_refuses_tls_and_websockets_naming_the_line() {
         e.starts_with("/etc/midge/midge.conf:1: listener: the socket path is 108 bytes long"),
         "{e}"
     );
+}
+
+#[test]
+fn more_mosquitto_2_1_options() {
+    let c = parse(
+        "retain_expiry_interval 5\npacket_buffer_size 8192\nlistener 1\n\
+         max_topic_alias_broker 20\nenable_proxy_protocol 2\n\
+         proxy_protocol_v2_require_tls true\n",
+    )
+    .expect("parse");
+    assert_eq!(c.retain_expiry_minutes, 5);
+    assert!(c.listeners[0].proxy_require_tls.is_some());
+    assert!(c.warnings[0].contains("packet_buffer_size has no effect"));
+    // Required TLS needs version 2 headers: fail closed.
+    assert_eq!(
+        err("listener 1\nenable_proxy_protocol 1\nproxy_protocol_v2_require_tls true\n"),
+        "/etc/midge/midge.conf:3: proxy_protocol_v2_require_tls: it needs \
+         'enable_proxy_protocol 2' on its listener"
+    );
+    assert!(err("listener 1\nproxy_protocol_v2_require_tls true\n").contains("needs"));
+    assert!(err("max_topic_alias_broker 65536\n").contains("out of range"));
 }

@@ -198,6 +198,9 @@ pub struct Router {
     /// When to look at them next; since when none moved.
     stream_poll: Option<Instant>,
     stream_since: Instant,
+    /// With `retain_expiry_interval`: when the next sweep of expired
+    /// retained messages is due (None: at the next tick).
+    next_retain_sweep: Option<Instant>,
     /// With `WatchdogSec=`: where the loop pings, and how often.
     watchdog: Option<(crate::notify::Notifier, Duration)>,
 }
@@ -229,6 +232,7 @@ impl Router {
             stream_poll: None,
             stream_since: Instant::now(),
             watchdog: None,
+            next_retain_sweep: None,
         }
     }
 
@@ -432,5 +436,40 @@ mod tests {
         std::thread::sleep(Duration::from_millis(80));
         r.tick();
         assert_eq!(r.session_count(), 2);
+    }
+
+    #[test]
+    fn retain_expiry_interval_sweeps_expired_retained_messages() {
+        let config = Config {
+            retain_expiry_minutes: 1,
+            sys_interval: 0,
+            ..Config::default()
+        };
+        let mut r = Router::new(Arc::new(config), Arc::default(), Arc::default());
+        let expiring = |topic: &str| {
+            let mut p = Publish::retained(topic, b"v");
+            p.props = Some(Arc::new(crate::codec::PubProps {
+                expiry: Some(1),
+                expires_at: Some(Instant::now()),
+                ..Default::default()
+            }));
+            p
+        };
+        r.route(expiring("gone/1"), None, None);
+        r.route(Publish::retained("kept/1", b"v"), None, None);
+        assert_eq!(r.retained.len(), 2);
+        r.tick();
+        assert_eq!(r.retained.len(), 1, "the expired one is swept");
+        // The next sweep waits for the interval (a minute).
+        r.route(expiring("gone/2"), None, None);
+        r.tick();
+        assert_eq!(r.retained.len(), 2, "not before its time");
+        r.next_retain_sweep = Some(Instant::now());
+        r.tick();
+        assert_eq!(r.retained.len(), 1);
+        let mut left = Vec::new();
+        r.retained
+            .for_each(|s| left.push(s.publish.topic.to_string()));
+        assert_eq!(left, ["kept/1"]);
     }
 }

@@ -5,10 +5,13 @@ use super::*;
 
 impl Router {
     /// How often [`Router::tick`] runs: every `sys_interval`, or every
-    /// minute when only `persistent_client_expiration` needs it.
+    /// minute when only `persistent_client_expiration` or
+    /// `retain_expiry_interval` needs it.
     pub(super) fn tick_interval(&self) -> Option<Duration> {
         match self.config.sys_interval {
-            0 if self.config.persistent_client_expiration.is_some() => {
+            0 if self.config.persistent_client_expiration.is_some()
+                || self.config.retain_expiry_minutes > 0 =>
+            {
                 Some(Duration::from_secs(60))
             }
             0 => None,
@@ -16,11 +19,13 @@ impl Router {
         }
     }
 
-    /// Expires old persistent sessions and publishes `$SYS`.
+    /// Expires old persistent sessions and retained messages, and
+    /// publishes `$SYS`.
     pub(super) fn tick(&mut self) {
         if let Some(max) = self.config.persistent_client_expiration {
             self.expire(max);
         }
+        self.sweep_retained_if_due();
         if self.config.sys_interval == 0 {
             return;
         }
@@ -47,6 +52,36 @@ impl Router {
             stored: stored + self.retained.len(),
             stored_bytes,
             subscriptions: self.subs.len() + self.shared.len(),
+        }
+    }
+
+    /// `retain_expiry_interval` (Mosquitto 2.0.19, 2.1): every so many
+    /// minutes, retained messages whose message expiry interval has run out
+    /// are removed, as a clear would remove them (and so from the journal);
+    /// without it they go when a subscription or a new message meets them.
+    pub(super) fn sweep_retained_if_due(&mut self) {
+        let minutes = self.config.retain_expiry_minutes;
+        let now = Instant::now();
+        if minutes == 0 || self.next_retain_sweep.is_some_and(|t| now < t) {
+            return;
+        }
+        self.next_retain_sweep = Some(now + Duration::from_secs(u64::from(minutes) * 60));
+        let mut expired = Vec::new();
+        self.retained.for_each(|s| {
+            if s.publish.expired(now) {
+                expired.push(s.publish.topic.clone());
+            }
+        });
+        for topic in &expired {
+            let clear = Publish::retained(topic, b"");
+            if !topic.starts_with("$SYS/") {
+                persist::journal_retained(&self.journal, &clear, None);
+                self.changed();
+            }
+            self.retained.set(clear, None);
+        }
+        if !expired.is_empty() {
+            debug!("Removed {} expired retained message(s).", expired.len());
         }
     }
 
