@@ -279,7 +279,7 @@ mod tests {
             parse_v2(&head(0x21, 0x11, 20), &no_tls).map(|h| h.tls),
             Ok(false)
         );
-        assert!(parse_v2(&head(0x21, 0x11, 17), &with_tls[..17]).is_err());
+        assert!(parse_v2(&head(0x21, 0x11, 19), &with_tls[..19]).is_err());
         let mut v6 = vec![0u8; 36];
         v6[0] = 0x20;
         v6[1] = 0x01;
