@@ -380,7 +380,7 @@ pub struct Config {
     /// `global_max_clients` (Mosquitto 2.1): sessions at once, connected
     /// or kept for a later connection; None for no limit.
     pub global_max_clients: Option<usize>,
-    /// `retain_expiry_interval` (Mosquitto 2.0.19 and 2.1): minutes between
+    /// `retain_expiry_interval` (Mosquitto 2.0.21 and 2.1): minutes between
     /// sweeps that remove retained messages whose message expiry interval
     /// has run out; 0, none (they go when next touched).
     pub retain_expiry_minutes: u32,

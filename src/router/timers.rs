@@ -55,7 +55,7 @@ impl Router {
         }
     }
 
-    /// `retain_expiry_interval` (Mosquitto 2.0.19, 2.1): every so many
+    /// `retain_expiry_interval` (Mosquitto 2.0.21, 2.1): every so many
     /// minutes, retained messages whose message expiry interval has run out
     /// are removed, as a clear would remove them (and so from the journal);
     /// without it they go when a subscription or a new message meets them.
