@@ -499,8 +499,9 @@ fn client_chains_are_judged_as_mosquitto_judges_them() {
     ];
     // midge's verifier itself, so that a refusal is not the client's.
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = midge::tls::verify::ClientVerifier::new(ders(&cafile), Vec::new(), provider)
-        .expect("verifier");
+    let verifier =
+        midge::tls::verify::ClientVerifier::new(ders(&cafile), Vec::new(), provider, false)
+            .expect("verifier");
     for c in &cases {
         let chain = ders(&c.crt);
         let r = rustls::server::danger::ClientCertVerifier::verify_client_cert(

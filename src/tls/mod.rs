@@ -281,9 +281,10 @@ fn build(s: &TlsSettings) -> Result<(ServerConfig, Vec<String>), String> {
             Some(f) => read_crls(f)?,
             None => Vec::new(),
         };
-        let verifier = verify::ClientVerifier::new(anchors, crls, provider.clone())
-            .map(|v| v.ignoring_dates(s.disable_client_cert_date_checks))
-            .map_err(|e| format!("{at}: cannot set up client certificate checks: {e}"))?;
+        let ignore_dates = s.disable_client_cert_date_checks;
+        let verifier =
+            verify::ClientVerifier::new(anchors, crls, provider.clone(), ignore_dates)
+                .map_err(|e| format!("{at}: cannot set up client certificate checks: {e}"))?;
         builder.with_client_cert_verifier(verifier)
     } else {
         builder.with_no_client_auth()

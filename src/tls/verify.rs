@@ -285,10 +285,15 @@ pub struct ClientVerifier {
 }
 
 impl ClientVerifier {
+    /// With `ignore_dates` (`disable_client_cert_date_checks`), a client
+    /// chain is checked at a moment inside the validity of all its
+    /// certificates instead of now: dates no longer refuse it, everything
+    /// else does.
     pub fn new(
         anchors: Vec<CertificateDer<'static>>,
         crls: Vec<CertificateRevocationListDer<'static>>,
         provider: Arc<rustls::crypto::CryptoProvider>,
+        ignore_dates: bool,
     ) -> Result<Arc<ClientVerifier>, String> {
         let algs = provider.signature_verification_algorithms;
         let crls = newest_crls(crls);
@@ -298,28 +303,16 @@ impl ClientVerifier {
             b = b.with_crls(crls.clone()).only_check_end_entity_revocation();
         }
         let webpki = b.build().map_err(|e| e.to_string())?;
+        let mut legacy = Legacy::new(anchors, crls, Purpose::Client);
+        if ignore_dates {
+            legacy = legacy.without_time_checks();
+        }
         Ok(Arc::new(ClientVerifier {
             webpki,
-            legacy: Legacy::new(anchors, crls, Purpose::Client),
+            legacy,
             algs,
-            ignore_dates: false,
+            ignore_dates,
         }))
-    }
-
-    /// With `ignore` (`disable_client_cert_date_checks`), a client chain
-    /// is checked at a moment inside the validity of all its certificates
-    /// instead of now: dates no longer refuse it, everything else does.
-    pub fn ignoring_dates(self: Arc<Self>, ignore: bool) -> Arc<ClientVerifier> {
-        match Arc::try_unwrap(self) {
-            Ok(mut v) => {
-                v.ignore_dates = ignore;
-                if ignore {
-                    v.legacy = v.legacy.without_time_checks();
-                }
-                Arc::new(v)
-            }
-            Err(shared) => shared,
-        }
     }
 }
 
