@@ -327,10 +327,7 @@ fn random_sessions_keep_the_invariants() {
     if run.b.has_log("panicked") {
         run.fail(format!("a panic in the log:\n{}", run.b.logs().join("\n")));
     }
-    // Under qemu-arm (MIDGE_TEST_RUNNER) the RSS is the emulator's, which
-    // grows with the code it translates: the bound holds natively only.
-    let emulated = std::env::var_os("MIDGE_TEST_RUNNER").is_some();
-    if !emulated && end > start + 4 * 1024 {
+    if !emulated() && end > start + 4 * 1024 {
         run.fail(format!(
             "RSS {start} KiB at start, {end} KiB after everyone left"
         ));

@@ -670,8 +670,9 @@ fn websockets_origin_limits_which_pages_may_connect() {
 }
 
 /// 32 MiB of pings from `c`, never reading a pong, in 64 KiB writes until
-/// the broker stops taking them. Returns the highest RSS seen (KiB).
-fn ping_flood(b: &Broker, c: &mut WsClient) -> u64 {
+/// the broker stops taking them. Returns the highest RSS seen (KiB) and the
+/// bytes taken.
+fn ping_flood(b: &Broker, c: &mut WsClient) -> (u64, usize) {
     let chunk = ws::frame(true, 0x9, b"").repeat(64 * 1024 / 6);
     c.stream
         .set_write_timeout(Some(Duration::from_secs(3)))
@@ -686,7 +687,7 @@ fn ping_flood(b: &Broker, c: &mut WsClient) -> u64 {
         peak = peak.max(proc_status(b.pid(), "VmRSS"));
     }
     eprintln!("ping flood: {} KiB taken", sent / 1024);
-    peak
+    (peak, sent)
 }
 
 #[test]
@@ -700,10 +701,13 @@ fn a_ping_flood_from_a_client_that_never_reads_is_left_unread() {
         } else {
             WsClient::open(ws_addr)
         };
-        let peak = ping_flood(&b, &mut c);
+        let (peak, sent) = ping_flood(&b, &mut c);
         eprintln!("connected {connected}: RSS before {before} KiB, peak {peak} KiB");
+        // What the broker took beyond its output bound sits in the two
+        // sockets' kernel buffers (about 16 MiB on loopback here).
+        assert!(sent < 32 << 20, "the broker read all 32 MiB of pings");
         assert!(
-            peak < before + 4 * 1024,
+            emulated() || peak < before + 4 * 1024,
             "a ping flood grew RSS from {before} to {peak} KiB"
         );
         let mut other = b.client(&format!("other-{connected}"));

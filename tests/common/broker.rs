@@ -624,6 +624,13 @@ impl Drop for Broker {
             Ok(Some(st)) if !self.stopped => Some(st),
             _ => None,
         };
+        // Where each thread waited when the test failed: a broker (or
+        // emulator) that stopped answering shows here.
+        let threads = if std::thread::panicking() && crashed.is_none() {
+            thread_states(self.child.id())
+        } else {
+            String::new()
+        };
         let _ = self.child.kill();
         let _ = self.child.wait();
         if let Some(h) = self.reader.take() {
@@ -631,7 +638,7 @@ impl Drop for Broker {
         }
         if std::thread::panicking() || crashed.is_some() {
             eprintln!(
-                "---- {:?} log (port {}{}) ----\n{}\n---- end of log ----",
+                "---- {:?} log (port {}{}) ----\n{}\n---- end of log ----\n{threads}",
                 self.kind,
                 self.port,
                 match crashed {
@@ -648,6 +655,24 @@ impl Drop for Broker {
             }
         }
     }
+}
+
+/// One line per thread of process `pid`: its name, state and the kernel
+/// function it waits in (`/proc/PID/task/*/stat` and `wchan`).
+fn thread_states(pid: u32) -> String {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return String::new();
+    };
+    let mut out = String::from("---- threads: tid (name) state wchan ----\n");
+    for t in tasks.flatten() {
+        let read = |f: &str| std::fs::read_to_string(t.path().join(f)).unwrap_or_default();
+        let stat = read("stat");
+        // "tid (name) S ...": the state follows the last ')'.
+        let (head, rest) = stat.rsplit_once(')').unwrap_or((&stat, ""));
+        let state = rest.split_whitespace().next().unwrap_or("?");
+        out += &format!("{head}) {state} {}\n", read("wchan"));
+    }
+    out
 }
 
 /// How a test wants midge started, beyond its config.

@@ -67,6 +67,14 @@ pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
     }
 }
 
+/// Whether the broker runs under an emulator (`MIDGE_TEST_RUNNER`, set by
+/// `make qemu-test`): its resident set is then the emulator's, which grows
+/// with the code it translates, so resident-memory bounds hold natively
+/// only.
+pub fn emulated() -> bool {
+    std::env::var_os("MIDGE_TEST_RUNNER").is_some()
+}
+
 /// A field of /proc/PID/status as a number: `VmRSS` in KiB, `Threads`.
 pub fn proc_status(pid: u32, field: &str) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
