@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
+use crate::router::queue::RouterTx;
 use log::{debug, info, warn};
 
 use crate::auth::Auth;
@@ -64,7 +64,7 @@ const TLS_STACK: usize = 256 * 1024;
 /// What every client thread shares: settings and the router's channel.
 pub struct ClientShared {
     pub config: Arc<Config>,
-    pub router: Sender<Event>,
+    pub router: RouterTx,
     pub metrics: Arc<Metrics>,
     /// Password and ACL files; replaced whole by a reload.
     auth: RwLock<Arc<Auth>>,
@@ -85,7 +85,7 @@ pub struct ClientShared {
 impl ClientShared {
     pub fn new(
         config: Arc<Config>,
-        router: Sender<Event>,
+        router: RouterTx,
         metrics: Arc<Metrics>,
         auth: Arc<Auth>,
     ) -> ClientShared {

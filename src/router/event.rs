@@ -2,8 +2,6 @@
 
 use std::sync::Arc;
 
-use crossbeam_channel::Sender;
-
 use crate::auth::Auth;
 use crate::codec::{self, Level, Packet, Publish, QoS, Subscribe, Unsubscribe, Will};
 use crate::logging;
@@ -20,7 +18,7 @@ pub const BROKER: ConnId = 0;
 /// Installs the logger's `log_dest topic` sink: each line becomes a QoS 0
 /// message on `$SYS/broker/log/X` from the broker. Never blocks: when the
 /// router is busy, the line is not published.
-pub fn publish_log(tx: Sender<Event>) {
+pub fn publish_log(tx: super::queue::RouterTx) {
     logging::set_topic_sink(Box::new(move |letter, msg| {
         let _ = tx.try_send(Event::Publish {
             conn: BROKER,
@@ -60,7 +58,7 @@ pub struct ConnectRequest {
     /// One of this broker's own bridges: exempt from ACL checks.
     pub own_bridge: bool,
     /// Where the router sends the answer; bounded(1), so it never blocks.
-    pub reply: Sender<ConnectReply>,
+    pub reply: crossbeam_channel::Sender<ConnectReply>,
 }
 
 /// The router's answer: the session is attached.

@@ -17,6 +17,7 @@ mod delivery;
 pub mod dollar_sys;
 pub mod event;
 mod persist;
+pub mod queue;
 pub mod retain;
 mod sessions;
 mod shared;
@@ -30,8 +31,8 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
 use log::{debug, info, warn};
+use queue::RouterRx;
 
 use crate::auth::Auth;
 use crate::auth::acl::{self, Subject};
@@ -243,7 +244,8 @@ impl Router {
     }
 
     /// Runs until [`Event::Shutdown`] or until every sender is dropped.
-    pub fn run(mut self, rx: Receiver<Event>) {
+    pub fn run(mut self, rx: RouterRx) {
+        rx.attach();
         let mut watchdog = self.watchdog.take();
         let mut next_ping = watchdog.as_ref().map(|_| Instant::now());
         let interval = self.tick_interval();
@@ -272,16 +274,8 @@ impl Router {
             .into_iter()
             .flatten()
             .min();
-            let first = match wake {
-                Some(t) => match rx.recv_deadline(t) {
-                    Ok(ev) => Some(ev),
-                    Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => break,
-                },
-                None => match rx.recv() {
-                    Ok(ev) => Some(ev),
-                    Err(_) => break,
-                },
+            let Ok(first) = rx.recv_until(wake) else {
+                break;
             };
             if let Some(ev) = first {
                 if !self.handle(ev) {
@@ -290,12 +284,12 @@ impl Router {
                 // Drain what else is waiting before blocking again.
                 for _ in 0..BATCH {
                     match rx.try_recv() {
-                        Ok(ev) => {
+                        Ok(Some(ev)) => {
                             if !self.handle(ev) {
                                 break 'run;
                             }
                         }
-                        Err(_) => break,
+                        _ => break,
                     }
                 }
             }

@@ -16,12 +16,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use super::queue::{Disconnected, RouterRx};
 use log::{debug, info, warn};
 
 use super::retain::Source;
 use super::trie::SessionId;
-use super::{ConnId, Event, Identity, Reply, Router};
+use super::{ConnId, Identity, Reply, Router};
 use crate::codec::{Publish, QoS};
 use crate::config::Persistence;
 use crate::outbox::{Outbox, Outgoing, QueueLimits};
@@ -257,18 +257,18 @@ impl Router {
 
     /// At shutdown: waits (bounded) for the client threads to hand back
     /// their state, saves, and waits for the writer to finish.
-    pub(super) fn save_at_shutdown(&mut self, rx: &Receiver<Event>) {
+    pub(super) fn save_at_shutdown(&mut self, rx: &RouterRx) {
         if self.autosave.is_none() {
             return;
         }
         self.stopping = true;
         let deadline = Instant::now() + DRAIN;
         while !self.by_conn.is_empty() {
-            match rx.recv_deadline(deadline) {
-                Ok(ev) => {
+            match rx.recv_until(Some(deadline)) {
+                Ok(Some(ev)) => {
                     self.handle(ev);
                 }
-                Err(RecvTimeoutError::Timeout) => {
+                Ok(None) => {
                     info!(
                         "{} client(s) did not hand back their state in time; their in-flight \
                          messages are not saved.",
@@ -276,7 +276,7 @@ impl Router {
                     );
                     break;
                 }
-                Err(RecvTimeoutError::Disconnected) => break,
+                Err(Disconnected) => break,
             }
         }
         if let Some(j) = self.journal.take() {

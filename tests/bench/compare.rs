@@ -13,6 +13,7 @@ mod durable;
 mod floor;
 mod load;
 mod mqtt;
+mod syscalls;
 
 use std::fmt::Write as _;
 use std::io;
@@ -243,7 +244,9 @@ fn run(quick: bool, only: &[&str]) -> io::Result<()> {
     let t_all = Instant::now();
     let mut t = Table::default();
     let mut notes = Vec::new();
-    let midge = Path::new(MIDGE);
+    // Another build of midge, for a lever's before and after.
+    let other = std::env::var_os("MIDGE_BENCH_BINARY");
+    let midge = other.as_deref().map(Path::new).unwrap_or(Path::new(MIDGE));
 
     if want("idle") {
         idle(&mut t, &plan, midge, stack, &mut notes)?;
@@ -253,6 +256,9 @@ fn run(quick: bool, only: &[&str]) -> io::Result<()> {
     }
     if want("latency") {
         latency(&mut t, &plan, midge)?;
+    }
+    if want("syscalls") {
+        notes.push(syscalls::table(midge, 2 * plan.latency_secs)?);
     }
     if want("retained") {
         retained(&mut t, &plan, midge)?;
@@ -268,7 +274,7 @@ fn run(quick: bool, only: &[&str]) -> io::Result<()> {
     let _ = writeln!(
         out,
         "midge {} vs {} ({} reps, {}), {:.0} s\n",
-        MIDGE,
+        midge.display(),
         mosquitto_version(),
         plan.reps,
         if quick { "quick" } else { "full" },
