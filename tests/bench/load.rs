@@ -45,6 +45,23 @@ pub struct Flow {
     pub fan_in: bool,
 }
 
+impl Flow {
+    /// One publisher at `rate` msg/s for `secs`, one subscriber, 32 B
+    /// messages: the latency scenario.
+    pub fn paced(qos: u8, rate: u32, secs: u32) -> Flow {
+        Flow {
+            publishers: 1,
+            subscribers: 1,
+            stalled: 0,
+            qos,
+            size: 32,
+            per_publisher: (rate * secs) as usize,
+            rate: Some(rate),
+            fan_in: false,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct FlowResult {
     pub secs: f64,

@@ -127,16 +127,7 @@ pub fn table(midge: &Path, secs: u32) -> io::Result<String> {
     s.push_str("|---|---|---|---|---|\n");
     for rate in [2000u32, 100] {
         for qos in [0u8, 1] {
-            let f = Flow {
-                publishers: 1,
-                subscribers: 1,
-                stalled: 0,
-                qos,
-                size: 32,
-                per_publisher: (rate * secs) as usize,
-                rate: Some(rate),
-                fan_in: false,
-            };
+            let f = Flow::paced(qos, rate, secs);
             eprintln!("bench: syscalls at {rate} msg/s, QoS {qos}");
             let m = measure(Kind::Midge, midge, &f, &events)?;
             let q = measure(Kind::Mosquitto, midge, &f, &events)?;
