@@ -22,11 +22,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::TrySendError;
 use parking_lot::RwLock;
 
 use crate::config::{LogDest, Logging, log_type};
 use crate::sys;
+use crate::sys::parked::{self, Rx, Tx};
 
 /// Targets that select a Mosquitto log type other than the level's.
 pub const INFORMATION: &str = "information";
@@ -57,7 +58,7 @@ struct Logger {
     /// Where `log_dest topic` lines go; installed once the router runs.
     topic: OnceLock<TopicSink>,
     /// The writer thread's queue, once it runs.
-    queue: OnceLock<Sender<Line>>,
+    queue: OnceLock<Tx<Line>>,
     /// Lines dropped because the queue was full, not yet reported.
     dropped: AtomicU64,
 }
@@ -185,7 +186,7 @@ pub fn start_writer() -> io::Result<()> {
     let Some(l) = LOGGER.get() else {
         return Ok(());
     };
-    let (tx, rx) = crossbeam_channel::bounded(QUEUE_LINES);
+    let (tx, rx) = parked::channel(QUEUE_LINES);
     std::thread::Builder::new()
         .name("log".into())
         .stack_size(64 * 1024)
@@ -209,8 +210,9 @@ pub fn drain(timeout: Duration) {
 
 /// The writer thread: writes each line to the destinations in force,
 /// and says how many lines were dropped when it had fallen behind.
-fn write_lines(l: &Logger, rx: Receiver<Line>) {
-    while let Ok(line) = rx.recv() {
+fn write_lines(l: &Logger, rx: Rx<Line>) {
+    rx.attach();
+    while let Ok(Some(line)) = rx.recv_until(None) {
         let sinks = l.state.read().sinks.clone();
         write_to(&sinks, &line);
         let dropped = l.dropped.swap(0, Ordering::Relaxed);

@@ -652,3 +652,38 @@ fn two_thousand_connections_without_connect_hold_few_threads_and_let_a_client_in
     );
     drop(crowd);
 }
+
+/// The thread ids of the broker's threads.
+fn thread_ids(b: &Broker) -> std::collections::BTreeSet<u32> {
+    std::fs::read_dir(format!("/proc/{}/task", b.pid()))
+        .expect("/proc/PID/task")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// A client thread whose connection ended serves the next connection, and
+/// leaves once none came for a while (2 s, src/client/pool.rs): clients
+/// that come and go one after another reuse a thread or two instead of
+/// one each, and hold none afterwards.
+#[test]
+fn ended_client_threads_serve_the_next_connections_then_leave() {
+    let b = Broker::start("");
+    // The start-up probe's thread leaves first.
+    std::thread::sleep(Duration::from_secs(3));
+    let own = threads(&b);
+    let mut seen = thread_ids(&b);
+    let mut new = 0;
+    for i in 0..20 {
+        b.client(&format!("comer-{i}")).disconnect();
+        wait_until("the disconnect line", TIMEOUT, || {
+            b.count_log(&format!("Client comer-{i} disconnected")) == 1
+        });
+        let now = thread_ids(&b);
+        new += now.difference(&seen).count();
+        seen.extend(now);
+    }
+    eprintln!("20 clients one after another: {new} threads started");
+    assert!(new < 10, "{new} threads started for 20 clients in a row");
+    threads_back_to(&b, own, "after the last client");
+    round_trip(&b, "after");
+}

@@ -193,7 +193,7 @@ fn run() -> Result<ExitCode, String> {
     drop_privileges(&config.user, &sockets)?;
 
     let config = Arc::new(config);
-    let (tx, rx) = midge::router::queue::queue(midge::router::QUEUE);
+    let (tx, rx) = midge::sys::parked::channel(midge::router::QUEUE);
     let metrics = Arc::new(Metrics::default());
     let (users, acls) = auth.summary();
     if users > 0 || acls > 0 {

@@ -38,7 +38,7 @@ use crate::link::connack_string;
 use crate::outbox::{Outbox, Outgoing};
 use crate::router::{ConnId, ConnectRequest, DisconnectKind, Event, event::BROKER};
 use crate::session::inflight::{Resend, SessionState};
-use crate::sys::{self, PollFd};
+use crate::sys::{self, PollFd, parked};
 use remote::{Failure, Lost, Next, Remote, Sent};
 
 pub use remote::tls_config;
@@ -162,7 +162,8 @@ impl BridgeThread {
     fn attach(b: Bridge, shared: &Arc<ClientShared>) -> Option<BridgeThread> {
         let conn = shared.next_conn_id();
         let outbox = Arc::new(Outbox::new().ok()?);
-        let (tx, rx) = crossbeam_channel::bounded(1);
+        let (tx, rx) = parked::channel(1);
+        rx.attach();
         let req = ConnectRequest {
             conn,
             client_id: b.local_clientid.clone(),
@@ -178,7 +179,7 @@ impl BridgeThread {
             reply: tx,
         };
         shared.router.send(Event::Connect(Box::new(req))).ok()?;
-        let reply = rx.recv().ok()?;
+        let reply = rx.recv_until(None).ok()??;
         if reply.busy {
             error!(
                 "Bridge {}: no local session: global_max_clients sessions exist.",

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::RecvTimeoutError;
+use crate::sys::parked;
 use log::{debug, info};
 
 use super::conn::{Conn, ReadError};
@@ -267,7 +267,8 @@ pub fn handshake(
             });
         }
     }
-    let (tx, rx) = crossbeam_channel::bounded(1);
+    let (tx, rx) = parked::channel(1);
+    rx.attach();
     let req = ConnectRequest {
         conn: conn_id,
         client_id: client_id.clone(),
@@ -287,11 +288,8 @@ pub fn handshake(
     }
     // A takeover waits for the old connection to hand its state back; that
     // takes one poll round of the old thread, far less than this bound.
-    let reply = match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(r) => r,
-        Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
-            return Err(Refused::RouterGone);
-        }
+    let Ok(Some(reply)) = rx.recv_until(Some(Instant::now() + Duration::from_secs(30))) else {
+        return Err(Refused::RouterGone);
     };
     if reply.busy {
         info!(

@@ -17,6 +17,7 @@ pub mod connect;
 pub mod connecting;
 mod incoming;
 mod output;
+pub mod pool;
 pub mod proxy;
 mod session_loop;
 mod slot;
@@ -29,7 +30,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::router::queue::RouterTx;
+use crate::router::RouterTx;
 use log::{debug, info, warn};
 
 use crate::auth::Auth;
@@ -80,6 +81,16 @@ pub struct ClientShared {
     /// the service's task limit ([`tasks`]).
     open: AtomicUsize,
     max_open: usize,
+    /// Client threads whose connection ended, waiting for the next.
+    pool: pool::Pool<Job>,
+}
+
+/// A connection for a client thread to serve.
+struct Job {
+    sock: Socket,
+    peer: Peer,
+    slot: Slot,
+    id: ConnId,
 }
 
 impl ClientShared {
@@ -111,6 +122,7 @@ impl ClientShared {
             connecting,
             open: AtomicUsize::new(0),
             max_open: max_open.unwrap_or(usize::MAX),
+            pool: pool::Pool::new(),
         }
     }
 
@@ -182,18 +194,47 @@ pub fn spawn(sock: Socket, peer: Peer, slot: Slot, shared: Arc<ClientShared>) ->
         stack = stack.max(TLS_STACK);
     }
     shared.connecting.enter(id, peer.clone(), &sock);
+    let job = Job {
+        sock,
+        peer,
+        slot,
+        id,
+    };
+    // A thread whose connection ended takes it, or a new one.
+    let Err(job) = shared.pool.hand_off(stack, job) else {
+        return Ok(());
+    };
     let started = std::thread::Builder::new()
         .name(format!("client-{id}"))
         .stack_size(stack)
         .spawn({
             let shared = shared.clone();
-            move || run(sock, peer, &slot, id, &shared)
+            move || serve_jobs(job, stack, &shared)
         });
     if started.is_err() {
         shared.connecting.leave(id);
         shared.release();
     }
     started.map(drop)
+}
+
+/// A client thread's life: its connection, then each one it takes from
+/// the pool, until none comes in time.
+fn serve_jobs(mut job: Job, stack: usize, shared: &ClientShared) {
+    loop {
+        run(job.sock, job.peer, &job.slot, job.id, shared);
+        drop(job.slot);
+        // What this connection alone needed stays out of memory while the
+        // thread waits.
+        sys::trim_stack();
+        match shared.pool.next_job(stack, pool::KEEP) {
+            Some(next) => {
+                sys::set_thread_name(&format!("client-{}", next.id));
+                job = next;
+            }
+            None => return,
+        }
+    }
 }
 
 /// The one place where a connection's errors end.

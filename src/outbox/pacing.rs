@@ -14,7 +14,7 @@
 //! Its tunables, for limits `max_queued_messages` and `max_queued_bytes`:
 //!
 //! - [`HIGH_WATER_CUT`]: pacing starts at the limit less a quarter (and at
-//!   [`PACE_BYTES`] queued bytes at most);
+//!   [`PACE_MESSAGES`] messages or [`PACE_BYTES`] queued bytes at most);
 //! - [`LOW_WATER_DIVISOR`]: publishers go on at half the high-water mark;
 //! - [`PACE_MAX`]: the longest a publisher is held back at a time;
 //! - [`FULL_HOLDS`] and [`FREE_RUN`]: after that many holds in a row that
@@ -64,6 +64,14 @@ pub const FREE_RUN: Duration = Duration::from_millis(PACE_MAX.as_millis() as u64
 /// busy while the publishers it wakes come back.
 pub const PACE_BYTES: usize = 1024 * 1024;
 
+/// Queued messages beyond which a draining subscriber paces its
+/// publishers even when `max_queued_messages` is higher (or unlimited).
+/// Small messages cost far more memory than their payload (the queue
+/// entry, the topic and the payload's own allocation: about 180 bytes for
+/// a 32-byte message), and 4,096 of them still fill the client thread's
+/// writes many times over while its publishers come back.
+pub const PACE_MESSAGES: usize = 4096;
+
 /// The high-water mark is each limit less its 1/`HIGH_WATER_CUT` part
 /// (rounded down): at 3/4 of `max_queued_messages` a draining subscriber
 /// starts to hold its publishers back, a quarter before messages would be
@@ -112,14 +120,15 @@ impl QueueLimits {
     }
 
     /// Where pacing starts: 3/4 of each configured limit
-    /// ([`HIGH_WATER_CUT`]), and [`PACE_BYTES`] at most.
+    /// ([`HIGH_WATER_CUT`]), and [`PACE_MESSAGES`] and [`PACE_BYTES`] at
+    /// most.
     fn high_water(&self) -> (usize, usize) {
         let three_quarters = |limit: usize| match limit {
             0 => usize::MAX,
             n => n - n / HIGH_WATER_CUT,
         };
         (
-            three_quarters(self.messages),
+            three_quarters(self.messages).min(PACE_MESSAGES),
             three_quarters(self.bytes).min(PACE_BYTES),
         )
     }

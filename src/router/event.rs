@@ -7,6 +7,12 @@ use crate::codec::{self, Level, Packet, Publish, QoS, Subscribe, Unsubscribe, Wi
 use crate::logging;
 use crate::outbox::Outbox;
 use crate::session::inflight::SessionState;
+use crate::sys::parked;
+
+/// The router's queue: every client thread, bridge and the broker itself
+/// send, the router thread receives.
+pub type RouterTx = parked::Tx<Event>;
+pub type RouterRx = parked::Rx<Event>;
 
 /// Unique per accepted connection, never reused while the broker runs.
 pub type ConnId = u64;
@@ -18,7 +24,7 @@ pub const BROKER: ConnId = 0;
 /// Installs the logger's `log_dest topic` sink: each line becomes a QoS 0
 /// message on `$SYS/broker/log/X` from the broker. Never blocks: when the
 /// router is busy, the line is not published.
-pub fn publish_log(tx: super::queue::RouterTx) {
+pub fn publish_log(tx: RouterTx) {
     logging::set_topic_sink(Box::new(move |letter, msg| {
         let _ = tx.try_send(Event::Publish {
             conn: BROKER,
@@ -58,7 +64,7 @@ pub struct ConnectRequest {
     /// One of this broker's own bridges: exempt from ACL checks.
     pub own_bridge: bool,
     /// Where the router sends the answer; bounded(1), so it never blocks.
-    pub reply: crossbeam_channel::Sender<ConnectReply>,
+    pub reply: parked::Tx<ConnectReply>,
 }
 
 /// The router's answer: the session is attached.

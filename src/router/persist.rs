@@ -16,7 +16,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::queue::{Disconnected, RouterRx};
+use super::RouterRx;
+use crate::sys::parked::Disconnected;
 use log::{debug, info, warn};
 
 use super::retain::Source;

@@ -13,6 +13,7 @@ mod durable;
 mod floor;
 mod load;
 mod mqtt;
+mod storm;
 mod syscalls;
 
 use std::fmt::Write as _;
@@ -250,6 +251,9 @@ fn run(quick: bool, only: &[&str]) -> io::Result<()> {
 
     if want("idle") {
         idle(&mut t, &plan, midge, stack, &mut notes)?;
+    }
+    if want("storm") {
+        storm::storm(&mut t, &plan, midge)?;
     }
     if want("throughput") {
         throughput(&mut t, &plan, midge)?;

@@ -3,6 +3,8 @@
 //! bytes, malloc tuning and the open-file limit. Every `unsafe` block of the
 //! crate lives here.
 
+pub mod parked;
+
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
@@ -430,6 +432,19 @@ pub fn trim_stack() {
         if high > low {
             libc::madvise(addr, high - low, libc::MADV_DONTNEED);
         }
+    }
+}
+
+/// Names the calling thread (as `ps -L` and `top -H` show it; Linux keeps
+/// the first 15 bytes).
+pub fn set_thread_name(name: &str) {
+    let mut buf = [0u8; 16];
+    let n = name.len().min(15);
+    buf[..n].copy_from_slice(&name.as_bytes()[..n]);
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16
+    // bytes; `buf` is 16 bytes and its last byte stays 0.
+    unsafe {
+        libc::prctl(libc::PR_SET_NAME, buf.as_ptr() as libc::c_ulong, 0, 0, 0);
     }
 }
 
