@@ -7,7 +7,7 @@
 #               .deb packages, lintian and an install into a bookworm chroot
 #   make bench  midge against Mosquitto and rumqttd side by side (about 5
 #               minutes; bench-quick: about 1; the first run also builds
-#               rumqttd, about 4); see docs/PERFORMANCE.md
+#               rumqttd, 5-9 minutes); see docs/PERFORMANCE.md
 #   make fuzz   every fuzz target for FUZZ_SECONDS (60) each; installs
 #               cargo-fuzz if missing; see docs/SECURITY.md
 #   make soak   mixed load for SOAK_SECONDS (600), clients joining and
