@@ -1,5 +1,5 @@
-//! Starting a broker (midge or Mosquitto) for one measurement: its config in
-//! a temp dir, a free loopback port, its own memory cgroup, and the numbers
+//! Starting a broker (midge, Mosquitto or rumqttd) for one measurement: its
+//! config in a temp dir, a free loopback port, its own memory cgroup, and the numbers
 //! /proc and the cgroup give about it. Every process started here is killed
 //! and waited for on drop.
 
@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 use crate::mqtt;
 
 pub const MOSQUITTO: &str = "/usr/sbin/mosquitto";
+/// The environment variable naming the rumqttd binary that `make bench`
+/// builds once from crates.io and caches outside the tree.
+pub const RUMQTTD_ENV: &str = "MIDGE_BENCH_RUMQTTD";
 const CGROUP_ROOT: &str = "/sys/fs/cgroup/memory";
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -23,6 +26,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(15);
 pub enum Kind {
     Midge,
     Mosquitto,
+    /// The Rust broker of the rumqtt project (crate `rumqttd`).
+    Rumqttd,
 }
 
 impl Kind {
@@ -30,8 +35,15 @@ impl Kind {
         match self {
             Kind::Midge => "midge",
             Kind::Mosquitto => "mosquitto",
+            Kind::Rumqttd => "rumqttd",
         }
     }
+}
+
+/// The rumqttd binary named by `MIDGE_BENCH_RUMQTTD`, if it exists.
+pub fn rumqttd() -> Option<PathBuf> {
+    let p = PathBuf::from(std::env::var_os(RUMQTTD_ENV)?);
+    p.is_file().then_some(p)
 }
 
 /// The `main` of a bench that takes `--quick` alone (`wear`, `retained`):
@@ -60,6 +72,10 @@ pub struct Settings {
     pub unprivileged: bool,
     /// midge's `persistence_journal_commit_interval` (ms), when set.
     pub journal_commit_ms: Option<u32>,
+    /// Payload bytes of the scenario's messages: rumqttd bounds its
+    /// per-filter log in bytes, not messages, so `max_queued` becomes
+    /// bytes through this.
+    pub message_size: usize,
 }
 
 /// `persistence true` in the broker's folder; the journal is midge's own
@@ -79,6 +95,7 @@ impl Default for Settings {
             persistence: Persistence::Off,
             unprivileged: false,
             journal_commit_ms: None,
+            message_size: 32,
         }
     }
 }
@@ -89,9 +106,12 @@ const NOBODY: u32 = 65534;
 /// midge's log, with persistence on (for the journal's counters).
 pub const LOG: &str = "broker.log";
 
-/// The config file text. The options are the same for both brokers:
-/// midge reads Mosquitto's syntax.
+/// The config file text. The options are the same for midge and Mosquitto:
+/// midge reads Mosquitto's syntax. rumqttd gets its own TOML.
 pub fn config_text(port: u16, s: Settings, kind: Kind, dir: &Path) -> String {
+    if kind == Kind::Rumqttd {
+        return rumqttd_config(port, s);
+    }
     let mut text = format!(
         "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages {}\nmax_inflight_messages {}\n",
         s.max_queued, s.max_inflight
@@ -112,6 +132,60 @@ pub fn config_text(port: u16, s: Settings, kind: Kind, dir: &Path) -> String {
         text.push_str(&format!("log_dest file {}/{LOG}\n", dir.display()));
     }
     text
+}
+
+/// rumqttd 0.20's config (the crate's `rumqttd.toml` is the model), as
+/// close to the Mosquitto settings as its options allow:
+///
+/// - one MQTT 3.1.1 (`v4`) listener on the loopback port; no v5 or
+///   WebSocket listener, no console, no Prometheus endpoint, no metrics;
+/// - `next_connection_delay_ms = 0`: the shipped 1 ms sleep after every
+///   accept would cap the connect rate, and the others have none;
+/// - `max_payload_size` the MQTT maximum, as Mosquitto's default
+///   `message_size_limit 0`;
+/// - `max_connections` above the largest scenario (5,000 clients), where
+///   the others have no limit;
+/// - `max_queued_messages` has no per-client counterpart: every topic
+///   filter has one in-memory log shared by its subscribers, which keeps
+///   even delivered messages until it is full and then drops its oldest
+///   segment (a subscriber that far behind skips ahead and loses them). It
+///   is sized to hold `max_queued` messages of the scenario's size (4 bytes
+///   + topic + payload each, as rumqttd counts), in 10 segments;
+/// - `max_outgoing_packet_count` (how many QoS 0 messages, and retained
+///   messages on SUBSCRIBE, the router hands a connection at once) is
+///   `max_queued` too, so that a subscription matching 100,000 retained
+///   messages gets all of them, as with the others;
+/// - `max_inflight_messages` cannot be set: rumqttd's window of QoS 1/2
+///   messages towards a client is 100 in its code. Its `max_inflight_count`
+///   is the number of incoming packets read per batch; it keeps the
+///   shipped 100.
+fn rumqttd_config(port: u16, s: Settings) -> String {
+    // 4 bytes of rumqttd's own per message, and room for the topic.
+    let per_message = 4 + 16 + s.message_size;
+    let segments = 10;
+    let segment_size = (s.max_queued.max(1) * per_message)
+        .div_ceil(segments)
+        .max(1024);
+    format!(
+        "id = 0\n\
+         \n\
+         [router]\n\
+         max_connections = 10010\n\
+         max_outgoing_packet_count = {queued}\n\
+         max_segment_size = {segment_size}\n\
+         max_segment_count = {segments}\n\
+         \n\
+         [v4.1]\n\
+         name = \"v4-1\"\n\
+         listen = \"127.0.0.1:{port}\"\n\
+         next_connection_delay_ms = 0\n\
+         \x20   [v4.1.connections]\n\
+         \x20   connection_timeout_ms = 60000\n\
+         \x20   max_payload_size = 268435455\n\
+         \x20   max_inflight_count = 100\n\
+         \x20   dynamic_filters = true\n",
+        queued = s.max_queued.max(1),
+    )
 }
 
 /// A fresh directory, removed on drop.
@@ -448,7 +522,10 @@ impl Broker {
         dir: TempDir,
         port: u16,
     ) -> io::Result<Broker> {
-        let conf = dir.path().join(format!("{}.conf", kind.name()));
+        let conf = dir.path().join(match kind {
+            Kind::Rumqttd => "rumqttd.toml".to_string(),
+            _ => format!("{}.conf", kind.name()),
+        });
         fs::write(&conf, config_text(port, settings, kind, dir.path()))?;
         if settings.persistence != Persistence::Off {
             use std::os::unix::fs::PermissionsExt;
@@ -456,10 +533,27 @@ impl Broker {
             fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777))?;
         }
         let program = match kind {
-            Kind::Midge => midge,
-            Kind::Mosquitto => Path::new(MOSQUITTO),
+            Kind::Midge => midge.to_path_buf(),
+            Kind::Mosquitto => PathBuf::from(MOSQUITTO),
+            Kind::Rumqttd => rumqttd().ok_or_else(|| {
+                io::Error::other(format!("rumqttd not built (set {RUMQTTD_ENV})"))
+            })?,
+        };
+        let program = if kind == Kind::Rumqttd && settings.unprivileged {
+            // `nobody` cannot reach the cache under root's home: run a copy
+            // from the broker's folder, as a package would install it
+            // somewhere readable.
+            let copy = dir.path().join("rumqttd");
+            fs::copy(&program, &copy)?;
+            copy
+        } else {
+            program
         };
         let mut cmd = Command::new(program);
+        if kind == Kind::Rumqttd {
+            // No banner; its log level stays at the default, warnings only.
+            cmd.arg("-q");
+        }
         cmd.arg("-c")
             .arg(&conf)
             .stdin(Stdio::null())

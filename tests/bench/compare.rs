@@ -1,10 +1,14 @@
-//! midge against Mosquitto, side by side on loopback: `make bench` (about
-//! five minutes) or `make bench-quick` (about one).
+//! midge against Mosquitto and rumqttd, side by side on loopback: `make
+//! bench` (about five minutes) or `make bench-quick` (about one).
 //!
 //! Every scenario starts each broker fresh, in its own memory cgroup, with
-//! the same settings, and alternates them (A B, B A, ...) so that drift on a
-//! shared machine hits both. The table gives the median with min and max of
-//! each number and the ratio midge/Mosquitto; the last section checks the
+//! the same settings, and rotates their order (A B C, B C A, ...) so that
+//! drift on a shared machine hits all of them. The table gives the median
+//! with min and max of each number and the ratios midge/Mosquitto (the one
+//! the targets are about) and midge/rumqttd; a scenario rumqttd cannot run
+//! with equivalent settings says so in its cells, and so does every row when
+//! its binary was not built (`make bench` builds it once, outside the tree,
+//! and names it in `MIDGE_BENCH_RUMQTTD`). The last section checks the
 //! targets of docs/PERFORMANCE.md. Nothing here is a test: the numbers vary
 //! with the machine and nothing fails on them.
 
@@ -70,13 +74,19 @@ struct Row {
     scenario: String,
     metric: &'static str,
     better: Better,
-    /// Samples for midge (0) and Mosquitto (1).
-    vals: [Vec<f64>; 2],
+    /// Samples for midge (0), Mosquitto (1) and rumqttd (2).
+    vals: [Vec<f64>; 3],
 }
 
 #[derive(Default)]
 struct Table {
     rows: Vec<Row>,
+    /// Scenarios a broker did not run, with the reason, written in its
+    /// cells instead of numbers.
+    not_run: Vec<(String, Kind, String)>,
+    /// Whether the rumqttd binary was found; every rumqttd cell says so
+    /// when it was not.
+    rumqttd_built: bool,
 }
 
 impl Table {
@@ -92,12 +102,33 @@ impl Table {
                     scenario: scenario.to_string(),
                     metric,
                     better,
-                    vals: [Vec::new(), Vec::new()],
+                    vals: [Vec::new(), Vec::new(), Vec::new()],
                 });
                 self.rows.len() - 1
             }
         };
         self.rows[i].vals[idx(k)].push(v);
+    }
+
+    /// Marks `scenario` as not run by `k`, for `reason`.
+    fn not_run(&mut self, scenario: &str, k: Kind, reason: &str) {
+        self.not_run
+            .push((scenario.to_string(), k, reason.to_string()));
+    }
+
+    /// What a cell of `k` says when it has no numbers.
+    fn missing(&self, scenario: &str, k: Kind) -> String {
+        if k == Kind::Rumqttd && !self.rumqttd_built {
+            return "n/a: rumqttd not built".into();
+        }
+        match self
+            .not_run
+            .iter()
+            .find(|(s, kind, _)| s == scenario && *kind == k)
+        {
+            Some((_, _, reason)) => format!("n/a: {reason}"),
+            None => "-".into(),
+        }
     }
 
     fn median(&self, scenario: &str, metric: &str, k: Kind) -> Option<f64> {
@@ -116,14 +147,15 @@ impl Table {
 
     fn markdown(&self) -> String {
         let mut s = String::new();
-        s.push_str("| scenario | metric | midge median (min-max) | Mosquitto median (min-max) | midge/Mosquitto |\n");
-        s.push_str("|---|---|---|---|---|\n");
+        s.push_str("| scenario | metric | midge median (min-max) | Mosquitto median (min-max) | midge/Mosquitto | rumqttd median (min-max) | midge/rumqttd |\n");
+        s.push_str("|---|---|---|---|---|---|---|\n");
         for r in &self.rows {
-            let cell = |v: &[f64]| match stats(v) {
+            let cell = |k: Kind| match stats(&r.vals[idx(k)]) {
                 Some((m, lo, hi)) => format!("{} ({}-{})", num(m), num(lo), num(hi)),
-                None => "-".into(),
+                None if r.vals[0].is_empty() => "-".into(),
+                None => self.missing(&r.scenario, k),
             };
-            let ratio = match (stats(&r.vals[0]), stats(&r.vals[1])) {
+            let ratio = |k: Kind| match (stats(&r.vals[0]), stats(&r.vals[idx(k)])) {
                 (Some((a, ..)), Some((b, ..))) if b != 0.0 => {
                     let arrow = match r.better {
                         Better::Higher => "higher is better",
@@ -135,12 +167,14 @@ impl Table {
             };
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} |",
                 r.scenario,
                 r.metric,
-                cell(&r.vals[0]),
-                cell(&r.vals[1]),
-                ratio
+                cell(Kind::Midge),
+                cell(Kind::Mosquitto),
+                ratio(Kind::Mosquitto),
+                cell(Kind::Rumqttd),
+                ratio(Kind::Rumqttd),
             );
         }
         s
@@ -151,6 +185,7 @@ fn idx(k: Kind) -> usize {
     match k {
         Kind::Midge => 0,
         Kind::Mosquitto => 1,
+        Kind::Rumqttd => 2,
     }
 }
 
@@ -183,13 +218,37 @@ fn num(v: f64) -> String {
     }
 }
 
-/// A B, B A, A B, ...: the order of the two brokers in repetition `rep` of
-/// scenario number `n`.
-fn order(n: usize, rep: usize) -> [Kind; 2] {
-    if (n + rep) % 2 == 0 {
-        [Kind::Midge, Kind::Mosquitto]
-    } else {
-        [Kind::Mosquitto, Kind::Midge]
+/// The order of the brokers in repetition `rep` of scenario number `n`:
+/// `kinds` rotated by one more each time (A B C, B C A, C A B, ...; with two
+/// brokers, A B, B A).
+fn order(kinds: &[Kind], n: usize, rep: usize) -> Vec<Kind> {
+    let mut v = kinds.to_vec();
+    if !v.is_empty() {
+        let len = v.len();
+        v.rotate_left((n + rep) % len);
+    }
+    v
+}
+
+/// Runs one broker's share of a scenario. A failure of rumqttd is written
+/// into its cells (a scenario its settings or protocol handling cannot
+/// take) and the benchmark goes on; a failure of midge or Mosquitto stops
+/// it.
+fn attempt(
+    t: &mut Table,
+    scens: &[&str],
+    k: Kind,
+    run: impl FnOnce(&mut Table) -> io::Result<()>,
+) -> io::Result<()> {
+    match run(t) {
+        Err(e) if k == Kind::Rumqttd => {
+            eprintln!("bench: {}: rumqttd failed: {e}", scens.join(", "));
+            for scen in scens {
+                t.not_run(scen, k, &format!("failed: {e}"));
+            }
+            Ok(())
+        }
+        r => r,
     }
 }
 
@@ -207,6 +266,8 @@ fn raise_nofile() {
 }
 
 struct Plan {
+    /// The brokers measured: midge, Mosquitto, and rumqttd when built.
+    kinds: Vec<Kind>,
     reps: usize,
     /// Divides message counts.
     scale: usize,
@@ -223,8 +284,19 @@ fn run(quick: bool, only: &[&str]) -> io::Result<()> {
         )));
     }
     raise_nofile();
+    let rumqttd = broker::rumqttd();
+    let mut kinds = vec![Kind::Midge, Kind::Mosquitto];
+    if rumqttd.is_some() {
+        kinds.push(Kind::Rumqttd);
+    } else {
+        eprintln!(
+            "bench: rumqttd not built ({} unset or missing; `make bench` builds it)",
+            broker::RUMQTTD_ENV
+        );
+    }
     let plan = if quick {
         Plan {
+            kinds,
             reps: 2,
             scale: 4,
             idle_steps: &[100, 1000],
@@ -233,6 +305,7 @@ fn run(quick: bool, only: &[&str]) -> io::Result<()> {
         }
     } else {
         Plan {
+            kinds,
             reps: 5,
             scale: 1,
             idle_steps: &[100, 1000, 5000],
@@ -243,7 +316,10 @@ fn run(quick: bool, only: &[&str]) -> io::Result<()> {
     let stack = client_stack();
     let want = |name: &str| only.is_empty() || only.contains(&name);
     let t_all = Instant::now();
-    let mut t = Table::default();
+    let mut t = Table {
+        rumqttd_built: rumqttd.is_some(),
+        ..Table::default()
+    };
     let mut notes = Vec::new();
     // Another build of midge, for a lever's before and after.
     let other = std::env::var_os("MIDGE_BENCH_BINARY");
@@ -277,9 +353,10 @@ fn run(quick: bool, only: &[&str]) -> io::Result<()> {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "midge {} vs {} ({} reps, {}), {:.0} s\n",
+        "midge {} vs {} and {} ({} reps, {}), {:.0} s\n",
         midge.display(),
         mosquitto_version(),
+        rumqttd_version(rumqttd.as_deref()),
         plan.reps,
         if quick { "quick" } else { "full" },
         t_all.elapsed().as_secs_f64()
@@ -312,6 +389,16 @@ fn mosquitto_version() -> String {
     }
 }
 
+fn rumqttd_version(bin: Option<&Path>) -> String {
+    let Some(bin) = bin else {
+        return "rumqttd (not built)".into();
+    };
+    match std::process::Command::new(bin).arg("--version").output() {
+        Ok(o) => String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        Err(_) => "rumqttd".into(),
+    }
+}
+
 fn progress(what: &str) {
     eprintln!("bench: {what}");
 }
@@ -319,6 +406,8 @@ fn progress(what: &str) {
 fn settle() {
     std::thread::sleep(Duration::from_millis(300));
 }
+
+const UNPRIVILEGED: &str = "empty broker, started as a non-root user";
 
 /// The empty broker started as `nobody`, as a service unit runs it.
 fn empty_unprivileged(t: &mut Table, k: Kind, midge: &Path) -> io::Result<()> {
@@ -328,7 +417,7 @@ fn empty_unprivileged(t: &mut Table, k: Kind, midge: &Path) -> io::Result<()> {
     };
     let b = Broker::start(k, midge, settings)?;
     settle();
-    let scen = "empty broker, started as a non-root user";
+    let scen = UNPRIVILEGED;
     t.add(
         scen,
         "cgroup usage KiB",
@@ -369,117 +458,130 @@ fn idle(
         per(f0.kmem, f1.kmem),
         per(f0.rss, f1.rss)
     ));
+    let idle_scens: Vec<String> = plan
+        .idle_steps
+        .iter()
+        .map(|n| format!("{n} idle clients"))
+        .collect();
+    let mut scens = vec!["start-up", "empty broker"];
+    scens.extend(idle_scens.iter().map(String::as_str));
     for rep in 0..plan.reps {
-        for k in order(0, rep) {
+        for k in order(&plan.kinds, 0, rep) {
             progress(&format!("idle: {} rep {}", k.name(), rep + 1));
-            empty_unprivileged(t, k, midge)?;
-            let b = Broker::start(k, midge, Settings::default())?;
-            settle();
-            let base_usage = b.proc.usage().unwrap_or(0);
-            let base_kmem = b.proc.kmem().unwrap_or(0);
-            let base_rss = b.proc.status("VmRSS");
-            t.add(
-                "start-up",
-                "time to first CONNACK ms",
-                Better::Lower,
-                k,
-                b.startup.as_secs_f64() * 1e3,
-            );
-            t.add(
-                "empty broker",
-                "cgroup usage KiB",
-                Better::Lower,
-                k,
-                base_usage as f64 / 1024.0,
-            );
-            t.add(
-                "empty broker",
-                "cgroup anon KiB",
-                Better::Lower,
-                k,
-                b.proc.anon().unwrap_or(0) as f64 / 1024.0,
-            );
-            t.add(
-                "empty broker",
-                "kmem KiB",
-                Better::Lower,
-                k,
-                base_kmem as f64 / 1024.0,
-            );
-            t.add(
-                "empty broker",
-                "RSS KiB",
-                Better::Lower,
-                k,
-                base_rss as f64 / 1024.0,
-            );
-            t.add(
-                "empty broker",
-                "threads",
-                Better::Lower,
-                k,
-                b.proc.status("Threads") as f64,
-            );
-            let mut conns = Vec::new();
-            for &n in plan.idle_steps {
-                let have = conns.len();
-                let (mut more, secs) = load::idle(&b, n - have, have)?;
-                conns.append(&mut more);
-                settle();
-                let scen = format!("{n} idle clients");
-                let usage = b.proc.usage().unwrap_or(0);
-                let kmem = b.proc.kmem().unwrap_or(0);
-                let rss = b.proc.status("VmRSS");
-                t.add(
-                    &scen,
-                    "cgroup usage KiB",
-                    Better::Lower,
-                    k,
-                    usage as f64 / 1024.0,
-                );
-                t.add(&scen, "kmem KiB", Better::Lower, k, kmem as f64 / 1024.0);
-                t.add(&scen, "RSS KiB", Better::Lower, k, rss as f64 / 1024.0);
-                t.add(
-                    &scen,
-                    "threads",
-                    Better::Lower,
-                    k,
-                    b.proc.status("Threads") as f64,
-                );
-                let per = |a: u64, b: u64| (b as f64 - a as f64) / n as f64;
-                t.add(
-                    &scen,
-                    "usage B/client",
-                    Better::Lower,
-                    k,
-                    per(base_usage, usage),
-                );
-                t.add(
-                    &scen,
-                    "kmem B/client",
-                    Better::Lower,
-                    k,
-                    per(base_kmem, kmem),
-                );
-                t.add(&scen, "RSS B/client", Better::Lower, k, per(base_rss, rss));
-                if k == Kind::Midge {
-                    t.add(
-                        &scen,
-                        "usage B/client minus bare thread",
-                        Better::Lower,
-                        k,
-                        per(base_usage, usage) - floor_usage,
-                    );
-                }
-                t.add(
-                    &scen,
-                    "connects/s (connect+subscribe)",
-                    Better::Higher,
-                    k,
-                    (n - have) as f64 / secs,
-                );
-            }
+            attempt(t, &[UNPRIVILEGED], k, |t| empty_unprivileged(t, k, midge))?;
+            attempt(t, &scens, k, |t| idle_one(t, plan, midge, k, floor_usage))?;
         }
+    }
+    Ok(())
+}
+
+/// One broker's share of `idle`.
+fn idle_one(t: &mut Table, plan: &Plan, midge: &Path, k: Kind, floor_usage: f64) -> io::Result<()> {
+    let b = Broker::start(k, midge, Settings::default())?;
+    settle();
+    let base_usage = b.proc.usage().unwrap_or(0);
+    let base_kmem = b.proc.kmem().unwrap_or(0);
+    let base_rss = b.proc.status("VmRSS");
+    t.add(
+        "start-up",
+        "time to first CONNACK ms",
+        Better::Lower,
+        k,
+        b.startup.as_secs_f64() * 1e3,
+    );
+    t.add(
+        "empty broker",
+        "cgroup usage KiB",
+        Better::Lower,
+        k,
+        base_usage as f64 / 1024.0,
+    );
+    t.add(
+        "empty broker",
+        "cgroup anon KiB",
+        Better::Lower,
+        k,
+        b.proc.anon().unwrap_or(0) as f64 / 1024.0,
+    );
+    t.add(
+        "empty broker",
+        "kmem KiB",
+        Better::Lower,
+        k,
+        base_kmem as f64 / 1024.0,
+    );
+    t.add(
+        "empty broker",
+        "RSS KiB",
+        Better::Lower,
+        k,
+        base_rss as f64 / 1024.0,
+    );
+    t.add(
+        "empty broker",
+        "threads",
+        Better::Lower,
+        k,
+        b.proc.status("Threads") as f64,
+    );
+    let mut conns = Vec::new();
+    for &n in plan.idle_steps {
+        let have = conns.len();
+        let (mut more, secs) = load::idle(&b, n - have, have)?;
+        conns.append(&mut more);
+        settle();
+        let scen = format!("{n} idle clients");
+        let usage = b.proc.usage().unwrap_or(0);
+        let kmem = b.proc.kmem().unwrap_or(0);
+        let rss = b.proc.status("VmRSS");
+        t.add(
+            &scen,
+            "cgroup usage KiB",
+            Better::Lower,
+            k,
+            usage as f64 / 1024.0,
+        );
+        t.add(&scen, "kmem KiB", Better::Lower, k, kmem as f64 / 1024.0);
+        t.add(&scen, "RSS KiB", Better::Lower, k, rss as f64 / 1024.0);
+        t.add(
+            &scen,
+            "threads",
+            Better::Lower,
+            k,
+            b.proc.status("Threads") as f64,
+        );
+        let per = |a: u64, b: u64| (b as f64 - a as f64) / n as f64;
+        t.add(
+            &scen,
+            "usage B/client",
+            Better::Lower,
+            k,
+            per(base_usage, usage),
+        );
+        t.add(
+            &scen,
+            "kmem B/client",
+            Better::Lower,
+            k,
+            per(base_kmem, kmem),
+        );
+        t.add(&scen, "RSS B/client", Better::Lower, k, per(base_rss, rss));
+        if k == Kind::Midge {
+            t.add(
+                &scen,
+                "usage B/client minus bare thread",
+                Better::Lower,
+                k,
+                per(base_usage, usage) - floor_usage,
+            );
+        }
+        t.add(
+            &scen,
+            "connects/s (connect+subscribe)",
+            Better::Higher,
+            k,
+            (n - have) as f64 / secs,
+        );
     }
     Ok(())
 }
@@ -498,6 +600,20 @@ fn flow_rows(t: &mut Table, scen: &str, k: Kind, r: &load::FlowResult) {
     }
     let rate = r.delivered as f64 / r.secs.max(1e-9);
     t.add(scen, "msgs/s delivered", Better::Higher, k, rate);
+    cpu_and_loss_rows(t, scen, k, r);
+    if let Some(p) = r.peak {
+        t.add(
+            scen,
+            "peak cgroup usage MiB",
+            Better::Lower,
+            k,
+            p as f64 / MB,
+        );
+    }
+}
+
+/// The broker's CPU per million messages delivered, and the messages lost.
+fn cpu_and_loss_rows(t: &mut Table, scen: &str, k: Kind, r: &load::FlowResult) {
     t.add(
         scen,
         CPU,
@@ -512,15 +628,30 @@ fn flow_rows(t: &mut Table, scen: &str, k: Kind, r: &load::FlowResult) {
         k,
         (r.expected - r.delivered.min(r.expected)) as f64,
     );
-    if let Some(p) = r.peak {
-        t.add(
-            scen,
-            "peak cgroup usage MiB",
-            Better::Lower,
-            k,
-            p as f64 / MB,
-        );
+}
+
+/// Scenario number `n`: flow `f` against each broker, `plan.reps` times.
+fn flow_scenario(
+    t: &mut Table,
+    plan: &Plan,
+    midge: &Path,
+    n: usize,
+    scen: &str,
+    settings: Settings,
+    f: &Flow,
+) -> io::Result<()> {
+    for rep in 0..plan.reps {
+        for k in order(&plan.kinds, n, rep) {
+            progress(&format!("{scen}: {} rep {}", k.name(), rep + 1));
+            attempt(t, &[scen], k, |t| {
+                let b = Broker::start(k, midge, settings)?;
+                let r = load::flow(&b, f)?;
+                flow_rows(t, scen, k, &r);
+                Ok(())
+            })?;
+        }
     }
+    Ok(())
 }
 
 fn throughput(t: &mut Table, plan: &Plan, midge: &Path) -> io::Result<()> {
@@ -555,14 +686,11 @@ fn throughput(t: &mut Table, plan: &Plan, midge: &Path) -> io::Result<()> {
                         "fan-out 1->4"
                     }
                 );
-                for rep in 0..plan.reps {
-                    for k in order(n, rep) {
-                        progress(&format!("{scen}: {} rep {}", k.name(), rep + 1));
-                        let b = Broker::start(k, midge, Settings::default())?;
-                        let r = load::flow(&b, &f)?;
-                        flow_rows(t, &scen, k, &r);
-                    }
-                }
+                let settings = Settings {
+                    message_size: size,
+                    ..Settings::default()
+                };
+                flow_scenario(t, plan, midge, n, &scen, settings, &f)?;
                 n += 1;
             }
         }
@@ -581,33 +709,26 @@ fn latency(t: &mut Table, plan: &Plan, midge: &Path) -> io::Result<()> {
         let f = Flow::paced(qos, rate, secs);
         let scen = format!("latency QoS {qos}, {rate} msg/s, 32 B");
         for rep in 0..plan.reps {
-            for k in order(qos as usize, rep) {
+            for k in order(&plan.kinds, qos as usize, rep) {
                 progress(&format!("{scen}: {} rep {}", k.name(), rep + 1));
-                let b = Broker::start(k, midge, Settings::default())?;
-                let mut r = load::flow(&b, &f)?;
-                r.latencies.sort_unstable();
-                let us = |p: f64| load::percentile(&r.latencies, p) as f64 / 1e3;
-                t.add(&scen, "p50 us", Better::Lower, k, us(50.0));
-                t.add(&scen, "p99 us", Better::Lower, k, us(99.0));
-                t.add(&scen, "p99.9 us", Better::Lower, k, us(99.9));
-                t.add(&scen, "max us", Better::Lower, k, us(100.0));
-                t.add(
-                    &scen,
-                    CPU,
-                    Better::Lower,
-                    k,
-                    r.cpu / (r.delivered.max(1) as f64 / 1e6),
-                );
-                t.add(
-                    &scen,
-                    "lost",
-                    Better::Lower,
-                    k,
-                    (r.expected - r.delivered.min(r.expected)) as f64,
-                );
+                attempt(t, &[&scen], k, |t| latency_one(t, midge, k, &f, &scen))?;
             }
         }
     }
+    Ok(())
+}
+
+/// One broker's share of a `latency` scenario.
+fn latency_one(t: &mut Table, midge: &Path, k: Kind, f: &Flow, scen: &str) -> io::Result<()> {
+    let b = Broker::start(k, midge, Settings::default())?;
+    let mut r = load::flow(&b, f)?;
+    r.latencies.sort_unstable();
+    let us = |p: f64| load::percentile(&r.latencies, p) as f64 / 1e3;
+    t.add(scen, "p50 us", Better::Lower, k, us(50.0));
+    t.add(scen, "p99 us", Better::Lower, k, us(99.0));
+    t.add(scen, "p99.9 us", Better::Lower, k, us(99.9));
+    t.add(scen, "max us", Better::Lower, k, us(100.0));
+    cpu_and_loss_rows(t, scen, k, &r);
     Ok(())
 }
 
@@ -619,49 +740,64 @@ fn retained(t: &mut Table, plan: &Plan, midge: &Path) -> io::Result<()> {
         ..Settings::default()
     };
     for rep in 0..plan.reps {
-        for k in order(0, rep) {
+        for k in order(&plan.kinds, 0, rep) {
             progress(&format!("{scen}: {} rep {}", k.name(), rep + 1));
-            let b = Broker::start(k, midge, settings)?;
-            let r = load::retained(&b, n, 50)?;
-            t.add(&scen, "store all, s", Better::Lower, k, r.store_secs);
-            t.add(
-                &scen,
-                "subscribe ret/# until all arrived, s",
-                Better::Lower,
-                k,
-                r.wildcard_secs,
-            );
-            t.add(
-                &scen,
-                "retained lost on ret/#",
-                Better::Lower,
-                k,
-                (n as u64 - r.wildcard_got.min(n as u64)) as f64,
-            );
-            t.add(
-                &scen,
-                "subscribe one exact topic, us",
-                Better::Lower,
-                k,
-                r.exact_us,
-            );
-            t.add(&scen, "broker CPU s", Better::Lower, k, r.cpu);
-            t.add(
-                &scen,
-                "cgroup usage MiB",
-                Better::Lower,
-                k,
-                b.proc.usage().unwrap_or(0) as f64 / MB,
-            );
-            t.add(
-                &scen,
-                "RSS MiB",
-                Better::Lower,
-                k,
-                b.proc.status("VmRSS") as f64 / MB,
-            );
+            attempt(t, &[&scen], k, |t| {
+                retained_one(t, midge, k, settings, n, &scen)
+            })?;
         }
     }
+    Ok(())
+}
+
+/// One broker's share of `retained`.
+fn retained_one(
+    t: &mut Table,
+    midge: &Path,
+    k: Kind,
+    settings: Settings,
+    n: usize,
+    scen: &str,
+) -> io::Result<()> {
+    let b = Broker::start(k, midge, settings)?;
+    let r = load::retained(&b, n, 50)?;
+    t.add(scen, "store all, s", Better::Lower, k, r.store_secs);
+    t.add(
+        scen,
+        "subscribe ret/# until all arrived, s",
+        Better::Lower,
+        k,
+        r.wildcard_secs,
+    );
+    t.add(
+        scen,
+        "retained lost on ret/#",
+        Better::Lower,
+        k,
+        (n as u64 - r.wildcard_got.min(n as u64)) as f64,
+    );
+    t.add(
+        scen,
+        "subscribe one exact topic, us",
+        Better::Lower,
+        k,
+        r.exact_us,
+    );
+    t.add(scen, "broker CPU s", Better::Lower, k, r.cpu);
+    t.add(
+        scen,
+        "cgroup usage MiB",
+        Better::Lower,
+        k,
+        b.proc.usage().unwrap_or(0) as f64 / MB,
+    );
+    t.add(
+        scen,
+        "RSS MiB",
+        Better::Lower,
+        k,
+        b.proc.status("VmRSS") as f64 / MB,
+    );
     Ok(())
 }
 
@@ -684,14 +820,7 @@ fn slow(t: &mut Table, plan: &Plan, midge: &Path) -> io::Result<()> {
             fan_in: false,
         };
         let scen = format!("fan-out QoS 1 32 B to 3 readers + {stalled} stalled");
-        for rep in 0..plan.reps {
-            for k in order(stalled, rep) {
-                progress(&format!("{scen}: {} rep {}", k.name(), rep + 1));
-                let b = Broker::start(k, midge, settings)?;
-                let r = load::flow(&b, &f)?;
-                flow_rows(t, &scen, k, &r);
-            }
-        }
+        flow_scenario(t, plan, midge, stalled, &scen, settings, &f)?;
     }
     Ok(())
 }
@@ -699,8 +828,15 @@ fn slow(t: &mut Table, plan: &Plan, midge: &Path) -> io::Result<()> {
 /// QoS 1 to an offline persistent subscriber, midge with its snapshot
 /// (Mosquitto-compatible) persistence and with the journal, each beside
 /// Mosquitto with `persistence true` (which writes nothing until it saves).
+/// rumqttd keeps nothing across a restart: it is marked, not run.
 fn durable(t: &mut Table, plan: &Plan, midge: &Path) -> io::Result<()> {
     let n = 20_000 / plan.scale;
+    let kinds: Vec<Kind> = plan
+        .kinds
+        .iter()
+        .copied()
+        .filter(|&k| k != Kind::Rumqttd)
+        .collect();
     for (i, (mode, what)) in [
         (Persistence::Snapshot, "snapshot only"),
         (Persistence::Journal, "midge journal on (commit interval 0)"),
@@ -717,8 +853,9 @@ fn durable(t: &mut Table, plan: &Plan, midge: &Path) -> io::Result<()> {
             journal_commit_ms: Some(0),
             ..Settings::default()
         };
+        t.not_run(&scen, Kind::Rumqttd, "no persistence");
         for rep in 0..plan.reps {
-            for k in order(i, rep) {
+            for k in order(&kinds, i, rep) {
                 progress(&format!("{scen}: {} rep {}", k.name(), rep + 1));
                 let r = durable::run(k, midge, settings, n, 32)?;
                 t.add(
@@ -853,11 +990,7 @@ fn targets(t: &Table) -> String {
         extra.map(num).unwrap_or("-".into()),
         mosq.map(num).unwrap_or("-".into()),
     );
-    let rss = t.median(
-        "empty broker, started as a non-root user",
-        "RSS KiB",
-        Kind::Midge,
-    );
+    let rss = t.median(UNPRIVILEGED, "RSS KiB", Kind::Midge);
     let _ = writeln!(
         s,
         "- idle broker started as a non-root user, as the service runs it: midge {} KiB RSS (target: under 4,096 KiB on a board)",

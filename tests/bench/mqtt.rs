@@ -204,6 +204,10 @@ pub fn expect(s: &mut TcpStream, fr: &mut Framer, kinds: &[u8]) -> io::Result<()
     Ok(())
 }
 
+/// The keep-alive of `client`'s connections, in seconds: longer than any
+/// scenario, and not 0, which rumqttd refuses.
+pub const KEEPALIVE: u16 = 3600;
+
 /// Connects and waits for CONNACK; subscribes too when a filter is given.
 /// `rbuf` is the framer's starting buffer size.
 pub fn client(
@@ -216,7 +220,7 @@ pub fn client(
     s.set_nodelay(true)?;
     s.set_read_timeout(Some(Duration::from_secs(20)))?;
     let mut out = Vec::with_capacity(128);
-    connect(&mut out, id, 0);
+    connect(&mut out, id, KEEPALIVE);
     let mut kinds = vec![CONNACK];
     if let Some((f, q)) = sub {
         subscribe(&mut out, 1, f, q);
