@@ -23,25 +23,47 @@ pub fn channel<T>(cap: usize) -> (Tx<T>, Rx<T>) {
     (
         Tx {
             tx,
-            waiter: waiter.clone(),
+            waker: Waker(waiter.clone()),
         },
         Rx { rx, waiter },
     )
 }
 
-/// A sender.
+/// A sender. Dropping the last one wakes the receiver, which then sees
+/// [`Disconnected`].
 #[derive(Debug)]
 pub struct Tx<T> {
+    // Fields drop in this order: the channel's sender first, then the
+    // waker wakes the receiver to see it gone.
     tx: Sender<T>,
-    /// The receiving thread, once attached.
-    waiter: Arc<OnceLock<Thread>>,
+    waker: Waker,
+}
+
+/// The receiving thread, once attached; unparked when a sender drops.
+#[derive(Clone, Debug)]
+struct Waker(Arc<OnceLock<Thread>>);
+
+impl Waker {
+    fn wake(&self) {
+        // Not attached yet: the receiver looks at the channel before it
+        // first waits anyway.
+        if let Some(t) = self.0.get() {
+            t.unpark();
+        }
+    }
+}
+
+impl Drop for Waker {
+    fn drop(&mut self) {
+        self.wake();
+    }
 }
 
 impl<T> Clone for Tx<T> {
     fn clone(&self) -> Self {
         Tx {
             tx: self.tx.clone(),
-            waiter: self.waiter.clone(),
+            waker: self.waker.clone(),
         }
     }
 }
@@ -51,28 +73,20 @@ impl<T> Tx<T> {
     /// receiver is gone.
     pub fn send(&self, item: T) -> Result<(), SendError<T>> {
         self.tx.send(item)?;
-        self.wake();
+        self.waker.wake();
         Ok(())
     }
 
     /// Queues `item` unless the channel is full.
     pub fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
         self.tx.try_send(item)?;
-        self.wake();
+        self.waker.wake();
         Ok(())
     }
 
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
         self.tx.is_empty()
-    }
-
-    fn wake(&self) {
-        // Not attached yet: the receiver looks at the channel before it
-        // first waits anyway.
-        if let Some(t) = self.waiter.get() {
-            t.unpark();
-        }
     }
 }
 
@@ -142,6 +156,22 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         tx.send(7).expect("queued");
         assert_eq!(receiver.join().expect("receiver thread"), Ok(Some(7)));
+    }
+
+    #[test]
+    fn dropping_the_last_sender_wakes_a_parked_receiver() {
+        let (tx, rx) = channel::<u32>(1);
+        let receiver = std::thread::spawn(move || {
+            rx.attach();
+            // Without the wake it would sleep until the deadline.
+            rx.recv_until(Some(Instant::now() + Duration::from_secs(10)))
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let other = tx.clone();
+        drop(tx);
+        std::thread::sleep(Duration::from_millis(20));
+        drop(other);
+        assert_eq!(receiver.join().expect("receiver thread"), Err(Disconnected));
     }
 
     #[test]
