@@ -608,8 +608,13 @@ impl Broker {
         }
     }
 
-    /// The ports of every `Opening ipv4 listen socket` line, in order.
+    /// The ports of every `Opening ipv4 listen socket` line, in order:
+    /// those logged before the `... version X running` line, which both
+    /// brokers print once every listener is open (the log arrives through
+    /// a pipe, and may lag behind the first port accepting connections).
     pub fn ipv4_ports(&self) -> Vec<u16> {
+        let running = |l: &str| l.contains(" version ") && l.ends_with(" running");
+        self.log.wait_from(0, START_TIMEOUT, |l| running(l));
         self.logs()
             .iter()
             .filter_map(|l| l.split("Opening ipv4 listen socket on port ").nth(1))
