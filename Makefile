@@ -110,7 +110,7 @@ TOOLS := midge_passwd midge_cert midge_pub midge_sub midge_rr
 CI_STEPS := test-deps setup test-amd64 conformance msrv armv7 qemu-test arm64 qemu-test-arm64 deb deb-armhf deb-arm64 lint deb-install-test
 
 .PHONY: all build run test test-deps setup test-amd64 msrv armv7 qemu-test \
-	arm64 qemu-test-arm64 deb deb-armhf deb-arm64 lint deb-install-test cross-armv7 clean-cross bench bench-quick bench-rumqttd bench-wear bench-retained \
+	arm64 qemu-test-arm64 deb deb-armhf deb-arm64 lint deb-install-test cross-armv7 clean-cross bench bench-deps bench-quick bench-rumqttd bench-wear bench-retained \
 	fuzz soak soak-short conformance
 
 all: build
@@ -199,13 +199,19 @@ $(RUMQTTD):
 
 bench-rumqttd: $(RUMQTTD)
 
-bench: $(RUMQTTD)
+# What the benchmarks run beside midge: Debian's mosquitto (test-deps) and
+# linux-perf, whose `perf stat` counts the system calls per message.
+bench-deps: test-deps
+	@command -v perf >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf; }
+
+bench: bench-deps $(RUMQTTD)
 	MIDGE_BENCH_RUMQTTD=$(RUMQTTD) $(CARGO) bench --locked --bench compare
 	$(CARGO) bench --locked --bench acl
 	$(CARGO) bench --locked --bench wear
 	$(CARGO) bench --locked --bench retained
 
-bench-quick: $(RUMQTTD)
+bench-quick: bench-deps $(RUMQTTD)
 	MIDGE_BENCH_RUMQTTD=$(RUMQTTD) $(CARGO) bench --locked --bench compare -- --quick
 	$(CARGO) bench --locked --bench acl
 	$(CARGO) bench --locked --bench wear -- --quick

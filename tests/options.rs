@@ -198,6 +198,8 @@ fn upgrade_outgoing_qos_applies_to_retained_messages_too() {
     let mut p = b.client("p");
     p.publish("up/kept", b"low", 0, true, 0);
     p.publish("up/kept1", b"one", 1, true, 1);
+    // Both are with the router before the subscription (one queue).
+    p.ping();
     let mut sub = b.client("sub");
     sub.subscribe(1, &[("up/#", 2)]);
     let m = sub.expect_publish_eq("up/kept", b"low", 2, true);
@@ -208,6 +210,7 @@ fn upgrade_outgoing_qos_applies_to_retained_messages_too() {
     let b = Broker::start("");
     let mut p = b.client("p");
     p.publish("up/kept", b"low", 0, true, 0);
+    p.ping();
     let mut sub = b.client("sub");
     sub.subscribe(1, &[("up/#", 2)]);
     sub.expect_publish_eq("up/kept", b"low", 0, true);
