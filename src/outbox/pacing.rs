@@ -68,9 +68,12 @@ pub const PACE_BYTES: usize = 1024 * 1024;
 /// publishers even when `max_queued_messages` is higher (or unlimited).
 /// Small messages cost far more memory than their payload (the queue
 /// entry, the topic and the payload's own allocation: about 180 bytes for
-/// a 32-byte message), and 4,096 of them still fill the client thread's
-/// writes many times over while its publishers come back.
-pub const PACE_MESSAGES: usize = 4096;
+/// a 32-byte message), and the 512 left at the low-water mark still fill
+/// the client thread's writes while its publishers come back
+/// (docs/PERFORMANCE.md: 4,096 held 0.4-1.0 MiB more at the peak of a
+/// QoS 0 fan-in or fan-out of 32-byte messages, for a quarter more
+/// fan-in throughput).
+pub const PACE_MESSAGES: usize = 1024;
 
 /// The high-water mark is each limit less its 1/`HIGH_WATER_CUT` part
 /// (rounded down): at 3/4 of `max_queued_messages` a draining subscriber
