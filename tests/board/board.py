@@ -66,6 +66,15 @@ def free_port():
         return s.getsockname()[1]
 
 
+def die_with_parent():
+    """In the child before exec: the kernel kills it when this driver dies,
+    even by SIGKILL, so no emulator outlives the test."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 # --- the board ---------------------------------------------------------------
 
 
@@ -107,7 +116,7 @@ class Board:
         ]
         self.proc = subprocess.Popen(
             args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=die_with_parent,
         )
         threading.Thread(target=self._read, daemon=True).start()
 
