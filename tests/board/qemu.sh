@@ -44,7 +44,11 @@ if [ ! -x "$wrapper" ]; then
     done
     if [ "${#missing[@]}" -gt 0 ]; then
         log "installing ${missing[*]}"
-        as_root "${APT[@]}" install -y --no-install-recommends "${missing[@]}" </dev/null >&2
+        if ! as_root "${APT[@]}" install -y --no-install-recommends "${missing[@]}" </dev/null >&2; then
+            # Stale lists (a point release replaced a file): refresh, retry once.
+            as_root "${APT[@]}" update </dev/null >&2
+            as_root "${APT[@]}" install -y --no-install-recommends "${missing[@]}" </dev/null >&2
+        fi
     fi
     if ldd "$dir/root/usr/bin/qemu-system-arm" | grep 'not found' >&2; then
         log "qemu-system-arm still misses libraries"
