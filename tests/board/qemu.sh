@@ -36,8 +36,9 @@ if [ ! -x "$wrapper" ]; then
     done
     # The shared libraries it links, from its own Depends (those that name
     # a library, lib*): plain packages that conflict with nothing.
-    libs=$(dpkg-deb -f "$dir"/debs/qemu-system-arm_*.deb Depends "$dir"/debs/qemu-system-common_*.deb Depends |
-        tr ',|' '\n\n' | sed 's/(.*//; s/^ *//; s/ *$//' | grep '^lib' | sort -u)
+    libs=$(for deb in "$dir"/debs/qemu-system-arm_*.deb "$dir"/debs/qemu-system-common_*.deb; do
+        dpkg-deb -f "$deb" Depends
+    done | tr ',|' '\n\n' | sed 's/(.*//; s/^ *//; s/ *$//' | grep '^lib' | sort -u)
     missing=()
     for lib in $libs; do
         dpkg-query -W -f='${db:Status-Status}' "$lib" 2>/dev/null | grep -qx installed || missing+=("$lib")
